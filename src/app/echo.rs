@@ -1,0 +1,23 @@
+//! `echo`: sends back exactly the bytes received, in order.
+//!
+//! Memory stays bounded when the client does not read: the loop stops
+//! reading a connection whose pending output is above the high-water mark.
+
+use super::App;
+use crate::conn::ConnId;
+use crate::event_loop::Ctx;
+
+/// The echo app.
+#[derive(Default)]
+pub struct Echo;
+
+impl App for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+        ctx.send(conn, input);
+        input.len()
+    }
+}

@@ -1,0 +1,121 @@
+//! `iomux serve`: the multi-client server.
+
+use clap::{Args, ValueEnum};
+use iomux::app::{Ack, App, Chat, Echo};
+use iomux::{Backend, Config, EventLoop};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum AppName {
+    /// Print each message and answer the --reply text (the seed's server).
+    Ack,
+    /// Send back every byte received.
+    Echo,
+    /// Relay each line to all other clients.
+    Chat,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    bind: SocketAddr,
+    /// Readiness mechanism [default: auto, or $IOMUX_BACKEND]
+    /// [possible values: auto, select, poll, epoll, epoll-et]
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<Backend>,
+    /// What the server does with the bytes.
+    #[arg(long, value_enum, default_value = "ack")]
+    app: AppName,
+    /// Reply sent for each message (ack).
+    #[arg(long, default_value = "Ok,Thanks")]
+    reply: String,
+    /// Connections beyond this are accepted and closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_clients: usize,
+    /// Close a client silent this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    idle_timeout: u64,
+    /// Disconnect a client whose unsent output passes this many bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_output: usize,
+    /// Longest line accepted (chat); longer disconnects the sender.
+    #[arg(long, default_value_t = 65536)]
+    max_line: usize,
+    /// No per-message and per-connection lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+pub fn run(args: ServeArgs) -> i32 {
+    let backend = match args.backend {
+        Some(b) => b,
+        None => match Backend::from_env() {
+            Ok(b) => b,
+            Err(e) => return super::usage_error(&format!("IOMUX_BACKEND: {e}")),
+        },
+    };
+    iomux::limits::raise_nofile_limit();
+    let config = Config {
+        max_clients: args.max_clients,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        max_output: args.max_output,
+        // Room for one over-long line plus a read, so chat sees it and
+        // disconnects with its own rule.
+        max_input: args.max_line.saturating_add(64 * 1024),
+        log_connections: !args.quiet,
+        ..Config::default()
+    };
+    let mut app: Box<dyn App> = match args.app {
+        AppName::Ack => Box::new(Ack::new(args.reply.as_bytes(), !args.quiet)),
+        AppName::Echo => Box::new(Echo),
+        AppName::Chat => Box::new(Chat::new(args.max_line)),
+    };
+    let listener = match iomux::net::tcp_listener(args.bind) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("iomux: cannot listen on {}: {e}", args.bind);
+            return 1;
+        }
+    };
+    let setup = || -> std::io::Result<(EventLoop, SocketAddr)> {
+        let local = listener.local_addr()?;
+        let mut lp = EventLoop::new(backend, config)?;
+        lp.listen(listener)?;
+        lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        Ok((lp, local))
+    };
+    let (mut lp, local) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("iomux: cannot start the {backend} event loop: {e}");
+            return 1;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "iomux: listening on {local} (backend {}, app {})",
+            lp.backend_name(),
+            app.name()
+        );
+        let _ = out.flush();
+    }
+    if let Err(e) = lp.run(app.as_mut()) {
+        eprintln!("iomux: event loop failed: {e}");
+        return 1;
+    }
+    let stats = lp.stats();
+    println!(
+        "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
+        stats.accepted, stats.bytes_in, stats.bytes_out
+    );
+    0
+}

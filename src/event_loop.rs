@@ -1,0 +1,897 @@
+//! The event loop: one thread, many connections, any backend.
+//!
+//! One turn, step by step:
+//! 1. Pick the wait's timeout: zero if connections are left unfinished from
+//!    the last turn (edge-triggered budget), else until the next timer.
+//! 2. Wait on the selector.
+//! 3. Dispatch each event by token: a listener accepts (up to a budget),
+//!    the waker and the signal pipe are drained, a connection reads (up to
+//!    a budget, handing bytes to the [`App`]) and writes. A token whose
+//!    generation no longer matches a live connection is stale and dropped.
+//! 4. Serve the connections left unfinished last turn (edge-triggered only:
+//!    no new edge will come for them).
+//! 5. Fire due timers (idle timeouts, accept back-off, shutdown deadline).
+//! 6. Before sleeping, write every connection's new output (most replies go
+//!    out here in one write, and write interest is only turned on for what
+//!    the socket did not take), then close what was scheduled to close.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::net::SocketFlags;
+use slab::Slab;
+
+use crate::app::App;
+use crate::conn::{Conn, ConnId, Flush};
+use crate::selector::{Backend, Event, Events, Interest, Selector, Token};
+use crate::timer::Timers;
+use crate::waker::{SignalPipe, StopHandle, Waker};
+
+/// Tunables of the loop. `Default` gives the server's defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Connections beyond this are accepted and closed at once.
+    pub max_clients: usize,
+    /// Close a connection that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Disconnect a connection whose pending output exceeds this.
+    pub max_output: usize,
+    /// Disconnect a connection whose unconsumed input exceeds this.
+    pub max_input: usize,
+    /// Stop reading a connection while its pending output is above this...
+    pub high_water: usize,
+    /// ...and resume once it is at or below this.
+    pub low_water: usize,
+    /// Bytes read from one connection per turn before others get a go.
+    pub read_budget: usize,
+    /// Connections accepted per listener per turn.
+    pub accept_budget: usize,
+    /// How long a graceful shutdown may spend flushing output.
+    pub shutdown_grace: Duration,
+    /// How long accepting pauses after `EMFILE`/`ENFILE`.
+    pub accept_backoff: Duration,
+    /// Log `connect ADDR` / `disconnect ADDR` lines on stderr.
+    pub log_connections: bool,
+    /// Set `TCP_NODELAY` on accepted connections.
+    pub nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_clients: 10_000,
+            idle_timeout: None,
+            max_output: 1 << 20,
+            max_input: 1 << 20,
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            read_budget: 256 * 1024,
+            accept_budget: 256,
+            shutdown_grace: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+            log_connections: true,
+            nodelay: true,
+        }
+    }
+}
+
+/// Counters since the loop was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections admitted (accepted under the limit, or adopted).
+    pub accepted: u64,
+    /// Connections accepted and closed at once (over `max_clients`).
+    pub rejected: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Bytes read from connections.
+    pub bytes_in: u64,
+    /// Bytes written to connections.
+    pub bytes_out: u64,
+    /// Turns of the loop.
+    pub turns: u64,
+}
+
+/// Why a connection was closed.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer closed its side and everything owed was sent.
+    PeerClosed,
+    /// The app closed it.
+    App,
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Pending output went over `max_output` (the peer does not read).
+    OutputLimit,
+    /// Unconsumed input went over `max_input`.
+    InputLimit,
+    /// The loop is shutting down.
+    Shutdown,
+    /// A read or write failed (reset, broken pipe, ...).
+    Error(io::Error),
+}
+
+impl CloseReason {
+    /// Short text for logs; `None` for the ordinary end of a connection.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            CloseReason::PeerClosed | CloseReason::App | CloseReason::Shutdown => None,
+            CloseReason::Idle => Some("idle timeout".into()),
+            CloseReason::OutputLimit => Some("output limit exceeded (client not reading)".into()),
+            CloseReason::InputLimit => Some("input limit exceeded".into()),
+            CloseReason::Error(e) => Some(e.to_string()),
+        }
+    }
+}
+
+const WAKER: Token = Token(u64::MAX);
+const SIGNALS: Token = Token(u64::MAX - 1);
+const LISTENER_BASE: u64 = u64::MAX - 1 - 1024;
+
+fn listener_token(i: usize) -> Token {
+    Token(LISTENER_BASE + i as u64)
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Idle(ConnId),
+    ResumeAccept,
+    App(u64),
+}
+
+struct Listener {
+    socket: TcpListener,
+    registered: bool,
+}
+
+/// What apps may touch: everything but the selector and the listeners.
+pub(crate) struct Shared {
+    pub conns: Slab<Conn>,
+    pub config: Config,
+    pub stats: Stats,
+    pub now: Instant,
+    /// Connections with new output, flushed before the loop sleeps.
+    pub dirty: Vec<ConnId>,
+    /// Connections to close, with why.
+    pub closing: Vec<(ConnId, CloseReason)>,
+    timers: Timers<TimerKind>,
+    stop_requested: bool,
+}
+
+/// The handle an [`App`] gets in every callback.
+pub struct Ctx<'a> {
+    pub(crate) shared: &'a mut Shared,
+}
+
+impl Ctx<'_> {
+    fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.shared
+            .conns
+            .get_mut(conn.index())
+            .filter(|c| c.id == conn && !c.closing)
+    }
+
+    /// Queues `data` for `conn`; it is written before the loop sleeps.
+    /// Returns false if the connection is gone or closing. A connection
+    /// whose pending output passes `max_output` is disconnected.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> bool {
+        let max_output = self.shared.config.max_output;
+        let Some(c) = self.conn_mut(conn) else {
+            return false;
+        };
+        c.queue(data);
+        let newly_dirty = !std::mem::replace(&mut c.dirty, true);
+        let pending = c.pending();
+        if newly_dirty {
+            self.shared.dirty.push(conn);
+        }
+        if pending > max_output {
+            self.close_with(conn, CloseReason::OutputLimit);
+            return false;
+        }
+        true
+    }
+
+    /// Queues `data` for every open connection except `except`.
+    pub fn broadcast(&mut self, data: &[u8], except: Option<ConnId>) {
+        let ids: Vec<ConnId> = self
+            .shared
+            .conns
+            .iter()
+            .map(|(_, c)| c.id)
+            .filter(|&id| Some(id) != except)
+            .collect();
+        for id in ids {
+            self.send(id, data);
+        }
+    }
+
+    /// Closes `conn` now, dropping any output not yet written.
+    pub fn close(&mut self, conn: ConnId) {
+        self.close_with(conn, CloseReason::App);
+    }
+
+    /// Closes `conn` once its pending output is written.
+    pub fn close_after_flush(&mut self, conn: ConnId) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.close_when_flushed = true;
+            if !c.dirty {
+                c.dirty = true;
+                self.shared.dirty.push(conn);
+            }
+        }
+    }
+
+    fn close_with(&mut self, conn: ConnId, reason: CloseReason) {
+        self.shared.schedule_close(conn, reason);
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.shared
+            .conns
+            .get(conn.index())
+            .filter(|c| c.id == conn)
+            .map(|c| c.peer)
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.shared
+            .conns
+            .get(conn.index())
+            .filter(|c| c.id == conn)
+            .map_or(0, |c| c.pending())
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.len()
+    }
+
+    /// Calls [`App::on_timer`] with `id` after `after`.
+    pub fn set_timer(&mut self, after: Duration, id: u64) {
+        let at = self.shared.now + after;
+        self.shared.timers.add(at, TimerKind::App(id));
+    }
+
+    /// The time this turn started (cheaper than `Instant::now`).
+    pub fn now(&self) -> Instant {
+        self.shared.now
+    }
+
+    /// Starts a graceful shutdown of the loop.
+    pub fn stop(&mut self) {
+        self.shared.stop_requested = true;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats
+    }
+}
+
+impl Shared {
+    fn schedule_close(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(c) = self
+            .conns
+            .get_mut(conn.index())
+            .filter(|c| c.id == conn && !c.closing)
+        {
+            c.closing = true;
+            self.closing.push((conn, reason));
+        }
+    }
+
+    fn live(&mut self, token: Token) -> Option<&mut Conn> {
+        let id = ConnId(token.0);
+        self.conns
+            .get_mut(id.index())
+            .filter(|c| c.id == id && !c.closing)
+    }
+}
+
+/// A single-threaded event loop over one selector.
+pub struct EventLoop {
+    selector: Box<dyn Selector>,
+    events: Events,
+    listeners: Vec<Listener>,
+    shared: Shared,
+    waker: Waker,
+    stop_flag: Arc<AtomicBool>,
+    signals: Option<SignalPipe>,
+    /// Tokens to serve next turn without a new event (edge-triggered only).
+    unfinished: Vec<Token>,
+    /// Where reads land before the app sees them (one per loop, not per
+    /// connection).
+    scratch: Vec<u8>,
+    generation: u32,
+    /// Connections adopted before `run`, whose `on_open` is still due.
+    unopened: Vec<ConnId>,
+    shutting_down: Option<Instant>,
+    emfile_logged: bool,
+}
+
+/// Size of one read.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl EventLoop {
+    /// A loop over `backend` with `config`.
+    pub fn new(backend: Backend, config: Config) -> io::Result<EventLoop> {
+        let mut selector = backend.open()?;
+        let waker = Waker::new()?;
+        selector.register(waker.fd(), WAKER, Interest::READABLE)?;
+        Ok(EventLoop {
+            selector,
+            events: Events::with_capacity(256),
+            listeners: Vec::new(),
+            shared: Shared {
+                conns: Slab::new(),
+                config,
+                stats: Stats::default(),
+                now: Instant::now(),
+                dirty: Vec::new(),
+                closing: Vec::new(),
+                timers: Timers::default(),
+                stop_requested: false,
+            },
+            waker,
+            stop_flag: Arc::new(AtomicBool::new(false)),
+            signals: None,
+            unfinished: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            generation: 0,
+            unopened: Vec::new(),
+            shutting_down: None,
+            emfile_logged: false,
+        })
+    }
+
+    /// The running backend's name (`auto` resolved).
+    pub fn backend_name(&self) -> &'static str {
+        self.selector.name()
+    }
+
+    /// Accepts connections from `listener` (made non-blocking here).
+    pub fn listen(&mut self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let token = listener_token(self.listeners.len());
+        self.selector
+            .register(listener.as_fd(), token, Interest::READABLE)?;
+        self.listeners.push(Listener {
+            socket: listener,
+            registered: true,
+        });
+        Ok(())
+    }
+
+    /// Adds an already connected stream (e.g. a client's outgoing
+    /// connection). Its `on_open` runs when the loop starts.
+    pub fn adopt(&mut self, stream: TcpStream) -> io::Result<ConnId> {
+        stream.set_nonblocking(true)?;
+        let peer = stream.peer_addr()?;
+        let id = self.insert(stream, peer)?;
+        self.unopened.push(id);
+        Ok(id)
+    }
+
+    /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
+    /// SIGTERM).
+    pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
+        let pipe = SignalPipe::new(signals)?;
+        self.selector
+            .register(pipe.fd(), SIGNALS, Interest::READABLE)?;
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    /// Wakes the loop from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Stops the loop from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            requested: self.stop_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats
+    }
+
+    /// Runs until stopped (signal, [`StopHandle`], or [`Ctx::stop`]) and
+    /// the graceful shutdown is over.
+    pub fn run(&mut self, app: &mut dyn App) -> io::Result<()> {
+        self.shared.now = Instant::now();
+        for id in std::mem::take(&mut self.unopened) {
+            app.on_open(
+                &mut Ctx {
+                    shared: &mut self.shared,
+                },
+                id,
+            );
+            self.reap(app);
+        }
+        loop {
+            self.before_sleep(app);
+            if self.shared.stop_requested && self.shutting_down.is_none() {
+                self.begin_shutdown(app);
+            }
+            if let Some(deadline) = self.shutting_down
+                && (self.shared.conns.is_empty() || Instant::now() >= deadline)
+            {
+                self.close_all(app);
+                return Ok(());
+            }
+            let timeout = self.next_timeout();
+            self.selector.select(&mut self.events, timeout)?;
+            self.shared.now = Instant::now();
+            self.shared.stats.turns += 1;
+            for i in 0..self.events.len() {
+                if let Some(event) = self.events.get(i) {
+                    self.dispatch(app, event);
+                }
+            }
+            for token in std::mem::take(&mut self.unfinished) {
+                self.dispatch(app, Event::new(token, true, false, false, false));
+            }
+            self.fire_timers(app);
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.unfinished.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let timer = self.shared.timers.next_timeout(self.shared.now);
+        let shutdown = self
+            .shutting_down
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        match (timer, shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn dispatch(&mut self, app: &mut dyn App, event: Event) {
+        match event.token {
+            WAKER => {
+                self.waker.drain();
+                if self.stop_flag.load(Ordering::SeqCst) {
+                    self.shared.stop_requested = true;
+                }
+                app.on_wake(&mut Ctx {
+                    shared: &mut self.shared,
+                });
+            }
+            SIGNALS => {
+                if self.signals.as_mut().is_some_and(SignalPipe::drain) {
+                    self.shared.stop_requested = true;
+                }
+            }
+            Token(t) if t >= LISTENER_BASE => self.accept(app, (t - LISTENER_BASE) as usize),
+            token => {
+                if event.is_readable() {
+                    self.read(app, token, event.is_read_closed());
+                }
+                if event.is_writable()
+                    && let Some(c) = self.shared.live(token)
+                    && c.pending() > 0
+                {
+                    let id = c.id;
+                    self.flush(id);
+                }
+            }
+        }
+        self.reap(app);
+    }
+
+    fn insert(&mut self, stream: TcpStream, peer: SocketAddr) -> io::Result<ConnId> {
+        self.generation = (self.generation + 1) & 0x7fff_ffff;
+        let entry = self.shared.conns.vacant_entry();
+        let id = ConnId::new(entry.key(), self.generation);
+        let interest = if self.selector.edge_triggered() {
+            // Registered once for both: no epoll_ctl per state change.
+            Interest::BOTH
+        } else {
+            Interest::READABLE
+        };
+        self.selector
+            .register(stream.as_fd(), Token(id.0), interest)?;
+        let mut conn = Conn::new(stream, peer, id, self.shared.now);
+        conn.registered = interest;
+        entry.insert(conn);
+        self.shared.stats.accepted += 1;
+        if let Some(timeout) = self.shared.config.idle_timeout {
+            self.shared
+                .timers
+                .add(self.shared.now + timeout, TimerKind::Idle(id));
+        }
+        Ok(id)
+    }
+
+    fn accept(&mut self, app: &mut dyn App, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        if !listener.registered || self.shutting_down.is_some() {
+            return;
+        }
+        for _ in 0..self.shared.config.accept_budget {
+            let accepted = rustix::net::acceptfrom_with(
+                &self.listeners[index].socket,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            );
+            match accepted {
+                Ok((fd, addr)) => {
+                    self.emfile_logged = false;
+                    let stream = TcpStream::from(fd);
+                    let peer = addr
+                        .and_then(|a| SocketAddr::try_from(a).ok())
+                        .or_else(|| stream.peer_addr().ok());
+                    let Some(peer) = peer else { continue };
+                    self.admit(app, stream, peer);
+                }
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
+                Err(
+                    e @ (rustix::io::Errno::MFILE
+                    | rustix::io::Errno::NFILE
+                    | rustix::io::Errno::NOBUFS
+                    | rustix::io::Errno::NOMEM),
+                ) => {
+                    self.pause_accepting(e.into());
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("iomux: accept failed: {}", io::Error::from(e));
+                    return;
+                }
+            }
+        }
+        // Budget used up with connections still queued.
+        if self.selector.edge_triggered() {
+            self.unfinished.push(listener_token(index));
+        }
+    }
+
+    fn admit(&mut self, app: &mut dyn App, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.shared.config;
+        if self.shared.conns.len() >= config.max_clients {
+            self.shared.stats.rejected += 1;
+            if config.log_connections {
+                eprintln!(
+                    "iomux: rejected {peer}: too many clients (max {})",
+                    config.max_clients
+                );
+            }
+            return; // dropping the stream closes it
+        }
+        if config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        match self.insert(stream, peer) {
+            Ok(id) => {
+                if self.shared.config.log_connections {
+                    eprintln!("iomux: connect {peer}");
+                }
+                app.on_open(
+                    &mut Ctx {
+                        shared: &mut self.shared,
+                    },
+                    id,
+                );
+            }
+            Err(e) => eprintln!("iomux: cannot watch {peer}: {e}"),
+        }
+    }
+
+    /// Out of descriptors: the pending connection stays queued and the
+    /// listener stays readable, so accepting again at once would spin.
+    /// Stop watching the listeners for a moment instead; connected clients
+    /// go on being served, and closing ones free descriptors meanwhile.
+    fn pause_accepting(&mut self, error: io::Error) {
+        if !self.emfile_logged {
+            eprintln!(
+                "iomux: accept failed: {error}; pausing accepts for {:?} (raise the open-files limit or lower --max-clients)",
+                self.shared.config.accept_backoff
+            );
+            self.emfile_logged = true;
+        }
+        for l in &mut self.listeners {
+            if l.registered {
+                let _ = self.selector.deregister(l.socket.as_fd());
+                l.registered = false;
+            }
+        }
+        let at = self.shared.now + self.shared.config.accept_backoff;
+        self.shared.timers.add(at, TimerKind::ResumeAccept);
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.registered {
+                l.registered = self
+                    .selector
+                    .register(l.socket.as_fd(), listener_token(i), Interest::READABLE)
+                    .is_ok();
+            }
+        }
+    }
+
+    fn read(&mut self, app: &mut dyn App, token: Token, peer_shut: bool) {
+        let edge = self.selector.edge_triggered();
+        let config = &self.shared.config;
+        let (budget_limit, high_water, max_input) =
+            (config.read_budget, config.high_water, config.max_input);
+        let mut budget = budget_limit;
+        let now = self.shared.now;
+        loop {
+            let Some(conn) = self.shared.live(token) else {
+                return;
+            };
+            let id = conn.id;
+            if conn.read_closed || conn.read_paused || conn.close_when_flushed {
+                return;
+            }
+            if conn.pending() > high_water {
+                // Back-pressure: leave the rest in the kernel until the peer
+                // reads what it is owed.
+                conn.read_paused = true;
+                self.update_interest(id);
+                return;
+            }
+            match conn.read(&mut self.scratch) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    app.on_eof(
+                        &mut Ctx {
+                            shared: &mut self.shared,
+                        },
+                        id,
+                    );
+                    self.mark_dirty(id);
+                    return;
+                }
+                Ok(n) => {
+                    conn.last_read = now;
+                    self.shared.stats.bytes_in += n as u64;
+                    self.deliver(app, id, n, max_input);
+                    budget = budget.saturating_sub(n);
+                    // On a stream socket a short read means the receive queue
+                    // is empty now, unless the peer's end of stream is queued
+                    // behind it (then read on to see it; no edge would come).
+                    if n < self.scratch.len() && !peer_shut {
+                        return;
+                    }
+                    if budget == 0 {
+                        if edge {
+                            self.unfinished.push(token);
+                        }
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.shared.schedule_close(id, CloseReason::Error(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands `scratch[..n]` to the app, after any input it left unconsumed.
+    fn deliver(&mut self, app: &mut dyn App, id: ConnId, n: usize, max_input: usize) {
+        let Some(conn) = self.shared.conns.get_mut(id.index()) else {
+            return;
+        };
+        let data = &self.scratch[..n];
+        if conn.input.is_empty() {
+            let used = app.on_data(
+                &mut Ctx {
+                    shared: &mut self.shared,
+                },
+                id,
+                data,
+            );
+            let rest = &data[used.min(n)..];
+            if !rest.is_empty()
+                && let Some(c) = self.shared.live(Token(id.0))
+            {
+                c.input.extend_from_slice(rest);
+            }
+        } else {
+            let mut input = std::mem::take(&mut conn.input);
+            input.extend_from_slice(data);
+            let used = app.on_data(
+                &mut Ctx {
+                    shared: &mut self.shared,
+                },
+                id,
+                &input,
+            );
+            input.drain(..used.min(input.len()));
+            if let Some(c) = self.shared.live(Token(id.0))
+                && !input.is_empty()
+            {
+                c.input = input;
+            }
+        }
+        if let Some(c) = self.shared.live(Token(id.0))
+            && c.input.len() > max_input
+        {
+            self.shared.schedule_close(id, CloseReason::InputLimit);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.shared.live(Token(id.0))
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.shared.dirty.push(id);
+        }
+    }
+
+    /// Writes what the socket takes; then decides what the connection
+    /// waits for next (or closes it when it owes nothing more).
+    fn flush(&mut self, id: ConnId) {
+        let low_water = self.shared.config.low_water;
+        let edge = self.selector.edge_triggered();
+        let Some(conn) = self.shared.live(Token(id.0)) else {
+            return;
+        };
+        conn.dirty = false;
+        match conn.flush() {
+            Ok((n, outcome)) => {
+                self.shared.stats.bytes_out += n as u64;
+                let conn = self.shared.live(Token(id.0)).expect("still open");
+                if conn.read_paused && !conn.close_when_flushed && conn.pending() <= low_water {
+                    conn.read_paused = false;
+                    if edge {
+                        // The data that made us pause raised its edge long
+                        // ago: serve it without waiting for a new one.
+                        self.unfinished.push(Token(id.0));
+                    }
+                }
+                if matches!(outcome, Flush::Done) && (conn.read_closed || conn.close_when_flushed) {
+                    self.shared.schedule_close(id, CloseReason::PeerClosed);
+                    return;
+                }
+                self.update_interest(id);
+            }
+            Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+        }
+    }
+
+    /// Level-triggered backends are told only of real changes (trap: an
+    /// `epoll_ctl` per request). Edge-triggered ones keep both interests.
+    fn update_interest(&mut self, id: ConnId) {
+        if self.selector.edge_triggered() {
+            return;
+        }
+        let Some(conn) = self.shared.live(Token(id.0)) else {
+            return;
+        };
+        let wanted = conn.level_interest();
+        if wanted != conn.registered {
+            match self
+                .selector
+                .reregister(conn.stream.as_fd(), Token(id.0), wanted)
+            {
+                Ok(()) => conn.registered = wanted,
+                Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+            }
+        }
+    }
+
+    fn before_sleep(&mut self, app: &mut dyn App) {
+        // Flushing can schedule closes, closes call apps, apps queue output.
+        while !self.shared.dirty.is_empty() || !self.shared.closing.is_empty() {
+            for id in std::mem::take(&mut self.shared.dirty) {
+                self.flush(id);
+            }
+            self.reap(app);
+        }
+    }
+
+    /// Closes everything scheduled for closing.
+    fn reap(&mut self, app: &mut dyn App) {
+        while let Some((id, reason)) = self.shared.closing.pop() {
+            let Some(conn) = self.shared.conns.get(id.index()).filter(|c| c.id == id) else {
+                continue;
+            };
+            // Deregister before the fd closes (epoll watches descriptions).
+            let _ = self.selector.deregister(conn.stream.as_fd());
+            let conn = self.shared.conns.remove(id.index());
+            self.shared.stats.closed += 1;
+            if self.shared.config.log_connections {
+                if let Some(why) = reason.describe() {
+                    eprintln!("iomux: {}: {why}", conn.peer);
+                }
+                eprintln!("iomux: disconnect {}", conn.peer);
+            }
+            drop(conn);
+            app.on_close(
+                &mut Ctx {
+                    shared: &mut self.shared,
+                },
+                id,
+            );
+        }
+    }
+
+    fn fire_timers(&mut self, app: &mut dyn App) {
+        let now = self.shared.now;
+        while let Some(kind) = self.shared.timers.pop_due(now) {
+            match kind {
+                TimerKind::Idle(id) => {
+                    let Some(timeout) = self.shared.config.idle_timeout else {
+                        continue;
+                    };
+                    let Some(conn) = self.shared.live(Token(id.0)) else {
+                        continue;
+                    };
+                    let deadline = conn.last_read + timeout;
+                    if deadline <= now {
+                        self.shared.schedule_close(id, CloseReason::Idle);
+                    } else {
+                        self.shared.timers.add(deadline, TimerKind::Idle(id));
+                    }
+                }
+                TimerKind::ResumeAccept => self.resume_accepting(),
+                TimerKind::App(t) => app.on_timer(
+                    &mut Ctx {
+                        shared: &mut self.shared,
+                    },
+                    t,
+                ),
+            }
+            self.reap(app);
+        }
+    }
+
+    /// Stop accepting; close idle connections; give the others until the
+    /// grace deadline to receive what they are owed.
+    fn begin_shutdown(&mut self, app: &mut dyn App) {
+        self.shutting_down = Some(Instant::now() + self.shared.config.shutdown_grace);
+        for l in self.listeners.drain(..) {
+            if l.registered {
+                let _ = self.selector.deregister(l.socket.as_fd());
+            }
+        }
+        let ids: Vec<ConnId> = self.shared.conns.iter().map(|(_, c)| c.id).collect();
+        for id in ids {
+            let Some(conn) = self.shared.live(Token(id.0)) else {
+                continue;
+            };
+            if conn.pending() == 0 {
+                self.shared.schedule_close(id, CloseReason::Shutdown);
+            } else {
+                conn.read_paused = true;
+                conn.close_when_flushed = true;
+                self.update_interest(id);
+            }
+        }
+        self.reap(app);
+    }
+
+    fn close_all(&mut self, app: &mut dyn App) {
+        let ids: Vec<ConnId> = self.shared.conns.iter().map(|(_, c)| c.id).collect();
+        for id in ids {
+            self.shared.schedule_close(id, CloseReason::Shutdown);
+        }
+        self.reap(app);
+    }
+}

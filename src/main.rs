@@ -1,0 +1,7 @@
+//! The `iomux` command: a thin layer of flags over the library.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,22 @@
+//! Socket set-up helpers.
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+/// Backlog asked of `listen(2)`; the kernel caps it at `somaxconn`. Large,
+/// so that thousands of clients connecting at once are queued, not dropped.
+pub const BACKLOG: i32 = 4096;
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR` and a deep backlog.
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    bind(&fd, &addr)?;
+    listen(&fd, BACKLOG)?;
+    Ok(TcpListener::from(fd))
+}

@@ -1,0 +1,1 @@
+//! Selector unit tests, run once per backend (see `for_each_backend`).

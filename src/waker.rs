@@ -1,0 +1,109 @@
+//! Cross-thread wake-up, and stop-on-signal, as plain registered fds.
+//!
+//! Both are "doorbells": they say *that* something happened, never *what*.
+//! The what lives beside them (a flag, a queue), read by the loop once the
+//! bell rang. Being ordinary fds, they work with every backend.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::event::{EventfdFlags, eventfd};
+
+/// Wakes the loop from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Waker {
+    fd: Arc<OwnedFd>,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+        Ok(Waker { fd: Arc::new(fd) })
+    }
+
+    /// Makes the loop's next wait return (or the current one).
+    pub fn wake(&self) -> io::Result<()> {
+        match rustix::io::write(&*self.fd, &1u64.to_ne_bytes()) {
+            // The counter is full: the loop has plenty of wake-ups pending.
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Resets the counter; called by the loop when the fd is readable.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&*self.fd, &mut buf);
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Asks a running loop to shut down gracefully, from any thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    pub(crate) requested: Arc<AtomicBool>,
+    pub(crate) waker: Waker,
+}
+
+impl StopHandle {
+    /// Starts the graceful shutdown (stop accepting, flush, close).
+    pub fn stop(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Signals delivered as bytes on a socket pair (the self-pipe trick; the
+/// async-signal-safe handler comes from `signal-hook`).
+pub(crate) struct SignalPipe {
+    read: UnixStream,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl SignalPipe {
+    pub fn new(signals: &[i32]) -> io::Result<SignalPipe> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut ids = Vec::new();
+        for &signal in signals {
+            ids.push(signal_hook::low_level::pipe::register(
+                signal,
+                write.try_clone()?,
+            )?);
+        }
+        Ok(SignalPipe { read, ids })
+    }
+
+    /// True if a signal arrived since the last call.
+    pub fn drain(&mut self) -> bool {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut any = false;
+        while let Ok(n) = (&self.read).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            any = true;
+        }
+        any
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
