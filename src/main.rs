@@ -1,5 +1,6 @@
 //! The `iomux` command: a thin layer of flags over the library.
 
+mod bench;
 mod cli;
 
 fn main() {

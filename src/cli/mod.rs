@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod serve;
 
 /// iomux: one thread, many sockets — select, poll and epoll side by side.
@@ -16,6 +17,8 @@ pub struct Cli {
 enum Command {
     /// Run the multi-client TCP server.
     Serve(serve::ServeArgs),
+    /// Load a server with many connections and measure it.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, runs the subcommand, returns the exit code.
@@ -30,6 +33,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -49,7 +49,7 @@ pub struct ServeArgs {
     quiet: bool,
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
 

@@ -1,0 +1,108 @@
+//! Small statistics used by the bench and the report.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// Percentiles of a histogram recorded in nanoseconds.
+pub fn latency(h: &Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Latency {
+        p50_us: us(h.value_at_quantile(0.50)),
+        p90_us: us(h.value_at_quantile(0.90)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        p999_us: us(h.value_at_quantile(0.999)),
+        max_us: us(h.max()),
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Spread of `values` around their median, as (max - min) / median.
+pub fn spread(values: &[f64]) -> f64 {
+    let m = median(values);
+    if values.is_empty() || m == 0.0 {
+        return 0.0;
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    (hi - lo) / m.abs()
+}
+
+/// A duration in microseconds, printed with a sensible unit.
+pub fn format_us(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.2} s", us / 1_000_000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for us in 1..=1000u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let l = latency(&h);
+        // HDR keeps 3 significant digits: within 0.1 %.
+        assert!((l.p50_us - 500.0).abs() <= 1.0, "{l:?}");
+        assert!((l.p90_us - 900.0).abs() <= 1.0, "{l:?}");
+        assert!((l.p99_us - 990.0).abs() <= 1.0, "{l:?}");
+        assert!((l.max_us - 1000.0).abs() <= 1.0, "{l:?}");
+        assert_eq!(
+            latency(&Histogram::<u64>::new(3).unwrap()),
+            Latency::default()
+        );
+    }
+
+    #[test]
+    fn median_and_spread() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert!((spread(&[90.0, 100.0, 110.0]) - 0.2).abs() < 1e-12);
+        assert_eq!(spread(&[5.0]), 0.0);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(format_us(12.34), "12.3 µs");
+        assert_eq!(format_us(1500.0), "1.50 ms");
+        assert_eq!(format_us(2_500_000.0), "2.50 s");
+    }
+}
