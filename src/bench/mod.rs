@@ -6,6 +6,7 @@
 //! short read is normal (TCP splits messages) and is simply continued.
 
 pub mod proc;
+pub mod report;
 pub mod stats;
 
 use hdrhistogram::Histogram;
@@ -270,7 +271,6 @@ struct LoadGen {
     pipeline: usize,
     warmup: Duration,
     duration: Duration,
-    leader: bool,
     progress: bool,
     observer: Option<Observer>,
     completed: Arc<AtomicU64>,
@@ -332,7 +332,6 @@ impl LoadGen {
             pipeline: config.pipeline,
             warmup: config.warmup,
             duration: config.duration,
-            leader,
             progress: leader && config.progress && std::io::stdout().is_terminal(),
             observer,
             completed,

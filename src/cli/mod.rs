@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compare;
 mod serve;
 
 /// iomux: one thread, many sockets — select, poll and epoll side by side.
@@ -19,6 +20,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load a server with many connections and measure it.
     Bench(bench::BenchArgs),
+    /// Compare backends (and peer servers) under load, with a report.
+    Compare(compare::CompareArgs),
 }
 
 /// Parses the command line, runs the subcommand, returns the exit code.
@@ -34,6 +37,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }
 

@@ -113,9 +113,13 @@ pub fn run(args: ServeArgs) -> i32 {
         return 1;
     }
     let stats = lp.stats();
-    println!(
+    // Not println!: a closed stdout must not turn a clean stop into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
         stats.accepted, stats.bytes_in, stats.bytes_out
     );
+    let _ = out.flush();
     0
 }
