@@ -47,11 +47,16 @@ pub(crate) struct Conn {
     pub read_paused: bool,
     /// Close once the output is flushed.
     pub close_when_flushed: bool,
+    /// Owes nothing more and its write side is shut; input is read and
+    /// discarded until the peer closes (see `EventLoop::finish`).
+    pub lingering: bool,
     /// Scheduled for close; events for it are ignored.
     pub closing: bool,
     /// Listed for the end-of-turn flush.
     pub dirty: bool,
     pub last_read: Instant,
+    /// Offloaded jobs not yet back; the connection is owed their replies.
+    pub jobs: u32,
 }
 
 /// Outcome of a flush.
@@ -75,10 +80,17 @@ impl Conn {
             read_closed: false,
             read_paused: false,
             close_when_flushed: false,
+            lingering: false,
             closing: false,
             dirty: false,
             last_read: now,
+            jobs: 0,
         }
+    }
+
+    /// Nothing more is owed: no output pending, no job in flight.
+    pub fn owes_nothing(&self) -> bool {
+        self.pending() == 0 && self.jobs == 0
     }
 
     /// Bytes queued but not yet written to the socket.

@@ -27,6 +27,7 @@ use slab::Slab;
 
 use crate::app::App;
 use crate::conn::{Conn, ConnId, Flush};
+use crate::pool::{JobId, JobResult, Pool};
 use crate::selector::{Backend, Event, Events, Interest, Selector, Token};
 use crate::timer::Timers;
 use crate::waker::{SignalPipe, StopHandle, Waker};
@@ -58,6 +59,12 @@ pub struct Config {
     pub log_connections: bool,
     /// Set `TCP_NODELAY` on accepted connections.
     pub nodelay: bool,
+    /// Worker threads for [`Ctx::offload`] (0: no pool, apps run inline).
+    pub workers: usize,
+    /// Log a handler call that runs longer than this (the stall watchdog).
+    pub stall_threshold: Option<Duration>,
+    /// Print a `stats:` line on stderr this often.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -75,6 +82,9 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(100),
             log_connections: true,
             nodelay: true,
+            workers: 0,
+            stall_threshold: Some(Duration::from_millis(100)),
+            stats_interval: None,
         }
     }
 }
@@ -94,6 +104,10 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Turns of the loop.
     pub turns: u64,
+    /// Requests served, as counted by apps ([`Ctx::record_request`]).
+    pub requests: u64,
+    /// Handler calls that ran over the stall threshold.
+    pub stalls: u64,
 }
 
 /// Why a connection was closed.
@@ -140,6 +154,7 @@ fn listener_token(i: usize) -> Token {
 enum TimerKind {
     Idle(ConnId),
     ResumeAccept,
+    Stats,
     App(u64),
 }
 
@@ -160,6 +175,9 @@ pub(crate) struct Shared {
     pub closing: Vec<(ConnId, CloseReason)>,
     timers: Timers<TimerKind>,
     stop_requested: bool,
+    pool: Option<Pool>,
+    /// The backend's name, for stall lines.
+    backend: &'static str,
 }
 
 /// The handle an [`App`] gets in every callback.
@@ -172,22 +190,35 @@ impl Ctx<'_> {
         self.shared
             .conns
             .get_mut(conn.index())
-            .filter(|c| c.id == conn && !c.closing)
+            .filter(|c| c.id == conn && !c.closing && !c.lingering)
     }
 
     /// Queues `data` for `conn`; it is written before the loop sleeps.
     /// Returns false if the connection is gone or closing. A connection
-    /// whose pending output passes `max_output` is disconnected.
+    /// whose pending output passes `max_output` even after the socket took
+    /// what it could is disconnected.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> bool {
         let max_output = self.shared.config.max_output;
         let Some(c) = self.conn_mut(conn) else {
             return false;
         };
         c.queue(data);
+        // One turn can queue more than the limit for a peer that reads
+        // promptly (a chat burst of short lines); the limit is for output
+        // the peer does not take, so offer it to the socket before judging.
+        let flushed = (c.pending() > max_output).then(|| c.flush());
         let newly_dirty = !std::mem::replace(&mut c.dirty, true);
         let pending = c.pending();
         if newly_dirty {
             self.shared.dirty.push(conn);
+        }
+        match flushed {
+            Some(Ok((n, _))) => self.shared.stats.bytes_out += n as u64,
+            Some(Err(e)) => {
+                self.close_with(conn, CloseReason::Error(e));
+                return false;
+            }
+            None => {}
         }
         if pending > max_output {
             self.close_with(conn, CloseReason::OutputLimit);
@@ -273,6 +304,60 @@ impl Ctx<'_> {
     pub fn stats(&self) -> Stats {
         self.shared.stats
     }
+
+    /// Counts one request served (for the stats line's rate).
+    pub fn record_request(&mut self) {
+        self.shared.stats.requests += 1;
+    }
+
+    /// Worker threads in the offload pool (0: none, run work inline).
+    pub fn workers(&self) -> usize {
+        self.shared.pool.as_ref().map_or(0, Pool::workers)
+    }
+
+    /// Runs `job` on the offload pool; its result comes back to
+    /// [`App::on_job_done`] on the loop thread. The connection stays open
+    /// (even after its peer shuts down, or during a graceful stop) until
+    /// its jobs are done. `None` if there is no pool or `conn` is gone.
+    pub fn offload<F>(&mut self, conn: ConnId, job: F) -> Option<JobId>
+    where
+        F: FnOnce() -> JobResult + Send + 'static,
+    {
+        self.shared.pool.as_ref()?;
+        self.conn_mut(conn)?.jobs += 1;
+        let pool = self.shared.pool.as_mut()?;
+        Some(pool.submit(conn, Box::new(job)))
+    }
+}
+
+/// Calls an app handler, timing it when the stall watchdog is on: the
+/// seed's weakness made visible — while a handler runs, nobody else is
+/// served.
+fn timed<R>(
+    shared: &mut Shared,
+    app: &mut dyn App,
+    conn: Option<ConnId>,
+    call: impl FnOnce(&mut dyn App, &mut Ctx<'_>) -> R,
+) -> R {
+    let Some(limit) = shared.config.stall_threshold else {
+        return call(app, &mut Ctx { shared });
+    };
+    let start = Instant::now();
+    let result = call(app, &mut Ctx { shared });
+    let took = start.elapsed();
+    if took > limit {
+        shared.stats.stalls += 1;
+        let peer = conn
+            .and_then(|id| shared.conns.get(id.index()).filter(|c| c.id == id))
+            .map_or_else(|| "-".to_string(), |c| c.peer.to_string());
+        eprintln!(
+            "stall: {} handler for {peer} ran {} ms on the loop thread (backend {})",
+            app.name(),
+            took.as_millis(),
+            shared.backend
+        );
+    }
+    result
 }
 
 impl Shared {
@@ -314,6 +399,42 @@ pub struct EventLoop {
     unopened: Vec<ConnId>,
     shutting_down: Option<Instant>,
     emfile_logged: bool,
+    /// When the current turn's work started (for the stats line).
+    turn_started: Option<Instant>,
+    turn_times: TurnTimes,
+    last_stats: (Instant, Stats),
+}
+
+/// Loop-turn durations in power-of-two microsecond buckets: enough for a
+/// p99 in a stats line, at no allocation and one add per turn.
+#[derive(Default)]
+struct TurnTimes {
+    buckets: [u64; 32],
+}
+
+impl TurnTimes {
+    fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = (64 - us.leading_zeros()) as usize;
+        self.buckets[bucket.min(self.buckets.len() - 1)] += 1;
+    }
+
+    /// Upper bound of the bucket holding the 99th percentile, in µs.
+    fn p99_us(&self) -> u64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = total - total / 100;
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return 1u64 << i;
+            }
+        }
+        1u64 << (self.buckets.len() - 1)
+    }
 }
 
 /// Size of one read.
@@ -325,6 +446,11 @@ impl EventLoop {
         let mut selector = backend.open()?;
         let waker = Waker::new()?;
         selector.register(waker.fd(), WAKER, Interest::READABLE)?;
+        let backend = selector.name();
+        let pool = match config.workers {
+            0 => None,
+            n => Some(Pool::new(n, waker.clone())?),
+        };
         Ok(EventLoop {
             selector,
             events: Events::with_capacity(256),
@@ -338,6 +464,8 @@ impl EventLoop {
                 closing: Vec::new(),
                 timers: Timers::default(),
                 stop_requested: false,
+                pool,
+                backend,
             },
             waker,
             stop_flag: Arc::new(AtomicBool::new(false)),
@@ -348,6 +476,9 @@ impl EventLoop {
             unopened: Vec::new(),
             shutting_down: None,
             emfile_logged: false,
+            turn_started: None,
+            turn_times: TurnTimes::default(),
+            last_stats: (Instant::now(), Stats::default()),
         })
     }
 
@@ -411,13 +542,16 @@ impl EventLoop {
     /// the graceful shutdown is over.
     pub fn run(&mut self, app: &mut dyn App) -> io::Result<()> {
         self.shared.now = Instant::now();
+        self.last_stats = (self.shared.now, self.shared.stats);
+        if let Some(every) = self.shared.config.stats_interval {
+            self.shared
+                .timers
+                .add(self.shared.now + every, TimerKind::Stats);
+        }
         for id in std::mem::take(&mut self.unopened) {
-            app.on_open(
-                &mut Ctx {
-                    shared: &mut self.shared,
-                },
-                id,
-            );
+            timed(&mut self.shared, app, Some(id), |app, ctx| {
+                app.on_open(ctx, id)
+            });
             self.reap(app);
         }
         loop {
@@ -432,8 +566,14 @@ impl EventLoop {
                 return Ok(());
             }
             let timeout = self.next_timeout();
+            if let Some(started) = self.turn_started.take() {
+                self.turn_times.record(started.elapsed());
+            }
             self.selector.select(&mut self.events, timeout)?;
             self.shared.now = Instant::now();
+            if self.shared.config.stats_interval.is_some() {
+                self.turn_started = Some(self.shared.now);
+            }
             self.shared.stats.turns += 1;
             for i in 0..self.events.len() {
                 if let Some(event) = self.events.get(i) {
@@ -468,9 +608,8 @@ impl EventLoop {
                 if self.stop_flag.load(Ordering::SeqCst) {
                     self.shared.stop_requested = true;
                 }
-                app.on_wake(&mut Ctx {
-                    shared: &mut self.shared,
-                });
+                timed(&mut self.shared, app, None, |app, ctx| app.on_wake(ctx));
+                self.collect_jobs(app);
             }
             SIGNALS => {
                 if self.signals.as_mut().is_some_and(SignalPipe::drain) {
@@ -583,12 +722,9 @@ impl EventLoop {
                 if self.shared.config.log_connections {
                     eprintln!("iomux: connect {peer}");
                 }
-                app.on_open(
-                    &mut Ctx {
-                        shared: &mut self.shared,
-                    },
-                    id,
-                );
+                timed(&mut self.shared, app, Some(id), |app, ctx| {
+                    app.on_open(ctx, id)
+                });
             }
             Err(e) => eprintln!("iomux: cannot watch {peer}: {e}"),
         }
@@ -642,7 +778,8 @@ impl EventLoop {
                 return;
             };
             let id = conn.id;
-            if conn.read_closed || conn.read_paused || conn.close_when_flushed {
+            let lingering = conn.lingering;
+            if !lingering && (conn.read_closed || conn.read_paused || conn.close_when_flushed) {
                 return;
             }
             if conn.pending() > high_water {
@@ -653,21 +790,24 @@ impl EventLoop {
                 return;
             }
             match conn.read(&mut self.scratch) {
+                Ok(0) if lingering => {
+                    self.shared.schedule_close(id, CloseReason::PeerClosed);
+                    return;
+                }
                 Ok(0) => {
                     conn.read_closed = true;
-                    app.on_eof(
-                        &mut Ctx {
-                            shared: &mut self.shared,
-                        },
-                        id,
-                    );
+                    timed(&mut self.shared, app, Some(id), |app, ctx| {
+                        app.on_eof(ctx, id)
+                    });
                     self.mark_dirty(id);
                     return;
                 }
                 Ok(n) => {
                     conn.last_read = now;
                     self.shared.stats.bytes_in += n as u64;
-                    self.deliver(app, id, n, max_input);
+                    if !lingering {
+                        self.deliver(app, id, n, max_input);
+                    }
                     budget = budget.saturating_sub(n);
                     // On a stream socket a short read means the receive queue
                     // is empty now, unless the peer's end of stream is queued
@@ -698,13 +838,9 @@ impl EventLoop {
         };
         let data = &self.scratch[..n];
         if conn.input.is_empty() {
-            let used = app.on_data(
-                &mut Ctx {
-                    shared: &mut self.shared,
-                },
-                id,
-                data,
-            );
+            let used = timed(&mut self.shared, app, Some(id), |app, ctx| {
+                app.on_data(ctx, id, data)
+            });
             let rest = &data[used.min(n)..];
             if !rest.is_empty()
                 && let Some(c) = self.shared.live(Token(id.0))
@@ -714,13 +850,9 @@ impl EventLoop {
         } else {
             let mut input = std::mem::take(&mut conn.input);
             input.extend_from_slice(data);
-            let used = app.on_data(
-                &mut Ctx {
-                    shared: &mut self.shared,
-                },
-                id,
-                &input,
-            );
+            let used = timed(&mut self.shared, app, Some(id), |app, ctx| {
+                app.on_data(ctx, id, &input)
+            });
             input.drain(..used.min(input.len()));
             if let Some(c) = self.shared.live(Token(id.0))
                 && !input.is_empty()
@@ -766,13 +898,47 @@ impl EventLoop {
                     }
                 }
                 if matches!(outcome, Flush::Done) && (conn.read_closed || conn.close_when_flushed) {
-                    self.shared.schedule_close(id, CloseReason::PeerClosed);
+                    self.finish(id, CloseReason::PeerClosed);
                     return;
                 }
                 self.update_interest(id);
             }
             Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
         }
+    }
+
+    /// Closes a connection that owes nothing more, unless input is waiting
+    /// unread (reading was paused, or it just arrived): closing then makes
+    /// the kernel answer with a reset, which also throws away the output
+    /// still queued in the kernel for the peer. So shut the write side
+    /// instead (the peer gets all its output, then end of stream) and read,
+    /// discarding, until the peer closes too (a "lingering close"). During
+    /// a shutdown the grace deadline bounds the wait.
+    fn finish(&mut self, id: ConnId, reason: CloseReason) {
+        let edge = self.selector.edge_triggered();
+        let Some(conn) = self.shared.live(Token(id.0)) else {
+            return;
+        };
+        if conn.lingering {
+            return;
+        }
+        let unread =
+            !conn.read_closed && rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0);
+        if !unread {
+            self.shared.schedule_close(id, reason);
+            return;
+        }
+        if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+            self.shared.schedule_close(id, CloseReason::Error(e));
+            return;
+        }
+        conn.lingering = true;
+        conn.read_paused = false;
+        if edge {
+            // The waiting input raised its edge long ago.
+            self.unfinished.push(Token(id.0));
+        }
+        self.update_interest(id);
     }
 
     /// Level-triggered backends are told only of real changes (trap: an
@@ -823,12 +989,9 @@ impl EventLoop {
                 eprintln!("iomux: disconnect {}", conn.peer);
             }
             drop(conn);
-            app.on_close(
-                &mut Ctx {
-                    shared: &mut self.shared,
-                },
-                id,
-            );
+            timed(&mut self.shared, app, Some(id), |app, ctx| {
+                app.on_close(ctx, id)
+            });
         }
     }
 
@@ -851,15 +1014,64 @@ impl EventLoop {
                     }
                 }
                 TimerKind::ResumeAccept => self.resume_accepting(),
-                TimerKind::App(t) => app.on_timer(
-                    &mut Ctx {
-                        shared: &mut self.shared,
-                    },
-                    t,
-                ),
+                TimerKind::Stats => {
+                    self.print_stats();
+                    if let Some(every) = self.shared.config.stats_interval {
+                        self.shared.timers.add(now + every, TimerKind::Stats);
+                    }
+                }
+                TimerKind::App(t) => {
+                    timed(&mut self.shared, app, None, |app, ctx| app.on_timer(ctx, t))
+                }
             }
             self.reap(app);
         }
+    }
+
+    /// Hands finished offloaded jobs to the app.
+    fn collect_jobs(&mut self, app: &mut dyn App) {
+        let Some(pool) = &self.shared.pool else {
+            return;
+        };
+        for (job, id, result) in pool.take_done() {
+            let live = self.shared.live(Token(id.0)).map(|c| c.jobs -= 1).is_some();
+            timed(&mut self.shared, app, Some(id), |app, ctx| {
+                app.on_job_done(ctx, id, job, result)
+            });
+            if live {
+                // It may now owe nothing more (half-closed, shutting down).
+                self.mark_dirty(id);
+            }
+            self.reap(app);
+        }
+    }
+
+    /// One `stats:` line on stderr: rates over the interval since the last.
+    fn print_stats(&mut self) {
+        let now = Instant::now();
+        let (then, before) = self.last_stats;
+        let secs = (now - then).as_secs_f64().max(1e-9);
+        let s = self.shared.stats;
+        let rate = |a: u64, b: u64| (a - b) as f64 / secs;
+        let pending: usize = self.shared.conns.iter().map(|(_, c)| c.pending()).sum();
+        let queued = self.shared.pool.as_ref().map_or(0, Pool::queued);
+        eprintln!(
+            "stats: clients={} accepted={} closed={} req_s={:.0} in_bytes_s={:.0} out_bytes_s={:.0} \
+             turns_s={:.0} turn_p99_us={} pending_out={} pool_queue={} stalls={}",
+            self.shared.conns.len(),
+            s.accepted,
+            s.closed,
+            rate(s.requests, before.requests),
+            rate(s.bytes_in, before.bytes_in),
+            rate(s.bytes_out, before.bytes_out),
+            rate(s.turns, before.turns),
+            self.turn_times.p99_us(),
+            pending,
+            queued,
+            s.stalls
+        );
+        self.turn_times = TurnTimes::default();
+        self.last_stats = (now, s);
     }
 
     /// Stop accepting; close idle connections; give the others until the
@@ -876,8 +1088,8 @@ impl EventLoop {
             let Some(conn) = self.shared.live(Token(id.0)) else {
                 continue;
             };
-            if conn.pending() == 0 {
-                self.shared.schedule_close(id, CloseReason::Shutdown);
+            if conn.owes_nothing() {
+                self.finish(id, CloseReason::Shutdown);
             } else {
                 conn.read_paused = true;
                 conn.close_when_flushed = true;

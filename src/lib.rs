@@ -30,6 +30,7 @@ mod conn;
 pub mod event_loop;
 pub mod limits;
 pub mod net;
+pub mod pool;
 pub mod selector;
 pub mod timer;
 mod waker;

@@ -42,6 +42,7 @@ impl App for Ack {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{addr}: {}", chunk_text(input));
         }
+        ctx.record_request();
         ctx.send(conn, &self.reply);
         input.len()
     }

@@ -41,6 +41,7 @@ impl App for Chat {
                 ctx.close(conn);
                 return input.len();
             }
+            ctx.record_request();
             self.message.clear();
             self.message
                 .extend_from_slice(format!("{addr}: ").as_bytes());

@@ -17,6 +17,7 @@ impl App for Echo {
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+        ctx.record_request();
         ctx.send(conn, input);
         input.len()
     }

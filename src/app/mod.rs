@@ -7,14 +7,19 @@
 
 use crate::conn::ConnId;
 use crate::event_loop::Ctx;
+use crate::pool::{JobId, JobResult};
 
 mod ack;
 mod chat;
 mod echo;
+#[cfg(feature = "hash")]
+mod hash;
 
 pub use ack::Ack;
 pub use chat::Chat;
 pub use echo::Echo;
+#[cfg(feature = "hash")]
+pub use hash::{Hash, MAX_ITERATIONS, iterated_sha256_hex, parse_request};
 
 /// The callbacks of a protocol. All run on the loop thread: keep them short.
 pub trait App {
@@ -41,10 +46,15 @@ pub trait App {
 
     /// The loop's [`crate::Waker`] rang.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// A job given to [`Ctx::offload`] for `conn` finished (`conn` may have
+    /// closed meanwhile). A job that panicked returns
+    /// [`crate::pool::JobPanicked`].
+    fn on_job_done(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _job: JobId, _result: JobResult) {}
 }
 
 /// The shipped apps, by name.
-pub const NAMES: [&str; 3] = ["ack", "echo", "chat"];
+pub const NAMES: [&str; 4] = ["ack", "echo", "chat", "hash"];
 
 /// Splits complete `\n`-terminated lines off the front of `input`. Returns
 /// the lines (without `\n`, nor a `\r` before it) and the bytes they used.

@@ -12,8 +12,8 @@ pub mod stats;
 use hdrhistogram::Histogram;
 use iomux::app::App;
 use iomux::{Backend, Config, ConnId, Ctx, EventLoop};
-use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ pub enum Mode {
     Echo,
     /// The response is this fixed text (the `ack` app's reply).
     Ack(Vec<u8>),
+    /// `hash N TEXT` lines (the `hash` app): light connections ask N = 1,
+    /// `heavy` further connections ask N = `heavy_iters`.
+    Hash { heavy: usize, heavy_iters: u64 },
 }
 
 /// A benchmark run's parameters.
@@ -88,6 +91,9 @@ pub struct BenchResult {
     pub bytes_received: u64,
     pub window: Duration,
     pub latency: Histogram<u64>,
+    /// Latency of the heavy connections (hash mode), kept apart.
+    pub heavy_latency: Histogram<u64>,
+    pub heavy_requests: u64,
     pub errors: Errors,
     /// CPU time the bench's threads used in the window.
     pub cpu: Duration,
@@ -115,7 +121,15 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     if let Some(o) = &observer {
         o(Phase::IdleOpen);
     }
-    let active = open_connections(config.addr, config.conns, "active", &mut errors)?;
+    let mut active: Vec<(TcpStream, bool)> =
+        open_connections(config.addr, config.conns, "active", &mut errors)?
+            .into_iter()
+            .map(|s| (s, false))
+            .collect();
+    if let Mode::Hash { heavy, .. } = config.mode {
+        let heavy = open_connections(config.addr, heavy, "heavy", &mut errors)?;
+        active.extend(heavy.into_iter().map(|s| (s, true)));
+    }
     if active.is_empty() {
         return Err(io::Error::other(format!(
             "could not connect to {}: no active connection opened",
@@ -123,7 +137,7 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
         )));
     }
     let threads = config.threads.clamp(1, active.len());
-    let mut groups: Vec<Vec<TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<(TcpStream, bool)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, s) in active.into_iter().enumerate() {
         groups[i % threads].push(s);
     }
@@ -154,6 +168,8 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
                 acc.bytes_received += part.bytes_received;
                 acc.window = acc.window.max(part.window);
                 let _ = acc.latency.add(&part.latency);
+                let _ = acc.heavy_latency.add(&part.heavy_latency);
+                acc.heavy_requests += part.heavy_requests;
                 acc.errors.add(&part.errors);
                 acc.cpu += part.cpu;
                 acc.threads += part.threads;
@@ -180,6 +196,11 @@ fn validate(c: &BenchConfig) -> io::Result<()> {
     }
     if c.duration.is_zero() {
         return bad("--duration must be more than 0");
+    }
+    if let Mode::Hash { heavy_iters, .. } = c.mode {
+        if !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters) {
+            return bad("--heavy-iters must be from 1 to 10000000");
+        }
     }
     if let Mode::Ack(reply) = &c.mode {
         if reply.is_empty() {
@@ -230,7 +251,7 @@ fn open_connections(
 
 fn run_thread(
     config: &BenchConfig,
-    streams: Vec<TcpStream>,
+    streams: Vec<(TcpStream, bool)>,
     leader: bool,
     observer: Option<Observer>,
     completed: Arc<AtomicU64>,
@@ -243,10 +264,13 @@ fn run_thread(
         ..Config::default()
     };
     let mut lp = EventLoop::new(config.backend, loop_config)?;
-    for s in streams {
-        lp.adopt(s)?;
-    }
     let mut load = LoadGen::new(config, leader, observer, completed, start);
+    for (s, heavy) in streams {
+        let id = lp.adopt(s)?;
+        if heavy {
+            load.heavy.insert(id);
+        }
+    }
     lp.run(&mut load)?;
     Ok(load.finish())
 }
@@ -291,8 +315,19 @@ struct LoadGen {
     bytes_sent: u64,
     bytes_received: u64,
     latency: Histogram<u64>,
+    heavy_latency: Histogram<u64>,
+    heavy_requests: u64,
     errors: Errors,
     last_progress: (Instant, u64),
+    /// Connections sending heavy requests (hash mode).
+    heavy: HashSet<ConnId>,
+    /// The one heavy request's text and its expected reply, computed once.
+    heavy_reply: Option<Vec<u8>>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+        .expect("constant histogram bounds are valid")
 }
 
 /// Request `seq` of a connection: `base` with the sequence number mixed
@@ -303,6 +338,13 @@ pub fn build_request(base: &[u8], seq: u64, out: &mut Vec<u8>) {
     for (b, s) in out.iter_mut().zip(seq.to_le_bytes()) {
         *b ^= s;
     }
+}
+
+/// The `hash` app's reply to TEXT with N iterations.
+pub fn hash_reply(text: &[u8], n: u64) -> Vec<u8> {
+    let mut reply = iomux::app::iterated_sha256_hex(text, n).into_bytes();
+    reply.push(b'\n');
+    reply
 }
 
 /// A printable pseudo-random payload of `size` bytes.
@@ -349,8 +391,11 @@ impl LoadGen {
             requests: 0,
             bytes_sent: 0,
             bytes_received: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                .expect("constant histogram bounds are valid"),
+            latency: new_histogram(),
+            heavy_latency: new_histogram(),
+            heavy_requests: 0,
+            heavy: HashSet::new(),
+            heavy_reply: None,
             errors: Errors::default(),
             last_progress: (start, 0),
         }
@@ -379,27 +424,62 @@ impl LoadGen {
     }
 
     fn send_request(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let heavy = self.heavy.contains(&conn);
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
         let seq = client.next_seq;
         client.next_seq += 1;
         client.in_flight.push_back(Instant::now());
-        build_request(&self.base, seq, &mut self.request);
+        self.build(heavy, seq);
         if self.recording {
             self.bytes_sent += self.request.len() as u64;
         }
         ctx.send(conn, &self.request);
     }
 
-    /// The bytes a response should have, at `offset` within response `seq`.
-    fn expected(&mut self, seq: u64) -> &[u8] {
+    /// Request `seq` into `self.request`.
+    fn build(&mut self, heavy: bool, seq: u64) {
+        match self.mode {
+            Mode::Echo | Mode::Ack(_) => build_request(&self.base, seq, &mut self.request),
+            Mode::Hash { heavy_iters, .. } => {
+                // Light texts vary with seq; the heavy text is fixed, so its
+                // (expensive) expected digest is computed once.
+                self.request.clear();
+                if heavy {
+                    let _ = write!(self.request, "hash {heavy_iters} heavy ");
+                } else {
+                    let _ = write!(self.request, "hash 1 {seq} ");
+                }
+                self.request.extend_from_slice(&self.base);
+                self.request.push(b'\n');
+            }
+        }
+    }
+
+    /// The bytes response `seq` of a (heavy or light) connection must have.
+    fn expected(&mut self, heavy: bool, seq: u64) -> &[u8] {
         match &self.mode {
             Mode::Echo => {
                 build_request(&self.base, seq, &mut self.request);
                 &self.request
             }
             Mode::Ack(reply) => reply,
+            Mode::Hash { heavy_iters, .. } if heavy => {
+                let n = *heavy_iters;
+                let base = &self.base;
+                self.heavy_reply.get_or_insert_with(|| {
+                    let mut text = b"heavy ".to_vec();
+                    text.extend_from_slice(base);
+                    hash_reply(&text, n)
+                })
+            }
+            Mode::Hash { .. } => {
+                let mut text = format!("{seq} ").into_bytes();
+                text.extend_from_slice(&self.base);
+                self.request = hash_reply(&text, 1);
+                &self.request
+            }
         }
     }
 
@@ -407,6 +487,7 @@ impl LoadGen {
         match &self.mode {
             Mode::Echo => self.size,
             Mode::Ack(reply) => reply.len(),
+            Mode::Hash { .. } => 65,
         }
     }
 
@@ -422,6 +503,8 @@ impl LoadGen {
             bytes_received: self.bytes_received,
             window,
             latency: self.latency,
+            heavy_latency: self.heavy_latency,
+            heavy_requests: self.heavy_requests,
             errors: self.errors,
             cpu: self.cpu_end.saturating_sub(self.cpu_start),
             threads: 1,
@@ -474,6 +557,7 @@ impl App for LoadGen {
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
         let response_len = self.response_len();
+        let heavy = self.heavy.contains(&conn);
         let mut used = 0;
         while used < input.len() {
             let Some(client) = self.clients.get_mut(&conn) else {
@@ -488,7 +572,7 @@ impl App for LoadGen {
             let seq = client.next_seq - client.in_flight.len() as u64;
             let offset = client.received;
             let take = (response_len - offset).min(input.len() - used);
-            let expected = &self.expected(seq)[offset..offset + take];
+            let expected = &self.expected(heavy, seq)[offset..offset + take];
             if expected != &input[used..used + take] {
                 self.errors.mismatched += 1;
                 ctx.close(conn);
@@ -502,8 +586,13 @@ impl App for LoadGen {
                 client.in_flight.pop_front();
                 if self.recording {
                     let ns = sent_at.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                    let _ = self.latency.record(ns.max(1));
-                    self.requests += 1;
+                    if heavy {
+                        let _ = self.heavy_latency.record(ns.max(1));
+                        self.heavy_requests += 1;
+                    } else {
+                        let _ = self.latency.record(ns.max(1));
+                        self.requests += 1;
+                    }
                     self.bytes_received += response_len as u64;
                 }
                 self.completed.fetch_add(1, Ordering::Relaxed);

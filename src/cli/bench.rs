@@ -12,6 +12,8 @@ pub enum ModeName {
     Echo,
     /// A response is the --reply text (`serve --app ack`).
     Ack,
+    /// `hash N TEXT` lines, checked against our own SHA-256 (`serve --app hash`).
+    Hash,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -43,6 +45,12 @@ pub struct BenchArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// hash mode: extra connections sending heavy requests.
+    #[arg(long, default_value_t = 0)]
+    pub heavy: usize,
+    /// hash mode: iterations of each heavy request.
+    #[arg(long, default_value_t = 100_000)]
+    pub heavy_iters: u64,
     /// Load-generator threads, each with its own event loop.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -76,6 +84,10 @@ impl BenchArgs {
             mode: match self.mode {
                 ModeName::Echo => Mode::Echo,
                 ModeName::Ack => Mode::Ack(self.reply.clone().into_bytes()),
+                ModeName::Hash => Mode::Hash {
+                    heavy: self.heavy,
+                    heavy_iters: self.heavy_iters,
+                },
             },
             warmup: seconds("--warmup", self.warmup)?,
             duration: seconds("--duration", self.duration)?,
@@ -118,7 +130,9 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult) -> serde_json::Value {
         "pipeline": c.pipeline,
         "idle": c.idle,
         "size": c.size,
-        "mode": match c.mode { Mode::Echo => "echo", Mode::Ack(_) => "ack" },
+        "mode": mode_name(&c.mode),
+        "heavy_requests": r.heavy_requests,
+        "heavy_latency_us": stats::latency(&r.heavy_latency),
         "threads": r.threads,
         "window_secs": r.window.as_secs_f64(),
         "requests": r.requests,
@@ -132,14 +146,19 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult) -> serde_json::Value {
     })
 }
 
+fn mode_name(mode: &Mode) -> &'static str {
+    match mode {
+        Mode::Echo => "echo",
+        Mode::Ack(_) => "ack",
+        Mode::Hash { .. } => "hash",
+    }
+}
+
 /// The human-readable report of a run.
 pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     let l = stats::latency(&r.latency);
     let secs = r.window.as_secs_f64().max(1e-9);
-    let mode = match c.mode {
-        Mode::Echo => "echo",
-        Mode::Ack(_) => "ack",
-    };
+    let mode = mode_name(&c.mode);
     let mut s = format!(
         "iomux bench: {} {mode}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {:.1} s measured\n",
         c.addr, c.conns, c.pipeline, c.idle, c.size, r.threads, secs
@@ -159,6 +178,16 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         stats::format_us(l.p999_us),
         stats::format_us(l.max_us)
     );
+    if let Mode::Hash { heavy, heavy_iters } = c.mode {
+        let h = stats::latency(&r.heavy_latency);
+        s += &format!(
+            "  heavy       {heavy} conns x hash {heavy_iters}: {} requests, p50 {}  p99 {}  max {}\n",
+            r.heavy_requests,
+            stats::format_us(h.p50_us),
+            stats::format_us(h.p99_us),
+            stats::format_us(h.max_us)
+        );
+    }
     let e = &r.errors;
     s += &format!(
         "  errors      {} connect failures, {} resets, {} mismatched, {} short\n",

@@ -1,7 +1,7 @@
 //! `iomux serve`: the multi-client server.
 
 use clap::{Args, ValueEnum};
-use iomux::app::{Ack, App, Chat, Echo};
+use iomux::app::{Ack, App, Chat, Echo, Hash};
 use iomux::{Backend, Config, EventLoop};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +15,8 @@ enum AppName {
     Echo,
     /// Relay each line to all other clients.
     Chat,
+    /// Answer `hash N TEXT` lines with SHA-256 iterated N times (CPU work).
+    Hash,
 }
 
 #[derive(Args, Debug)]
@@ -41,9 +43,22 @@ pub struct ServeArgs {
     /// Disconnect a client whose unsent output passes this many bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_output: usize,
-    /// Longest line accepted (chat); longer disconnects the sender.
+    /// Longest line accepted: chat disconnects the sender, hash answers
+    /// an error.
     #[arg(long, default_value_t = 65536)]
     max_line: usize,
+    /// Worker threads for heavy requests (0 = all work on the loop thread).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// hash: requests with at least this many iterations go to the workers.
+    #[arg(long, default_value_t = 1000)]
+    offload_above: u64,
+    /// Log a handler that holds the loop thread longer than this (0 = off).
+    #[arg(long, default_value_t = 100)]
+    stall_ms: u64,
+    /// Print a stats line on stderr every SECS seconds (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    stats: f64,
     /// No per-message and per-connection lines.
     #[arg(short, long)]
     quiet: bool,
@@ -70,12 +85,20 @@ pub fn run(args: ServeArgs) -> i32 {
         // disconnects with its own rule.
         max_input: args.max_line.saturating_add(64 * 1024),
         log_connections: !args.quiet,
+        workers: args.workers,
+        stall_threshold: (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms)),
+        stats_interval: match super::bench::seconds("--stats", args.stats) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d.max(Duration::from_millis(10))),
+            Err(e) => return super::usage_error(&e),
+        },
         ..Config::default()
     };
     let mut app: Box<dyn App> = match args.app {
         AppName::Ack => Box::new(Ack::new(args.reply.as_bytes(), !args.quiet)),
         AppName::Echo => Box::new(Echo),
         AppName::Chat => Box::new(Chat::new(args.max_line)),
+        AppName::Hash => Box::new(Hash::new(args.max_line, args.offload_above)),
     };
     let listener = match iomux::net::tcp_listener(args.bind) {
         Ok(l) => l,

@@ -1,0 +1,260 @@
+//! `hash`: real, verifiable CPU work per request, to show (and cure) the
+//! slow-handler problem.
+//!
+//! Protocol, one request per line: `hash N TEXT\n` → the lower-case hex of
+//! SHA-256 iterated N times (round 1 over TEXT's bytes, each next round
+//! over the previous 32-byte digest) and `\n`. TEXT is everything after the
+//! second space, verbatim. Anything else gets `error: REASON\n` and the
+//! connection stays usable; so does a line over `max_line`, which gets one
+//! `error: line too long\n` while the rest of it is skipped.
+//!
+//! Requests with `N >= offload_above` go to the offload pool when there is
+//! one; replies still leave in request order (a per-connection queue of
+//! ready and awaited replies).
+
+use super::{App, split_lines};
+use crate::conn::ConnId;
+use crate::event_loop::Ctx;
+use crate::pool::{JobId, JobResult};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+
+/// Largest accepted N.
+pub const MAX_ITERATIONS: u64 = 10_000_000;
+
+/// SHA-256 of `text`, iterated `n` times (n >= 1), as lower-case hex.
+pub fn iterated_sha256_hex(text: &[u8], n: u64) -> String {
+    let mut digest = Sha256::digest(text);
+    for _ in 1..n {
+        digest = Sha256::digest(digest);
+    }
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A parsed request line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub iterations: u64,
+    pub text: &'a [u8],
+}
+
+/// Parses `hash N TEXT`; the error is the REASON of `error: REASON`.
+pub fn parse_request(line: &[u8]) -> Result<Request<'_>, String> {
+    let (command, rest) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], Some(&line[i + 1..])),
+        None => (line, None),
+    };
+    if command != b"hash" {
+        if command.is_empty() {
+            return Err("empty request (expected: hash N TEXT)".into());
+        }
+        return Err(format!(
+            "unknown command '{}' (expected: hash N TEXT)",
+            String::from_utf8_lossy(&command[..command.len().min(32)])
+        ));
+    }
+    let rest = rest.ok_or("missing N and TEXT (expected: hash N TEXT)")?;
+    let space = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or("missing TEXT (expected: hash N TEXT)")?;
+    let (number, text) = (&rest[..space], &rest[space + 1..]);
+    let iterations = std::str::from_utf8(number)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| (1..=MAX_ITERATIONS).contains(n))
+        .ok_or_else(|| format!("N must be a whole number from 1 to {MAX_ITERATIONS}"))?;
+    Ok(Request { iterations, text })
+}
+
+enum Reply {
+    Ready(Vec<u8>),
+    Awaiting(JobId),
+}
+
+#[derive(Default)]
+struct ConnState {
+    replies: VecDeque<Reply>,
+    /// Inside an over-long line: drop bytes up to the next newline.
+    skipping: bool,
+}
+
+/// The hash app.
+pub struct Hash {
+    max_line: usize,
+    offload_above: u64,
+    /// Only connections with queued replies or a line being skipped.
+    conns: HashMap<ConnId, ConnState>,
+}
+
+impl Hash {
+    /// Lines over `max_line` bytes are refused; requests with at least
+    /// `offload_above` iterations run on the pool when there is one.
+    pub fn new(max_line: usize, offload_above: u64) -> Hash {
+        Hash {
+            max_line,
+            offload_above,
+            conns: HashMap::new(),
+        }
+    }
+
+    fn answer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, line: &[u8]) {
+        ctx.record_request();
+        let reply = match parse_request(line) {
+            Err(reason) => Reply::Ready(format!("error: {reason}\n").into_bytes()),
+            Ok(req) if req.iterations >= self.offload_above && ctx.workers() > 0 => {
+                let (text, n) = (req.text.to_vec(), req.iterations);
+                match ctx.offload(conn, move || {
+                    Box::new(format!("{}\n", iterated_sha256_hex(&text, n))) as JobResult
+                }) {
+                    Some(job) => Reply::Awaiting(job),
+                    None => return,
+                }
+            }
+            Ok(req) => Reply::Ready(
+                format!("{}\n", iterated_sha256_hex(req.text, req.iterations)).into_bytes(),
+            ),
+        };
+        self.conns.entry(conn).or_default().replies.push_back(reply);
+    }
+
+    /// Sends the replies at the front of the queue that are ready.
+    fn send_ready(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        while let Some(Reply::Ready(_)) = state.replies.front() {
+            if let Some(Reply::Ready(bytes)) = state.replies.pop_front() {
+                ctx.send(conn, &bytes);
+            }
+        }
+        if state.replies.is_empty() && !state.skipping {
+            self.conns.remove(&conn);
+        }
+    }
+
+    fn line_too_long(&mut self, conn: ConnId) {
+        let state = self.conns.entry(conn).or_default();
+        state
+            .replies
+            .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
+    }
+}
+
+impl App for Hash {
+    fn name(&self) -> &'static str {
+        "hash"
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+        let mut used = 0;
+        if self.conns.get(&conn).is_some_and(|s| s.skipping) {
+            match input.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    used = i + 1;
+                    if let Some(s) = self.conns.get_mut(&conn) {
+                        s.skipping = false;
+                    }
+                }
+                None => return input.len(),
+            }
+        }
+        let (lines, consumed) = split_lines(&input[used..]);
+        for line in lines {
+            if line.len() > self.max_line {
+                self.line_too_long(conn);
+            } else {
+                self.answer(ctx, conn, line);
+            }
+        }
+        used += consumed;
+        if input.len() - used > self.max_line {
+            self.line_too_long(conn);
+            self.conns.entry(conn).or_default().skipping = true;
+            used = input.len();
+        }
+        self.send_ready(ctx, conn);
+        used
+    }
+
+    fn on_job_done(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, job: JobId, result: JobResult) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return; // the connection closed meanwhile
+        };
+        let bytes = match result.downcast::<String>() {
+            Ok(text) => text.into_bytes(),
+            Err(_) => b"error: internal error\n".to_vec(),
+        };
+        for reply in state.replies.iter_mut() {
+            if matches!(reply, Reply::Awaiting(j) if *j == job) {
+                *reply = Reply::Ready(bytes);
+                break;
+            }
+        }
+        self.send_ready(ctx, conn);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_sha256_vectors() {
+        // FIPS 180-2 / common test vectors.
+        assert_eq!(
+            iterated_sha256_hex(b"abc", 1),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            iterated_sha256_hex(b"", 1),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // Two rounds = SHA-256 over the 32 raw bytes of the first digest.
+        let first = Sha256::digest(b"abc");
+        let second: String = Sha256::digest(first)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(iterated_sha256_hex(b"abc", 2), second);
+    }
+
+    #[test]
+    fn parses_requests_with_spaces_in_text() {
+        assert_eq!(
+            parse_request(b"hash 3 hello  world "),
+            Ok(Request {
+                iterations: 3,
+                text: b"hello  world "
+            })
+        );
+        assert_eq!(parse_request(b"hash 1 ").unwrap().text, b"");
+    }
+
+    #[test]
+    fn refuses_bad_requests_with_a_reason() {
+        for (line, reason) in [
+            (&b"hash 0 x"[..], "N must be"),
+            (b"hash 10000001 x", "N must be"),
+            (b"hash -1 x", "N must be"),
+            (b"hash 1e3 x", "N must be"),
+            (b"hash  x", "N must be"),
+            (b"hash 5", "missing TEXT"),
+            (b"hash", "missing N"),
+            (b"sha 1 x", "unknown command 'sha'"),
+            (b"", "empty request"),
+        ] {
+            let err = parse_request(line).unwrap_err();
+            assert!(
+                err.contains(reason),
+                "{:?}: {err}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+}
