@@ -581,7 +581,12 @@ impl EventLoop {
                 }
             }
             for token in std::mem::take(&mut self.unfinished) {
-                self.dispatch(app, Event::new(token, true, false, false, false));
+                // The edge that raised these may also have told of the
+                // peer's end of stream, and was spent while the connection
+                // was paused or over budget: read on past a short read
+                // (until `WouldBlock`), or that end would never be seen.
+                let event = Event::new(token, true, false, false, false).with_read_closed(true);
+                self.dispatch(app, event);
             }
             self.fire_timers(app);
         }

@@ -44,7 +44,8 @@ pub struct Interest {
 }
 
 impl Interest {
-    /// Nothing asked for; errors and hang-ups are still reported.
+    /// Nothing asked for; poll and epoll still report errors and hang-ups
+    /// (select cannot: the fd is in none of its sets).
     pub const NONE: Interest = Interest { bits: 0 };
     /// Wake when a read would not block.
     pub const READABLE: Interest = Interest { bits: 1 };
@@ -93,7 +94,7 @@ impl Event {
             | bit(hup, Self::HUP);
         Event { token, flags }
     }
-    fn with_read_closed(mut self, read_closed: bool) -> Event {
+    pub(crate) fn with_read_closed(mut self, read_closed: bool) -> Event {
         if read_closed {
             self.flags |= Self::READ_CLOSED;
         }
