@@ -197,10 +197,10 @@ fn validate(c: &BenchConfig) -> io::Result<()> {
     if c.duration.is_zero() {
         return bad("--duration must be more than 0");
     }
-    if let Mode::Hash { heavy_iters, .. } = c.mode {
-        if !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters) {
-            return bad("--heavy-iters must be from 1 to 10000000");
-        }
+    if let Mode::Hash { heavy_iters, .. } = c.mode
+        && !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters)
+    {
+        return bad("--heavy-iters must be from 1 to 10000000");
     }
     if let Mode::Ack(reply) = &c.mode {
         if reply.is_empty() {
@@ -605,12 +605,11 @@ impl App for LoadGen {
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-        if !self.stopping {
-            if let Some(c) = self.clients.get(&conn) {
-                if c.received > 0 {
-                    self.errors.short += 1;
-                }
-            }
+        if !self.stopping
+            && let Some(c) = self.clients.get(&conn)
+            && c.received > 0
+        {
+            self.errors.short += 1;
         }
         ctx.close(conn);
     }

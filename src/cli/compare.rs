@@ -379,7 +379,8 @@ pub fn run(args: CompareArgs) -> i32 {
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )
     .and_then(|_| write("results.md", report::markdown(&points, &title, &command)));
-    let plots: [(&str, &str, &str, fn(&report::Point) -> f64); 3] = [
+    type Metric = fn(&report::Point) -> f64;
+    let plots: [(&str, &str, &str, Metric); 3] = [
         (
             "cpu_per_request.svg",
             "server CPU per request",
