@@ -48,6 +48,7 @@ backend_suite! {
     half_close_ack,
     idle_timeout,
     max_clients,
+    out_of_descriptors_pauses_accepting,
     chat_broadcast,
     chat_long_line_disconnects_sender,
     chat_slow_receiver_disconnected,
@@ -515,6 +516,66 @@ fn max_clients(backend: &str) {
     drop((second, fourth));
     let summary = server.stop();
     assert_eq!(summary.clients, 3, "the rejected client is not served");
+}
+
+/// Out of descriptors (EMFILE): the server logs once per burst, does not
+/// spin, keeps serving connected clients, and accepts the queued ones once
+/// descriptors free up.
+fn out_of_descriptors_pauses_accepting(backend: &str) {
+    let mut server = Server::start(backend, &["--app", "echo"]);
+    let limit = server.open_fds().len() + 4;
+    let lowered = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &server.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status();
+    if !lowered.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: prlimit cannot lower the server's open-files limit here");
+        return;
+    }
+    let mut clients: Vec<TcpStream> = (0..10).map(|_| server.connect()).collect();
+    assert!(
+        server.wait_for_stderr("pausing accepts", LIVENESS),
+        "EMFILE was not logged; stderr:\n{}",
+        server.stderr_text()
+    );
+    round_trip(&mut clients[0], b"still served", b"still served");
+    // Stuck for a while with no descriptor free: one log line, no spinning.
+    let cpu_before = cpu_ticks(server.pid());
+    thread::sleep(Duration::from_millis(1000));
+    let cpu_used = cpu_ticks(server.pid()) - cpu_before;
+    assert!(
+        cpu_used < 50,
+        "the server spun on EMFILE: {cpu_used} ticks in 1 s"
+    );
+    let logged = server.stderr_text().matches("pausing accepts").count();
+    assert_eq!(
+        logged,
+        1,
+        "log once per burst; stderr:\n{}",
+        server.stderr_text()
+    );
+    // Free descriptors: the queued clients are accepted and served.
+    let freed: Vec<TcpStream> = clients.drain(..4).collect();
+    drop(freed);
+    let mut late = clients.pop().expect("a queued client");
+    let mut waiting = clients.remove(0);
+    round_trip(&mut waiting, b"accepted later", b"accepted later");
+    drop(clients);
+    round_trip(&mut late, b"last one", b"last one");
+    drop((waiting, late));
+    server.stop();
+}
+
+/// User + system CPU ticks of a process (`/proc/PID/stat` fields 14, 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 /// Connects `n` clients and waits until the server has logged each.
