@@ -8,16 +8,39 @@
 //! [`App`] (your protocol) → connection output → socket.
 //!
 //! ```no_run
-//! use iomux::{app::Echo, Backend, Config, EventLoop};
-//! use std::net::TcpListener;
+//! use iomux::{app::Echo, Backend, Config, EventLoop, SIGINT, SIGTERM};
 //!
 //! let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
-//! lp.listen(TcpListener::bind("127.0.0.1:8888")?)?;
-//! lp.stop_on_signals(&[libc_sigint()])?;
+//! lp.listen(iomux::net::tcp_listener("127.0.0.1:8888".parse().unwrap())?)?;
+//! lp.stop_on_signals(&[SIGINT, SIGTERM])?;
 //! lp.run(&mut Echo)?;
-//! # fn libc_sigint() -> i32 { 2 }
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! Your own protocol is an [`App`]: bytes in, [`Ctx::send`] out.
+//!
+//! ```
+//! use iomux::{App, ConnId, Ctx};
+//!
+//! /// Answers every line with its length.
+//! struct LineLength;
+//!
+//! impl App for LineLength {
+//!     fn name(&self) -> &'static str {
+//!         "line-length"
+//!     }
+//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+//!         let (lines, used) = iomux::app::split_lines(input);
+//!         for line in lines {
+//!             ctx.send(conn, format!("{}\n", line.len()).as_bytes());
+//!         }
+//!         used // the unfinished tail comes back with the next bytes
+//!     }
+//! }
+//! ```
+//!
+//! A handler too heavy for the loop thread goes to the offload pool
+//! ([`Config::workers`], [`Ctx::offload`], [`App::on_job_done`]).
 //!
 //! The one weakness of the model (the seed text says it plainly): events
 //! are detected and handled on the same thread, so a slow handler stalls
@@ -39,4 +62,5 @@ pub use app::App;
 pub use conn::ConnId;
 pub use event_loop::{CloseReason, Config, Ctx, EventLoop, Stats};
 pub use selector::{Backend, Event, Events, Interest, Selector, Token};
+pub use signal_hook::consts::{SIGINT, SIGTERM};
 pub use waker::{StopHandle, Waker};
