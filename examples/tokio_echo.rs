@@ -26,7 +26,8 @@ fn main() -> std::io::Result<()> {
             let (mut socket, _) = listener.accept().await?;
             let _ = socket.set_nodelay(true);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
+                // 4 KiB per connection, as in tokio's own echo example family.
+                let mut buf = vec![0u8; 4096];
                 loop {
                     match socket.read(&mut buf).await {
                         Ok(0) | Err(_) => return,

@@ -80,13 +80,15 @@ struct Server {
 }
 
 impl Server {
-    fn start(target: &Target) -> Result<Server, String> {
+    /// Starts the server, able to hold `clients` connections.
+    fn start(target: &Target, clients: usize) -> Result<Server, String> {
         match target {
             Target::Backend(b) => {
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let mut child = Command::new(exe)
                     .args(["serve", "--app", "echo", "-q", "--bind", "127.0.0.1:0"])
                     .args(["--backend", b.name()])
+                    .args(["--max-clients", &(clients + 100).to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -189,7 +191,7 @@ fn run_point(
     repeat: usize,
     base: &BenchConfig,
 ) -> Result<Sample, String> {
-    let server = Server::start(target)?;
+    let server = Server::start(target, idle + base.conns)?;
     let pid = server.pid();
     std::thread::sleep(Duration::from_millis(100));
     let probe = Arc::new(Mutex::new(Probe {
