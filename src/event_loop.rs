@@ -902,7 +902,13 @@ impl EventLoop {
                         self.unfinished.push(Token(id.0));
                     }
                 }
-                if matches!(outcome, Flush::Done) && (conn.read_closed || conn.close_when_flushed) {
+                // Offloaded jobs still owe replies: a half-closed or
+                // shutting-down connection stays open until they are back
+                // (`collect_jobs` marks it dirty again).
+                if matches!(outcome, Flush::Done)
+                    && conn.owes_nothing()
+                    && (conn.read_closed || conn.close_when_flushed)
+                {
                     self.finish(id, CloseReason::PeerClosed);
                     return;
                 }
