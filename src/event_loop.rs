@@ -991,15 +991,16 @@ impl EventLoop {
             };
             // Deregister before the fd closes (epoll watches descriptions).
             let _ = self.selector.deregister(conn.stream.as_fd());
-            let conn = self.shared.conns.remove(id.index());
+            let peer = conn.peer;
+            // Closed before it is logged: a reader of the log sees the fd gone.
+            drop(self.shared.conns.remove(id.index()));
             self.shared.stats.closed += 1;
             if self.shared.config.log_connections {
                 if let Some(why) = reason.describe() {
-                    eprintln!("iomux: {}: {why}", conn.peer);
+                    eprintln!("iomux: {peer}: {why}");
                 }
-                eprintln!("iomux: disconnect {}", conn.peer);
+                eprintln!("iomux: disconnect {peer}");
             }
-            drop(conn);
             timed(&mut self.shared, app, Some(id), |app, ctx| {
                 app.on_close(ctx, id)
             });

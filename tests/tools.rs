@@ -94,6 +94,34 @@ fn bench_echo_run_counts_requests_and_no_errors() {
 }
 
 #[test]
+fn bench_sends_exactly_the_requests_asked() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--json",
+        "--addr",
+        &server.addr,
+        "--conns",
+        "7",
+        "--threads",
+        "2",
+        "--warmup",
+        "0",
+        "--requests",
+        "1001",
+        "--duration",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let j: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(j["requests"], 1001, "{j}");
+    assert!(
+        j["window_secs"].as_f64().unwrap() < 60.0,
+        "it stopped at the count: {j}"
+    );
+}
+
+#[test]
 fn bench_ack_mode_and_threads() {
     let server = Server::start(&["--app", "ack", "--reply", "OK"]);
     let (code, j, stderr) = bench_json(&[

@@ -47,6 +47,10 @@ pub struct BenchConfig {
     pub backend: Backend,
     /// Print a live line on stdout (only makes sense on a terminal).
     pub progress: bool,
+    /// Send exactly this many requests in all (warm-up included), then
+    /// stop; `duration` still caps the run. For per-request accounting
+    /// such as `strace -c`.
+    pub requests: Option<u64>,
 }
 
 /// Moments of a run that an observer (e.g. `iomux compare`) cares about.
@@ -147,7 +151,10 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
         .into_iter()
         .enumerate()
         .map(|(i, streams)| {
-            let config = config.clone();
+            let mut config = config.clone();
+            config.requests = config
+                .requests
+                .map(|n| n / threads as u64 + u64::from((i as u64) < n % threads as u64));
             let observer = if i == 0 { observer.clone() } else { None };
             let completed = completed.clone();
             std::thread::spawn(move || {
@@ -296,6 +303,10 @@ struct LoadGen {
     warmup: Duration,
     duration: Duration,
     progress: bool,
+    /// Requests this thread may still send (`--requests`).
+    budget: Option<u64>,
+    /// Requests sent and not yet answered.
+    outstanding: u64,
     observer: Option<Observer>,
     completed: Arc<AtomicU64>,
     start: Instant,
@@ -375,6 +386,8 @@ impl LoadGen {
             warmup: config.warmup,
             duration: config.duration,
             progress: leader && config.progress && std::io::stdout().is_terminal(),
+            budget: config.requests,
+            outstanding: 0,
             observer,
             completed,
             start,
@@ -424,6 +437,13 @@ impl LoadGen {
     }
 
     fn send_request(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        if let Some(left) = &mut self.budget {
+            if *left == 0 {
+                return;
+            }
+            *left -= 1;
+        }
+        self.outstanding += 1;
         let heavy = self.heavy.contains(&conn);
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
@@ -489,6 +509,25 @@ impl LoadGen {
             Mode::Ack(reply) => reply.len(),
             Mode::Hash { .. } => 65,
         }
+    }
+
+    fn end_window(&mut self, ctx: &mut Ctx<'_>) {
+        if self.window_start.is_none() {
+            self.start_window();
+        }
+        self.window_end = Some(Instant::now());
+        self.cpu_end = proc::thread_cpu_time();
+        self.recording = false;
+        self.stopping = true;
+        if let Some(o) = &self.observer {
+            o(Phase::WindowEnd);
+        }
+        if self.progress {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r{:60}\r", "");
+            let _ = out.flush();
+        }
+        ctx.stop();
     }
 
     fn finish(self) -> BenchResult {
@@ -596,8 +635,12 @@ impl App for LoadGen {
                     self.bytes_received += response_len as u64;
                 }
                 self.completed.fetch_add(1, Ordering::Relaxed);
+                self.outstanding -= 1;
                 if !self.stopping {
                     self.send_request(ctx, conn);
+                    if self.budget == Some(0) && self.outstanding == 0 {
+                        self.end_window(ctx);
+                    }
                 }
             }
         }
@@ -623,24 +666,7 @@ impl App for LoadGen {
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: u64) {
         match timer {
             TIMER_WINDOW_START => self.start_window(),
-            TIMER_WINDOW_END => {
-                if self.window_start.is_none() {
-                    self.start_window();
-                }
-                self.window_end = Some(Instant::now());
-                self.cpu_end = proc::thread_cpu_time();
-                self.recording = false;
-                self.stopping = true;
-                if let Some(o) = &self.observer {
-                    o(Phase::WindowEnd);
-                }
-                if self.progress {
-                    let mut out = std::io::stdout().lock();
-                    let _ = write!(out, "\r{:60}\r", "");
-                    let _ = out.flush();
-                }
-                ctx.stop();
-            }
+            TIMER_WINDOW_END if !self.stopping => self.end_window(ctx),
             TIMER_PROGRESS if !self.stopping => {
                 self.print_progress();
                 ctx.set_timer(Duration::from_secs(1), TIMER_PROGRESS);

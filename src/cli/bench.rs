@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// hash mode: iterations of each heavy request.
     #[arg(long, default_value_t = 100_000)]
     pub heavy_iters: u64,
+    /// Send exactly N requests in all (warm-up included), then stop.
+    #[arg(long)]
+    pub requests: Option<u64>,
     /// Load-generator threads, each with its own event loop.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -94,6 +97,7 @@ impl BenchArgs {
             threads: self.threads,
             backend: self.backend,
             progress,
+            requests: self.requests,
         })
     }
 }

@@ -314,6 +314,7 @@ pub fn run(args: CompareArgs) -> i32 {
         threads: args.threads,
         backend: Backend::Epoll,
         progress: false,
+        requests: None,
     };
     let total = args.repeat * args.idle.len() * targets.len();
     let started = Instant::now();
