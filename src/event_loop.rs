@@ -330,6 +330,14 @@ impl Ctx<'_> {
     }
 }
 
+/// The coarse monotonic clock (a few ms resolution, and cheaper than
+/// `Instant::now`): enough to see a handler that holds the loop for tens of
+/// milliseconds, cheap enough to read around every handler call.
+fn coarse_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// Calls an app handler, timing it when the stall watchdog is on: the
 /// seed's weakness made visible — while a handler runs, nobody else is
 /// served.
@@ -342,9 +350,9 @@ fn timed<R>(
     let Some(limit) = shared.config.stall_threshold else {
         return call(app, &mut Ctx { shared });
     };
-    let start = Instant::now();
+    let start = coarse_now();
     let result = call(app, &mut Ctx { shared });
-    let took = start.elapsed();
+    let took = coarse_now().saturating_sub(start);
     if took > limit {
         shared.stats.stalls += 1;
         let peer = conn
@@ -391,6 +399,12 @@ pub struct EventLoop {
     signals: Option<SignalPipe>,
     /// Tokens to serve next turn without a new event (edge-triggered only).
     unfinished: Vec<Token>,
+    /// Empty lists swapped with `unfinished` and the dirty list, so that
+    /// walking them allocates nothing.
+    spare_tokens: Vec<Token>,
+    spare_ids: Vec<ConnId>,
+    /// The selector is edge-triggered (asked once, used on every event).
+    edge: bool,
     /// Where reads land before the app sees them (one per loop, not per
     /// connection).
     scratch: Vec<u8>,
@@ -447,6 +461,7 @@ impl EventLoop {
         let waker = Waker::new()?;
         selector.register(waker.fd(), WAKER, Interest::READABLE)?;
         let backend = selector.name();
+        let edge = selector.edge_triggered();
         let pool = match config.workers {
             0 => None,
             n => Some(Pool::new(n, waker.clone())?),
@@ -471,6 +486,9 @@ impl EventLoop {
             stop_flag: Arc::new(AtomicBool::new(false)),
             signals: None,
             unfinished: Vec::new(),
+            spare_tokens: Vec::new(),
+            spare_ids: Vec::new(),
+            edge,
             scratch: vec![0; READ_CHUNK],
             generation: 0,
             unopened: Vec::new(),
@@ -580,7 +598,10 @@ impl EventLoop {
                     self.dispatch(app, event);
                 }
             }
-            for token in std::mem::take(&mut self.unfinished) {
+            // Swapped with a spare list, so neither allocates per turn.
+            let mut batch = std::mem::take(&mut self.spare_tokens);
+            std::mem::swap(&mut batch, &mut self.unfinished);
+            for token in batch.drain(..) {
                 // The edge that raised these may also have told of the
                 // peer's end of stream, and was spent while the connection
                 // was paused or over budget: read on past a short read
@@ -588,6 +609,7 @@ impl EventLoop {
                 let event = Event::new(token, true, false, false, false).with_read_closed(true);
                 self.dispatch(app, event);
             }
+            self.spare_tokens = batch;
             self.fire_timers(app);
         }
     }
@@ -642,7 +664,7 @@ impl EventLoop {
         self.generation = (self.generation + 1) & 0x7fff_ffff;
         let entry = self.shared.conns.vacant_entry();
         let id = ConnId::new(entry.key(), self.generation);
-        let interest = if self.selector.edge_triggered() {
+        let interest = if self.edge {
             // Registered once for both: no epoll_ctl per state change.
             Interest::BOTH
         } else {
@@ -702,7 +724,7 @@ impl EventLoop {
             }
         }
         // Budget used up with connections still queued.
-        if self.selector.edge_triggered() {
+        if self.edge {
             self.unfinished.push(listener_token(index));
         }
     }
@@ -772,7 +794,7 @@ impl EventLoop {
     }
 
     fn read(&mut self, app: &mut dyn App, token: Token, peer_shut: bool) {
-        let edge = self.selector.edge_triggered();
+        let edge = self.edge;
         let config = &self.shared.config;
         let (budget_limit, high_water, max_input) =
             (config.read_budget, config.high_water, config.max_input);
@@ -885,7 +907,7 @@ impl EventLoop {
     /// waits for next (or closes it when it owes nothing more).
     fn flush(&mut self, id: ConnId) {
         let low_water = self.shared.config.low_water;
-        let edge = self.selector.edge_triggered();
+        let edge = self.edge;
         let Some(conn) = self.shared.live(Token(id.0)) else {
             return;
         };
@@ -926,7 +948,7 @@ impl EventLoop {
     /// discarding, until the peer closes too (a "lingering close"). During
     /// a shutdown the grace deadline bounds the wait.
     fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let edge = self.selector.edge_triggered();
+        let edge = self.edge;
         let Some(conn) = self.shared.live(Token(id.0)) else {
             return;
         };
@@ -955,7 +977,7 @@ impl EventLoop {
     /// Level-triggered backends are told only of real changes (trap: an
     /// `epoll_ctl` per request). Edge-triggered ones keep both interests.
     fn update_interest(&mut self, id: ConnId) {
-        if self.selector.edge_triggered() {
+        if self.edge {
             return;
         }
         let Some(conn) = self.shared.live(Token(id.0)) else {
@@ -976,9 +998,12 @@ impl EventLoop {
     fn before_sleep(&mut self, app: &mut dyn App) {
         // Flushing can schedule closes, closes call apps, apps queue output.
         while !self.shared.dirty.is_empty() || !self.shared.closing.is_empty() {
-            for id in std::mem::take(&mut self.shared.dirty) {
+            let mut batch = std::mem::take(&mut self.spare_ids);
+            std::mem::swap(&mut batch, &mut self.shared.dirty);
+            for id in batch.drain(..) {
                 self.flush(id);
             }
+            self.spare_ids = batch;
             self.reap(app);
         }
     }
