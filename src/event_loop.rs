@@ -908,14 +908,20 @@ impl EventLoop {
     fn flush(&mut self, id: ConnId) {
         let low_water = self.shared.config.low_water;
         let edge = self.edge;
-        let Some(conn) = self.shared.live(Token(id.0)) else {
+        // The conns table directly (not `live`), so that the counters below
+        // can be updated while the connection is borrowed.
+        let Some(conn) = self
+            .shared
+            .conns
+            .get_mut(id.index())
+            .filter(|c| c.id == id && !c.closing)
+        else {
             return;
         };
         conn.dirty = false;
         match conn.flush() {
             Ok((n, outcome)) => {
                 self.shared.stats.bytes_out += n as u64;
-                let conn = self.shared.live(Token(id.0)).expect("still open");
                 if conn.read_paused && !conn.close_when_flushed && conn.pending() <= low_water {
                     conn.read_paused = false;
                     if edge {

@@ -618,7 +618,9 @@ impl App for LoadGen {
                 return input.len();
             }
             used += take;
-            let client = self.clients.get_mut(&conn).expect("checked above");
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return input.len();
+            };
             client.received += take;
             if client.received == response_len {
                 client.received = 0;
