@@ -57,6 +57,8 @@ pub(crate) struct Conn {
     pub last_read: Instant,
     /// Offloaded jobs not yet back; the connection is owed their replies.
     pub jobs: u32,
+    /// Offer the unconsumed `input` to the app again before reading more.
+    pub redeliver: bool,
 }
 
 /// Outcome of a flush.
@@ -85,6 +87,7 @@ impl Conn {
             dirty: false,
             last_read: now,
             jobs: 0,
+            redeliver: false,
         }
     }
 

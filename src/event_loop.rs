@@ -61,6 +61,9 @@ pub struct Config {
     pub nodelay: bool,
     /// Worker threads for [`Ctx::offload`] (0: no pool, apps run inline).
     pub workers: usize,
+    /// Stop reading a connection while this many of its jobs are in
+    /// flight, so one client cannot fill the pool's queue (or memory).
+    pub max_jobs_per_conn: u32,
     /// Log a handler call that runs longer than this (the stall watchdog).
     pub stall_threshold: Option<Duration>,
     /// Print a `stats:` line on stderr this often.
@@ -83,6 +86,7 @@ impl Default for Config {
             log_connections: true,
             nodelay: true,
             workers: 0,
+            max_jobs_per_conn: 64,
             stall_threshold: Some(Duration::from_millis(100)),
             stats_interval: None,
         }
@@ -250,6 +254,9 @@ impl Ctx<'_> {
     pub fn close_after_flush(&mut self, conn: ConnId) {
         if let Some(c) = self.conn_mut(conn) {
             c.close_when_flushed = true;
+            // Nothing more is read: a level-triggered backend must stop
+            // reporting input that will never be taken.
+            c.read_paused = true;
             if !c.dirty {
                 c.dirty = true;
                 self.shared.dirty.push(conn);
@@ -286,8 +293,9 @@ impl Ctx<'_> {
 
     /// Calls [`App::on_timer`] with `id` after `after`.
     pub fn set_timer(&mut self, after: Duration, id: u64) {
-        let at = self.shared.now + after;
-        self.shared.timers.add(at, TimerKind::App(id));
+        if let Some(at) = self.shared.now.checked_add(after) {
+            self.shared.timers.add(at, TimerKind::App(id));
+        }
     }
 
     /// The time this turn started (cheaper than `Instant::now`).
@@ -313,6 +321,20 @@ impl Ctx<'_> {
     /// Worker threads in the offload pool (0: none, run work inline).
     pub fn workers(&self) -> usize {
         self.shared.pool.as_ref().map_or(0, Pool::workers)
+    }
+
+    /// True if `conn` may hand another job to the pool now (there is a
+    /// pool and the connection is under [`Config::max_jobs_per_conn`]).
+    /// When it may not, leave the request unconsumed: reading pauses, and
+    /// the unconsumed input is offered again once one of its jobs is back.
+    pub fn can_offload(&self, conn: ConnId) -> bool {
+        let max = self.shared.config.max_jobs_per_conn;
+        self.shared.pool.is_some()
+            && self
+                .shared
+                .conns
+                .get(conn.index())
+                .is_some_and(|c| c.id == conn && c.jobs < max)
     }
 
     /// Runs `job` on the offload pool; its result comes back to
@@ -593,14 +615,16 @@ impl EventLoop {
                 self.turn_started = Some(self.shared.now);
             }
             self.shared.stats.turns += 1;
+            // Connections left unfinished by the *last* turn (edge-triggered
+            // budget or resumed reading): taken before this turn's events,
+            // so one that uses up its budget now waits for the next turn.
+            let mut batch = std::mem::take(&mut self.spare_tokens);
+            std::mem::swap(&mut batch, &mut self.unfinished);
             for i in 0..self.events.len() {
                 if let Some(event) = self.events.get(i) {
                     self.dispatch(app, event);
                 }
             }
-            // Swapped with a spare list, so neither allocates per turn.
-            let mut batch = std::mem::take(&mut self.spare_tokens);
-            std::mem::swap(&mut batch, &mut self.unfinished);
             for token in batch.drain(..) {
                 // The edge that raised these may also have told of the
                 // peer's end of stream, and was spent while the connection
@@ -618,7 +642,9 @@ impl EventLoop {
         if !self.unfinished.is_empty() {
             return Some(Duration::ZERO);
         }
-        let timer = self.shared.timers.next_timeout(self.shared.now);
+        // From now, not from the turn's start: a slow turn must not make
+        // every timer late by its length.
+        let timer = self.shared.timers.next_timeout(Instant::now());
         let shutdown = self
             .shutting_down
             .map(|d| d.saturating_duration_since(Instant::now()));
@@ -655,6 +681,19 @@ impl EventLoop {
                     let id = c.id;
                     self.flush(id);
                 }
+                // An error or hang-up on a connection that is neither
+                // reading nor writing (e.g. half-closed, waiting for a job)
+                // would be reported again on every wait: close it now.
+                if (event.is_error() || event.is_hup())
+                    && let Some(c) = self.shared.live(token)
+                    && c.pending() == 0
+                    && (c.read_closed || c.read_paused)
+                {
+                    let id = c.id;
+                    let error = c.stream.take_error().ok().flatten();
+                    let error = error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
+                    self.shared.schedule_close(id, CloseReason::Error(error));
+                }
             }
         }
         self.reap(app);
@@ -676,10 +715,13 @@ impl EventLoop {
         conn.registered = interest;
         entry.insert(conn);
         self.shared.stats.accepted += 1;
-        if let Some(timeout) = self.shared.config.idle_timeout {
-            self.shared
-                .timers
-                .add(self.shared.now + timeout, TimerKind::Idle(id));
+        if let Some(at) = self
+            .shared
+            .config
+            .idle_timeout
+            .and_then(|t| self.shared.now.checked_add(t))
+        {
+            self.shared.timers.add(at, TimerKind::Idle(id));
         }
         Ok(id)
     }
@@ -707,18 +749,24 @@ impl EventLoop {
                     self.admit(app, stream, peer);
                 }
                 Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
+                // Errors of that one connection (accept(2) says: retry).
                 Err(
-                    e @ (rustix::io::Errno::MFILE
-                    | rustix::io::Errno::NFILE
-                    | rustix::io::Errno::NOBUFS
-                    | rustix::io::Errno::NOMEM),
-                ) => {
-                    self.pause_accepting(e.into());
-                    return;
-                }
+                    rustix::io::Errno::INTR
+                    | rustix::io::Errno::CONNABORTED
+                    | rustix::io::Errno::PROTO
+                    | rustix::io::Errno::PERM
+                    | rustix::io::Errno::NOPROTOOPT
+                    | rustix::io::Errno::HOSTDOWN
+                    | rustix::io::Errno::NONET
+                    | rustix::io::Errno::HOSTUNREACH
+                    | rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::NETUNREACH
+                    | rustix::io::Errno::NETDOWN,
+                ) => {}
+                // Out of resources, or something unexpected: back off for a
+                // moment (logged once) rather than spin or drop the backlog.
                 Err(e) => {
-                    eprintln!("iomux: accept failed: {}", io::Error::from(e));
+                    self.pause_accepting(e.into());
                     return;
                 }
             }
@@ -796,8 +844,12 @@ impl EventLoop {
     fn read(&mut self, app: &mut dyn App, token: Token, peer_shut: bool) {
         let edge = self.edge;
         let config = &self.shared.config;
-        let (budget_limit, high_water, max_input) =
-            (config.read_budget, config.high_water, config.max_input);
+        let (budget_limit, high_water, max_input, max_jobs) = (
+            config.read_budget,
+            config.high_water,
+            config.max_input,
+            config.max_jobs_per_conn,
+        );
         let mut budget = budget_limit;
         let now = self.shared.now;
         loop {
@@ -809,12 +861,17 @@ impl EventLoop {
             if !lingering && (conn.read_closed || conn.read_paused || conn.close_when_flushed) {
                 return;
             }
-            if conn.pending() > high_water {
+            if conn.pending() > high_water || conn.jobs >= max_jobs {
                 // Back-pressure: leave the rest in the kernel until the peer
                 // reads what it is owed.
                 conn.read_paused = true;
                 self.update_interest(id);
                 return;
+            }
+            if std::mem::take(&mut conn.redeliver) && !conn.input.is_empty() {
+                // Input the app left unconsumed while at its job limit.
+                self.deliver(app, id, 0, max_input);
+                continue;
             }
             match conn.read(&mut self.scratch) {
                 Ok(0) if lingering => {
@@ -907,6 +964,7 @@ impl EventLoop {
     /// waits for next (or closes it when it owes nothing more).
     fn flush(&mut self, id: ConnId) {
         let low_water = self.shared.config.low_water;
+        let max_jobs = self.shared.config.max_jobs_per_conn;
         let edge = self.edge;
         // The conns table directly (not `live`), so that the counters below
         // can be updated while the connection is borrowed.
@@ -922,11 +980,18 @@ impl EventLoop {
         match conn.flush() {
             Ok((n, outcome)) => {
                 self.shared.stats.bytes_out += n as u64;
-                if conn.read_paused && !conn.close_when_flushed && conn.pending() <= low_water {
+                if conn.read_paused
+                    && !conn.close_when_flushed
+                    && conn.pending() <= low_water
+                    && conn.jobs < max_jobs
+                {
                     conn.read_paused = false;
-                    if edge {
+                    if edge || !conn.input.is_empty() {
                         // The data that made us pause raised its edge long
-                        // ago: serve it without waiting for a new one.
+                        // ago, and input the app left for later is not in
+                        // the socket at all: serve both without waiting for
+                        // a new event.
+                        conn.redeliver |= !conn.input.is_empty();
                         self.unfinished.push(Token(id.0));
                     }
                 }
@@ -1023,6 +1088,11 @@ impl EventLoop {
             // Deregister before the fd closes (epoll watches descriptions).
             let _ = self.selector.deregister(conn.stream.as_fd());
             let peer = conn.peer;
+            if conn.jobs > 0
+                && let Some(pool) = &self.shared.pool
+            {
+                pool.cancel(id);
+            }
             // Closed before it is logged: a reader of the log sees the fd gone.
             drop(self.shared.conns.remove(id.index()));
             self.shared.stats.closed += 1;
@@ -1038,7 +1108,22 @@ impl EventLoop {
         }
     }
 
+    /// Idle-timeout entries of closed connections are dropped lazily when
+    /// they come due; with many short connections and a long timeout they
+    /// would pile up, so sweep them once they outnumber live connections.
+    fn compact_timers(&mut self) {
+        let shared = &mut self.shared;
+        if shared.timers.len() > 2 * shared.conns.len() + 1024 {
+            let conns = &shared.conns;
+            shared.timers.retain(|kind| match kind {
+                TimerKind::Idle(id) => conns.get(id.index()).is_some_and(|c| c.id == *id),
+                _ => true,
+            });
+        }
+    }
+
     fn fire_timers(&mut self, app: &mut dyn App) {
+        self.compact_timers();
         let now = self.shared.now;
         while let Some(kind) = self.shared.timers.pop_due(now) {
             match kind {
@@ -1077,7 +1162,18 @@ impl EventLoop {
             return;
         };
         for (job, id, result) in pool.take_done() {
-            let live = self.shared.live(Token(id.0)).map(|c| c.jobs -= 1).is_some();
+            let (live, redeliver) = match self.shared.live(Token(id.0)) {
+                Some(c) => {
+                    c.jobs -= 1;
+                    // Input left for later at the job limit can go on now.
+                    c.redeliver |= !c.input.is_empty();
+                    (true, c.redeliver)
+                }
+                None => (false, false),
+            };
+            if redeliver {
+                self.unfinished.push(Token(id.0));
+            }
             timed(&mut self.shared, app, Some(id), |app, ctx| {
                 app.on_job_done(ctx, id, job, result)
             });

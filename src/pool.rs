@@ -61,10 +61,16 @@ impl Pool {
             waker,
         });
         for i in 0..workers {
-            let inner = inner.clone();
-            std::thread::Builder::new()
+            let shared = inner.clone();
+            let spawned = std::thread::Builder::new()
                 .name(format!("iomux-worker-{i}"))
-                .spawn(move || worker(&inner))?;
+                .spawn(move || worker(&shared));
+            if let Err(e) = spawned {
+                // Let the workers already started exit.
+                inner.closed.store(true, Ordering::SeqCst);
+                inner.work.notify_all();
+                return Err(e);
+            }
         }
         Ok(Pool {
             inner,
@@ -83,6 +89,11 @@ impl Pool {
         lock(&self.inner.queue).push_back((id, conn, job));
         self.inner.work.notify_one();
         id
+    }
+
+    /// Drops the queued (not yet running) jobs of `conn`, which closed.
+    pub fn cancel(&self, conn: ConnId) {
+        lock(&self.inner.queue).retain(|(_, c, _)| *c != conn);
     }
 
     /// Jobs waiting for a worker.
@@ -177,5 +188,35 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0].2.is::<JobPanicked>());
         assert_eq!(*got[1].2.downcast_ref::<&str>().unwrap(), "after");
+    }
+
+    #[test]
+    fn cancel_drops_only_that_connections_queued_jobs() {
+        let mut pool = Pool::new(1, Waker::new().unwrap()).unwrap();
+        let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let g = gate.clone();
+        // Occupies the only worker until the queue below is settled.
+        pool.submit(
+            b,
+            Box::new(move || {
+                g.wait();
+                Box::new(0u8) as JobResult
+            }),
+        );
+        for _ in 0..5 {
+            pool.submit(a, Box::new(|| Box::new(1u8) as JobResult));
+        }
+        pool.submit(b, Box::new(|| Box::new(2u8) as JobResult));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.queued() != 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1)); // the worker takes the gated job
+        }
+        pool.cancel(a);
+        assert_eq!(pool.queued(), 1, "only b's queued job is left");
+        gate.wait();
+        let got = wait_for(&pool, 2);
+        assert!(got.iter().all(|(_, c, _)| *c == b), "no job of a ran");
+        assert_eq!(got.len(), 2);
     }
 }

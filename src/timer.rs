@@ -50,6 +50,11 @@ impl<T: Ord> Timers<T> {
         }
     }
 
+    /// Keeps only the entries for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.heap.retain(|Reverse((_, _, what))| keep(what));
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -95,5 +100,11 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0)).collect();
         assert_eq!(order, vec![5, 1, 3]);
         assert!(t.is_empty());
+        for i in 0..10 {
+            t.add(t0, i);
+        }
+        t.retain(|i| i % 3 == 0);
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0)).collect();
+        assert_eq!(order, vec![0, 3, 6, 9]);
     }
 }

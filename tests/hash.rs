@@ -20,7 +20,7 @@ use iomux::app::{App, iterated_sha256_hex, split_lines};
 use iomux::pool::{JobId, JobPanicked, JobResult};
 use iomux::{Backend, Config, ConnId, Ctx, EventLoop, StopHandle};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -49,6 +49,7 @@ macro_rules! backend_suite {
 }
 
 backend_suite! {
+    endless_pipelining_is_bounded_by_the_job_limit,
     known_vectors,
     errors_keep_the_connection_usable,
     long_line_is_refused_and_skipped,
@@ -755,6 +756,48 @@ fn half_close_with_job_in_flight(backend: &str) {
 
 /// `--stats 0.2`: periodic `stats:` lines on stderr with every field, that
 /// follow the traffic; stdout keeps exactly the start-up and shutdown lines.
+/// A client that pipelines hundreds of offloaded requests without reading:
+/// reading pauses at the loop's per-connection job limit (64), so the pool's
+/// queue stays bounded, and every reply still comes back, in order, once the
+/// client reads.
+fn endless_pipelining_is_bounded_by_the_job_limit(backend: &str) {
+    let mut server = hash_server(
+        backend,
+        &[
+            "--workers",
+            "1",
+            "--offload-above",
+            "10",
+            "--stats",
+            "0.05",
+            "-q",
+        ],
+    );
+    let n = heavy_n(Duration::from_millis(2)).max(10);
+    let lines = 400;
+    let mut c = server.connect();
+    let mut burst = String::new();
+    for i in 0..lines {
+        burst += &format!("hash {n} p{i}\n");
+    }
+    c.write_all(burst.as_bytes()).expect("send the burst");
+    let mut reader = io::BufReader::new(c.try_clone().expect("clone"));
+    for i in 0..lines {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a reply");
+        assert_eq!(line, expected(&format!("p{i}"), n), "reply {i}");
+    }
+    drop((reader, c));
+    server.stop();
+    let stats = all_stats(&server.stderr_text());
+    assert!(!stats.is_empty());
+    let most = stats.iter().map(|s| s["pool_queue"]).fold(0.0, f64::max);
+    assert!(
+        most <= 64.0,
+        "the pool queue grew past the job limit: {most}"
+    );
+}
+
 fn stats_lines(backend: &str) {
     let mut server = hash_server(backend, &["--stats", "0.2", "--workers", "1"]);
     // A first line, before any client.

@@ -10,9 +10,14 @@
 //!
 //! Requests with `N >= offload_above` go to the offload pool when there is
 //! one; replies still leave in request order (a per-connection queue of
-//! ready and awaited replies).
+//! ready and awaited replies). Cheap requests run inline, within a budget
+//! per read: a burst of thousands of cheap lines in one read would hold the
+//! loop as long as one heavy request, so past the budget (or behind a reply
+//! that is already awaited, which they must wait for anyway) they go to the
+//! pool too. Jobs count against the loop's per-connection job limit, which
+//! pauses reading: a client that pipelines without end cannot grow memory.
 
-use super::{App, split_lines};
+use super::App;
 use crate::conn::ConnId;
 use crate::event_loop::Ctx;
 use crate::pool::{JobId, JobResult};
@@ -86,7 +91,12 @@ pub struct Hash {
     offload_above: u64,
     /// Only connections with queued replies or a line being skipped.
     conns: HashMap<ConnId, ConnState>,
+    /// Iterations run inline in the current `on_data` call.
+    spent: u64,
 }
+
+/// Inline iterations allowed per read, in units of `offload_above`.
+const INLINE_BUDGET: u64 = 8;
 
 impl Hash {
     /// Lines over `max_line` bytes are refused; requests with at least
@@ -96,27 +106,54 @@ impl Hash {
             max_line,
             offload_above,
             conns: HashMap::new(),
+            spent: 0,
         }
     }
 
-    fn answer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, line: &[u8]) {
-        ctx.record_request();
+    /// Answers one request line. False when it should go to the pool but
+    /// the connection is at its job limit: the line is left unconsumed and
+    /// offered again once a job comes back.
+    fn answer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, line: &[u8]) -> bool {
         let reply = match parse_request(line) {
             Err(reason) => Reply::Ready(format!("error: {reason}\n").into_bytes()),
-            Ok(req) if req.iterations >= self.offload_above && ctx.workers() > 0 => {
+            Ok(req) => {
+                let offload = ctx.workers() > 0 && self.should_offload(conn, req.iterations);
+                if offload && !ctx.can_offload(conn) {
+                    return false;
+                }
                 let (text, n) = (req.text.to_vec(), req.iterations);
-                match ctx.offload(conn, move || {
-                    Box::new(format!("{}\n", iterated_sha256_hex(&text, n))) as JobResult
-                }) {
+                let job = offload
+                    .then(|| {
+                        ctx.offload(conn, move || {
+                            Box::new(format!("{}\n", iterated_sha256_hex(&text, n))) as JobResult
+                        })
+                    })
+                    .flatten();
+                match job {
                     Some(job) => Reply::Awaiting(job),
-                    None => return,
+                    None => {
+                        self.spent += req.iterations;
+                        let digest = iterated_sha256_hex(req.text, req.iterations);
+                        Reply::Ready(format!("{digest}\n").into_bytes())
+                    }
                 }
             }
-            Ok(req) => Reply::Ready(
-                format!("{}\n", iterated_sha256_hex(req.text, req.iterations)).into_bytes(),
-            ),
         };
+        ctx.record_request();
         self.conns.entry(conn).or_default().replies.push_back(reply);
+        true
+    }
+
+    fn should_offload(&self, conn: ConnId, iterations: u64) -> bool {
+        // Ready replies are sent as soon as they reach the front, so a
+        // queue that starts with an awaited one is the only way to wait.
+        let awaiting = self
+            .conns
+            .get(&conn)
+            .is_some_and(|s| matches!(s.replies.front(), Some(Reply::Awaiting(_))));
+        iterations >= self.offload_above
+            || awaiting
+            || self.spent + iterations > self.offload_above.saturating_mul(INLINE_BUDGET)
     }
 
     /// Sends the replies at the front of the queue that are ready.
@@ -148,6 +185,7 @@ impl App for Hash {
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+        self.spent = 0;
         let mut used = 0;
         if self.conns.get(&conn).is_some_and(|s| s.skipping) {
             match input.iter().position(|&b| b == b'\n') {
@@ -160,16 +198,19 @@ impl App for Hash {
                 None => return input.len(),
             }
         }
-        let (lines, consumed) = split_lines(&input[used..]);
-        for line in lines {
+        let mut at_job_limit = false;
+        while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+            let raw = &input[used..used + end];
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             if line.len() > self.max_line {
                 self.line_too_long(conn);
-            } else {
-                self.answer(ctx, conn, line);
+            } else if !self.answer(ctx, conn, line) {
+                at_job_limit = true;
+                break;
             }
+            used += end + 1;
         }
-        used += consumed;
-        if input.len() - used > self.max_line {
+        if !at_job_limit && input.len() - used > self.max_line {
             self.line_too_long(conn);
             self.conns.entry(conn).or_default().skipping = true;
             used = input.len();
