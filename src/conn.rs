@@ -1,7 +1,10 @@
 //! A buffered, back-pressured connection.
 //!
-//! Buffers are allocated when a connection needs them and released when
-//! they drain, so an idle connection costs only this struct (no heap).
+//! Buffers are allocated when a connection first needs them. Input is
+//! freed as soon as the app has consumed it; output over 16 KiB is freed
+//! when it drains, smaller output buffers are kept for the next reply (no
+//! allocation per request). A connection that has been idle since it was
+//! accepted costs only this struct.
 
 use crate::selector::Interest;
 use std::io::{self, Read, Write};

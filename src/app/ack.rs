@@ -22,11 +22,13 @@ impl Ack {
     }
 }
 
-/// The text printed for a chunk: lossy UTF-8, one trailing newline (and a
-/// `\r` before it) trimmed.
+/// The text printed for a chunk: lossy UTF-8, one trailing newline (`\n`
+/// or `\r\n`) trimmed.
 pub fn chunk_text(data: &[u8]) -> String {
-    let data = data.strip_suffix(b"\n").unwrap_or(data);
-    let data = data.strip_suffix(b"\r").unwrap_or(data);
+    let data = match data.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None => data,
+    };
     String::from_utf8_lossy(data).into_owned()
 }
 
@@ -57,6 +59,7 @@ mod tests {
         assert_eq!(chunk_text(b"hello\n"), "hello");
         assert_eq!(chunk_text(b"hello\r\n"), "hello");
         assert_eq!(chunk_text(b"two\n\n"), "two\n");
+        assert_eq!(chunk_text(b"no newline\r"), "no newline\r");
         assert_eq!(chunk_text(b"\xffok"), "\u{fffd}ok");
     }
 }

@@ -201,13 +201,25 @@ fn validate(c: &BenchConfig) -> io::Result<()> {
     if c.size == 0 {
         return bad("--size must be at least 1");
     }
+    if c.conns > 1_000_000 || c.idle > 1_000_000 {
+        return bad("--conns and --idle must be at most 1000000");
+    }
+    if c.pipeline > 65_536 {
+        return bad("--pipeline must be at most 65536");
+    }
+    if c.size > 64 << 20 {
+        return bad("--size must be at most 67108864 (64 MiB)");
+    }
     if c.duration.is_zero() {
         return bad("--duration must be more than 0");
     }
-    if let Mode::Hash { heavy_iters, .. } = c.mode
-        && !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters)
-    {
-        return bad("--heavy-iters must be from 1 to 10000000");
+    if let Mode::Hash { heavy_iters, heavy } = c.mode {
+        if !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters) {
+            return bad("--heavy-iters must be from 1 to 10000000");
+        }
+        if heavy > 1_000_000 {
+            return bad("--heavy must be at most 1000000");
+        }
     }
     if let Mode::Ack(reply) = &c.mode {
         if reply.is_empty() {
@@ -235,7 +247,10 @@ fn open_connections(
                 let _ = s.set_nodelay(true);
                 out.push(s);
             }
-            Err(e) if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) => {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error())
+                    || e.raw_os_error() == Some(rustix::io::Errno::NFILE.raw_os_error()) =>
+            {
                 let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
                 return Err(io::Error::other(format!(
                     "cannot open {n} {what} connections: {e}; the open-files limit is {} \
@@ -266,6 +281,9 @@ fn run_thread(
 ) -> io::Result<BenchResult> {
     let loop_config = Config {
         log_connections: false,
+        // The bench's own handlers are short; its stall lines would only
+        // confuse a reader of the server's.
+        stall_threshold: None,
         max_clients: usize::MAX,
         idle_timeout: None,
         ..Config::default()
@@ -358,6 +376,8 @@ pub fn hash_reply(text: &[u8], n: u64) -> Vec<u8> {
     reply
 }
 
+const PAYLOAD_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// A printable pseudo-random payload of `size` bytes.
 pub fn payload(size: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -392,7 +412,7 @@ impl LoadGen {
             completed,
             start,
             clients: HashMap::new(),
-            base: payload(config.size, 0x9e37_79b9_7f4a_7c15),
+            base: payload(config.size, PAYLOAD_SEED),
             request: Vec::with_capacity(config.size),
             started: false,
             recording: false,
@@ -408,7 +428,15 @@ impl LoadGen {
             heavy_latency: new_histogram(),
             heavy_requests: 0,
             heavy: HashSet::new(),
-            heavy_reply: None,
+            // Computed before the run: it costs as much as a heavy request.
+            heavy_reply: match config.mode {
+                Mode::Hash { heavy, heavy_iters } if heavy > 0 => {
+                    let mut text = b"heavy ".to_vec();
+                    text.extend_from_slice(&payload(config.size, PAYLOAD_SEED));
+                    Some(hash_reply(&text, heavy_iters))
+                }
+                _ => None,
+            },
             errors: Errors::default(),
             last_progress: (start, 0),
         }
@@ -605,6 +633,7 @@ impl App for LoadGen {
             let Some(&sent_at) = client.in_flight.front() else {
                 // Bytes nobody asked for.
                 self.errors.mismatched += 1;
+                self.clients.remove(&conn);
                 ctx.close(conn);
                 return input.len();
             };
@@ -614,6 +643,7 @@ impl App for LoadGen {
             let expected = &self.expected(heavy, seq)[offset..offset + take];
             if expected != &input[used..used + take] {
                 self.errors.mismatched += 1;
+                self.clients.remove(&conn);
                 ctx.close(conn);
                 return input.len();
             }
@@ -654,7 +684,9 @@ impl App for LoadGen {
             && let Some(c) = self.clients.get(&conn)
             && c.received > 0
         {
+            // One error for this connection, not also a reset in on_close.
             self.errors.short += 1;
+            self.clients.remove(&conn);
         }
         ctx.close(conn);
     }

@@ -4,7 +4,6 @@ use crate::bench::{self, BenchConfig, BenchResult, Mode, stats};
 use clap::{Args, ValueEnum};
 use iomux::Backend;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum ModeName {
@@ -65,17 +64,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// Seconds from the command line as a duration, refusing nonsense.
-pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!(
-            "{flag} must be between 0 and 86400 seconds, got {value}"
-        ))
-    }
-}
-
 impl BenchArgs {
     pub fn to_config(&self, progress: bool) -> Result<BenchConfig, String> {
         Ok(BenchConfig {
@@ -92,8 +80,8 @@ impl BenchArgs {
                     heavy_iters: self.heavy_iters,
                 },
             },
-            warmup: seconds("--warmup", self.warmup)?,
-            duration: seconds("--duration", self.duration)?,
+            warmup: super::seconds("--warmup", self.warmup)?,
+            duration: super::seconds("--duration", self.duration)?,
             threads: self.threads,
             backend: self.backend,
             progress,

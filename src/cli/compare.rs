@@ -239,8 +239,6 @@ fn run_point(
 
 /// "N cores, Linux KERNEL, CPU MODEL".
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -250,7 +248,7 @@ pub fn machine() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores, Linux {}, {cpu}", kernel.trim())
+    format!("{}, {cpu}", machine_short())
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the civil-from-days algorithm.
@@ -276,11 +274,11 @@ pub fn civil_date(days: i64) -> String {
 }
 
 pub fn run(args: CompareArgs) -> i32 {
-    let warmup = match super::bench::seconds("--warmup", args.warmup) {
+    let warmup = match super::seconds("--warmup", args.warmup) {
         Ok(d) => d,
         Err(e) => return super::usage_error(&e),
     };
-    let duration = match super::bench::seconds("--duration", args.duration) {
+    let duration = match super::seconds("--duration", args.duration) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => return super::usage_error("--duration must be more than 0"),
         Err(e) => return super::usage_error(&e),
@@ -420,8 +418,12 @@ pub fn run(args: CompareArgs) -> i32 {
 
 fn machine_short() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, Linux {}", kernel.trim())
+    format!("{cores} cores, Linux {}", kernel())
+}
+
+fn kernel() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    release.trim().to_string()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Command-line parsing and the subcommands.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::time::Duration;
 
 mod bench;
 mod compare;
@@ -41,8 +42,21 @@ pub fn main() -> i32 {
     }
 }
 
-/// Prints usage-style error and returns exit code 2.
+/// Prints `message` with the usage, as clap does for a bad flag, and
+/// returns exit code 2.
 pub fn usage_error(message: &str) -> i32 {
-    eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    let error = Cli::command().error(clap::error::ErrorKind::InvalidValue, message);
+    let _ = error.print();
     2
+}
+
+/// Seconds from the command line as a duration, refusing nonsense.
+pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!(
+            "{flag} must be between 0 and 86400 seconds, got {value}"
+        ))
+    }
 }

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
     /// Close a client silent this many seconds (0 = never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
     /// Disconnect a client whose unsent output passes this many bytes.
     #[arg(long, default_value_t = 1 << 20)]
@@ -48,8 +48,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65536)]
     max_line: usize,
     /// Worker threads for heavy requests (0 = all work on the loop thread).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    workers: u16,
     /// hash: requests with at least this many iterations go to the workers.
     #[arg(long, default_value_t = 1000)]
     offload_above: u64,
@@ -85,9 +85,9 @@ pub fn run(args: ServeArgs) -> i32 {
         // disconnects with its own rule.
         max_input: args.max_line.saturating_add(64 * 1024),
         log_connections: !args.quiet,
-        workers: args.workers,
+        workers: args.workers.into(),
         stall_threshold: (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms)),
-        stats_interval: match super::bench::seconds("--stats", args.stats) {
+        stats_interval: match super::seconds("--stats", args.stats) {
             Ok(d) if d.is_zero() => None,
             Ok(d) => Some(d.max(Duration::from_millis(10))),
             Err(e) => return super::usage_error(&e),

@@ -5,8 +5,9 @@
 //! by [`Backend`]. The contract follows Python's `selectors` and mio's `Poll`:
 //!
 //! - `register` an fd with a [`Token`] and an [`Interest`]; registering the
-//!   same fd twice is an error; `reregister` changes the interest (a backend
-//!   only calls the kernel when it must); `deregister` forgets the fd and
+//!   same fd twice is an error; `reregister` changes the interest (select
+//!   and poll in user space; epoll needs an `epoll_ctl`, so callers should
+//!   reregister only on real changes); `deregister` forgets the fd and
 //!   must be called *before* the fd is closed.
 //! - `select` waits (at least `timeout`, rounded up to whole milliseconds, or
 //!   forever with `None`) and writes ready fds into [`Events`]. `EINTR` is
