@@ -1103,7 +1103,7 @@ impl EventLoop {
                 eprintln!("iomux: disconnect {peer}");
             }
             timed(&mut self.shared, app, Some(id), |app, ctx| {
-                app.on_close(ctx, id)
+                app.on_close(ctx, id, &reason)
             });
         }
     }
@@ -1268,7 +1268,7 @@ mod tests {
             self.data.push((conn, input.to_vec()));
             input.len()
         }
-        fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId) {
+        fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _reason: &CloseReason) {
             self.closed.push(conn);
         }
     }
@@ -1314,6 +1314,47 @@ mod tests {
     fn stale_events_are_dropped_on_every_backend() {
         for backend in Backend::ALL {
             stale_event_never_reaches_the_new_connection(backend);
+        }
+    }
+
+    /// Replies once, then closes after the reply is written.
+    struct ReplyAndClose;
+
+    impl App for ReplyAndClose {
+        fn name(&self) -> &'static str {
+            "reply-and-close"
+        }
+        fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+            ctx.send(conn, b"bye\n");
+            ctx.close_after_flush(conn);
+            input.len()
+        }
+    }
+
+    fn close_after_flush_sends_then_closes(backend: Backend) {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut lp = EventLoop::new(backend, Config::default()).unwrap();
+        let (server, mut client) = pair(&listener);
+        let id = lp.adopt(server).unwrap();
+        client.write_all(b"hello\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut app = ReplyAndClose;
+        lp.dispatch(&mut app, Event::new(Token(id.0), true, false, false, false));
+        lp.before_sleep(&mut app);
+        assert!(lp.shared.conns.is_empty(), "closed once flushed");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye\n");
+    }
+
+    #[test]
+    fn close_after_flush_on_every_backend() {
+        for backend in Backend::ALL {
+            close_after_flush_sends_then_closes(backend);
         }
     }
 

@@ -19,7 +19,7 @@
 
 use super::App;
 use crate::conn::ConnId;
-use crate::event_loop::Ctx;
+use crate::event_loop::{CloseReason, Ctx};
 use crate::pool::{JobId, JobResult};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -236,7 +236,7 @@ impl App for Hash {
         self.send_ready(ctx, conn);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _reason: &CloseReason) {
         self.conns.remove(&conn);
     }
 }

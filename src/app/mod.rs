@@ -6,7 +6,7 @@
 //! so framing (lines, length prefixes) is the app's own business.
 
 use crate::conn::ConnId;
-use crate::event_loop::Ctx;
+use crate::event_loop::{CloseReason, Ctx};
 use crate::pool::{JobId, JobResult};
 
 mod ack;
@@ -38,8 +38,8 @@ pub trait App {
     /// pending output is written.
     fn on_eof(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId) {}
 
-    /// The connection closed (for any reason); its id is now dead.
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId) {}
+    /// The connection closed, for `reason`; its id is now dead.
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _reason: &CloseReason) {}
 
     /// A timer set with [`Ctx::set_timer`] expired.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _timer: u64) {}

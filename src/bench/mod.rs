@@ -11,7 +11,7 @@ pub mod stats;
 
 use hdrhistogram::Histogram;
 use iomux::app::App;
-use iomux::{Backend, Config, ConnId, Ctx, EventLoop};
+use iomux::{Backend, CloseReason, Config, ConnId, Ctx, EventLoop};
 use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IsTerminal, Write};
@@ -691,7 +691,7 @@ impl App for LoadGen {
         ctx.close(conn);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _reason: &CloseReason) {
         if self.clients.remove(&conn).is_some() && !self.stopping {
             self.errors.resets += 1;
         }
