@@ -502,25 +502,26 @@ fn echo_run(addr: SocketAddr, script: &[EchoAction]) -> Vec<String> {
     out
 }
 
-#[test]
-fn echo_transcripts_agree_across_backends_and_with_the_model() {
-    let scripts: Vec<_> = SEEDS.iter().map(|&s| echo_script(s)).collect();
-    let models: Vec<_> = scripts.iter().map(|s| echo_model(s)).collect();
-    let connects = scripts
-        .iter()
-        .flatten()
-        .filter(|a| matches!(a, EchoAction::Connect(..)))
-        .count() as u64;
+/// Runs each seed's script against a server of `app` on every backend:
+/// every transcript must equal the model's and the first backend's, and the
+/// server must count `connects` clients served.
+fn check_backends_agree<A>(
+    app: &str,
+    scripts: &[Vec<A>],
+    models: &[Vec<String>],
+    connects: u64,
+    run: fn(SocketAddr, &[A]) -> Vec<String>,
+) {
     let mut reference: Option<(&str, Vec<Vec<String>>)> = None;
     for backend in BACKENDS {
-        let mut server = Server::start(backend, "echo");
+        let mut server = Server::start(backend, app);
         let mut transcripts = Vec::new();
-        for (seed, (script, model)) in SEEDS.iter().zip(scripts.iter().zip(&models)) {
-            let got = echo_run(server.addr, script);
-            server.assert_alive(&format!("after echo seed {seed}"));
+        for (seed, (script, model)) in SEEDS.iter().zip(scripts.iter().zip(models)) {
+            let got = run(server.addr, script);
+            server.assert_alive(&format!("after {app} seed {seed}"));
             let stderr = server.stderr.lock().unwrap().clone();
             assert_same(
-                &format!("echo on {backend}, seed {seed}, vs the model"),
+                &format!("{app} on {backend}, seed {seed}, vs the model"),
                 model,
                 &got,
                 &stderr,
@@ -531,12 +532,29 @@ fn echo_transcripts_agree_across_backends_and_with_the_model() {
             None => reference = Some((backend, transcripts)),
             Some((first, theirs)) => {
                 for (seed, (a, b)) in SEEDS.iter().zip(theirs.iter().zip(&transcripts)) {
-                    assert_same(&format!("echo seed {seed}: {first} vs {backend}"), a, b, "");
+                    assert_same(
+                        &format!("{app} seed {seed}: {first} vs {backend}"),
+                        a,
+                        b,
+                        "",
+                    );
                 }
             }
         }
         assert_eq!(server.stop(), connects, "clients served on {backend}");
     }
+}
+
+#[test]
+fn echo_transcripts_agree_across_backends_and_with_the_model() {
+    let scripts: Vec<_> = SEEDS.iter().map(|&s| echo_script(s)).collect();
+    let models: Vec<_> = scripts.iter().map(|s| echo_model(s)).collect();
+    let connects = scripts
+        .iter()
+        .flatten()
+        .filter(|a| matches!(a, EchoAction::Connect(..)))
+        .count() as u64;
+    check_backends_agree("echo", &scripts, &models, connects, echo_run);
 }
 
 /// Regression (found by `echo` seed 1): on epoll-et a client that sent more
@@ -869,32 +887,7 @@ fn chat_transcripts_agree_across_backends_and_with_the_model() {
         .flatten()
         .filter(|a| matches!(a, ChatAction::Join(..)))
         .count() as u64;
-    let mut reference: Option<(&str, Vec<Vec<String>>)> = None;
-    for backend in BACKENDS {
-        let mut server = Server::start(backend, "chat");
-        let mut transcripts = Vec::new();
-        for (seed, (script, model)) in SEEDS.iter().zip(scripts.iter().zip(&models)) {
-            let got = chat_run(server.addr, script);
-            server.assert_alive(&format!("after chat seed {seed}"));
-            let stderr = server.stderr.lock().unwrap().clone();
-            assert_same(
-                &format!("chat on {backend}, seed {seed}, vs the model"),
-                model,
-                &got,
-                &stderr,
-            );
-            transcripts.push(got);
-        }
-        match &reference {
-            None => reference = Some((backend, transcripts)),
-            Some((first, theirs)) => {
-                for (seed, (a, b)) in SEEDS.iter().zip(theirs.iter().zip(&transcripts)) {
-                    assert_same(&format!("chat seed {seed}: {first} vs {backend}"), a, b, "");
-                }
-            }
-        }
-        assert_eq!(server.stop(), joins, "clients served on {backend}");
-    }
+    check_backends_agree("chat", &scripts, &models, joins, chat_run);
 }
 
 // ---- the scripts themselves ------------------------------------------------

@@ -13,6 +13,7 @@
 //! already readable?), and "the job is running" is observed as the server
 //! process burning CPU time (`/proc/PID/stat`), never by sleeping.
 
+#[macro_use]
 mod common;
 
 use common::{LIVENESS, Server, parse_summary, read_to_end};
@@ -27,26 +28,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// One `#[test]` per backend and behaviour: `mod select { fn NAME() }`, ...
-macro_rules! backend_suite {
-    ($($name:ident),* $(,)?) => {
-        backend_suite!(@backend select, "select", $($name),*);
-        backend_suite!(@backend poll, "poll", $($name),*);
-        backend_suite!(@backend epoll, "epoll", $($name),*);
-        backend_suite!(@backend epoll_et, "epoll-et", $($name),*);
-    };
-    (@backend $module:ident, $backend:literal, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($backend)
-                }
-            )*
-        }
-    };
-}
 
 backend_suite! {
     endless_pipelining_is_bounded_by_the_job_limit,

@@ -5,6 +5,7 @@
 //! (`select::seed_scenario`, `epoll_et::echo_8mib`, ...). The `cli` module
 //! holds the tests of the command line itself, run once.
 
+#[macro_use]
 mod common;
 
 use common::{LIVENESS, Rng, Server, expect_closed, read_n, read_to_end, round_trip, seed};
@@ -14,26 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// One `#[test]` per backend and behaviour: `mod select { fn NAME() }`, ...
-macro_rules! backend_suite {
-    ($($name:ident),* $(,)?) => {
-        backend_suite!(@backend select, "select", $($name),*);
-        backend_suite!(@backend poll, "poll", $($name),*);
-        backend_suite!(@backend epoll, "epoll", $($name),*);
-        backend_suite!(@backend epoll_et, "epoll-et", $($name),*);
-    };
-    (@backend $module:ident, $backend:literal, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($backend)
-                }
-            )*
-        }
-    };
-}
 
 backend_suite! {
     seed_scenario,

@@ -8,6 +8,26 @@
 // Each test crate uses its own subset of these helpers.
 #![allow(dead_code)]
 
+/// One `#[test]` per backend and behaviour: `mod select { fn NAME() }`, ...
+macro_rules! backend_suite {
+    ($($name:ident),* $(,)?) => {
+        backend_suite!(@backend select, "select", $($name),*);
+        backend_suite!(@backend poll, "poll", $($name),*);
+        backend_suite!(@backend epoll, "epoll", $($name),*);
+        backend_suite!(@backend epoll_et, "epoll-et", $($name),*);
+    };
+    (@backend $module:ident, $backend:literal, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($backend)
+                }
+            )*
+        }
+    };
+}
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
