@@ -157,6 +157,8 @@ fn listener_token(i: usize) -> Token {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
     Idle(ConnId),
+    /// A lingering close gives up waiting for the peer.
+    Linger(ConnId),
     ResumeAccept,
     Stats,
     App(u64),
@@ -1038,6 +1040,9 @@ impl EventLoop {
         }
         conn.lingering = true;
         conn.read_paused = false;
+        // A peer that never closes its side must not keep the fd forever.
+        let give_up = self.shared.now + self.shared.config.shutdown_grace;
+        self.shared.timers.add(give_up, TimerKind::Linger(id));
         if edge {
             // The waiting input raised its edge long ago.
             self.unfinished.push(Token(id.0));
@@ -1116,7 +1121,9 @@ impl EventLoop {
         if shared.timers.len() > 2 * shared.conns.len() + 1024 {
             let conns = &shared.conns;
             shared.timers.retain(|kind| match kind {
-                TimerKind::Idle(id) => conns.get(id.index()).is_some_and(|c| c.id == *id),
+                TimerKind::Idle(id) | TimerKind::Linger(id) => {
+                    conns.get(id.index()).is_some_and(|c| c.id == *id)
+                }
                 _ => true,
             });
         }
@@ -1139,6 +1146,11 @@ impl EventLoop {
                         self.shared.schedule_close(id, CloseReason::Idle);
                     } else {
                         self.shared.timers.add(deadline, TimerKind::Idle(id));
+                    }
+                }
+                TimerKind::Linger(id) => {
+                    if self.shared.live(Token(id.0)).is_some_and(|c| c.lingering) {
+                        self.shared.schedule_close(id, CloseReason::PeerClosed);
                     }
                 }
                 TimerKind::ResumeAccept => self.resume_accepting(),
@@ -1349,6 +1361,36 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"bye\n");
+    }
+
+    /// A lingering close (unread input at close time) waits for the peer to
+    /// close, but not for ever: the grace period ends it.
+    fn lingering_close_gives_up(backend: Backend) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut lp = EventLoop::new(backend, Config::default()).unwrap();
+        let (server, mut client) = pair(&listener);
+        let id = lp.adopt(server).unwrap();
+        client.write_all(b"hello\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut app = ReplyAndClose;
+        lp.dispatch(&mut app, Event::new(Token(id.0), true, false, false, false));
+        client.write_all(b"more, never read").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        lp.before_sleep(&mut app);
+        assert!(
+            lp.shared.conns.get(id.index()).is_some_and(|c| c.lingering),
+            "unread input: the connection lingers instead of resetting"
+        );
+        lp.shared.now += lp.shared.config.shutdown_grace + Duration::from_secs(1);
+        lp.fire_timers(&mut app);
+        assert!(lp.shared.conns.is_empty(), "the linger gave up");
+    }
+
+    #[test]
+    fn lingering_close_gives_up_on_every_backend() {
+        for backend in Backend::ALL {
+            lingering_close_gives_up(backend);
+        }
     }
 
     #[test]
