@@ -184,6 +184,8 @@ pub(crate) struct Shared {
     pool: Option<Pool>,
     /// The backend's name, for stall lines.
     backend: &'static str,
+    /// Scratch for [`Ctx::broadcast`].
+    broadcast_ids: Vec<ConnId>,
 }
 
 /// The handle an [`App`] gets in every callback.
@@ -235,16 +237,20 @@ impl Ctx<'_> {
 
     /// Queues `data` for every open connection except `except`.
     pub fn broadcast(&mut self, data: &[u8], except: Option<ConnId>) {
-        let ids: Vec<ConnId> = self
-            .shared
-            .conns
-            .iter()
-            .map(|(_, c)| c.id)
-            .filter(|&id| Some(id) != except)
-            .collect();
-        for id in ids {
+        // A list kept in `Shared`, so a chat line allocates nothing.
+        let mut ids = std::mem::take(&mut self.shared.broadcast_ids);
+        ids.extend(
+            self.shared
+                .conns
+                .iter()
+                .map(|(_, c)| c.id)
+                .filter(|&id| Some(id) != except),
+        );
+        for &id in &ids {
             self.send(id, data);
         }
+        ids.clear();
+        self.shared.broadcast_ids = ids;
     }
 
     /// Closes `conn` now, dropping any output not yet written.
@@ -272,20 +278,12 @@ impl Ctx<'_> {
 
     /// The peer's address.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.shared
-            .conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map(|c| c.peer)
+        self.shared.get(conn).map(|c| c.peer)
     }
 
     /// Bytes queued for `conn` and not yet written.
     pub fn pending_output(&self, conn: ConnId) -> usize {
-        self.shared
-            .conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map_or(0, |c| c.pending())
+        self.shared.get(conn).map_or(0, Conn::pending)
     }
 
     /// Number of open connections.
@@ -331,12 +329,7 @@ impl Ctx<'_> {
     /// the unconsumed input is offered again once one of its jobs is back.
     pub fn can_offload(&self, conn: ConnId) -> bool {
         let max = self.shared.config.max_jobs_per_conn;
-        self.shared.pool.is_some()
-            && self
-                .shared
-                .conns
-                .get(conn.index())
-                .is_some_and(|c| c.id == conn && c.jobs < max)
+        self.shared.pool.is_some() && self.shared.get(conn).is_some_and(|c| c.jobs < max)
     }
 
     /// Runs `job` on the offload pool; its result comes back to
@@ -380,7 +373,7 @@ fn timed<R>(
     if took > limit {
         shared.stats.stalls += 1;
         let peer = conn
-            .and_then(|id| shared.conns.get(id.index()).filter(|c| c.id == id))
+            .and_then(|id| shared.get(id))
             .map_or_else(|| "-".to_string(), |c| c.peer.to_string());
         eprintln!(
             "stall: {} handler for {peer} ran {} ms on the loop thread (backend {})",
@@ -393,6 +386,11 @@ fn timed<R>(
 }
 
 impl Shared {
+    /// The connection `id` names, if it still exists (closing or not).
+    fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(id.index()).filter(|c| c.id == id)
+    }
+
     fn schedule_close(&mut self, conn: ConnId, reason: CloseReason) {
         if let Some(c) = self
             .conns
@@ -505,6 +503,7 @@ impl EventLoop {
                 stop_requested: false,
                 pool,
                 backend,
+                broadcast_ids: Vec::new(),
             },
             waker,
             stop_flag: Arc::new(AtomicBool::new(false)),
@@ -919,7 +918,7 @@ impl EventLoop {
 
     /// Hands `scratch[..n]` to the app, after any input it left unconsumed.
     fn deliver(&mut self, app: &mut dyn App, id: ConnId, n: usize, max_input: usize) {
-        let Some(conn) = self.shared.conns.get_mut(id.index()) else {
+        let Some(conn) = self.shared.live(Token(id.0)) else {
             return;
         };
         let data = &self.scratch[..n];
@@ -1087,7 +1086,7 @@ impl EventLoop {
     /// Closes everything scheduled for closing.
     fn reap(&mut self, app: &mut dyn App) {
         while let Some((id, reason)) = self.shared.closing.pop() {
-            let Some(conn) = self.shared.conns.get(id.index()).filter(|c| c.id == id) else {
+            let Some(conn) = self.shared.get(id) else {
                 continue;
             };
             // Deregister before the fd closes (epoll watches descriptions).
@@ -1343,17 +1342,26 @@ mod tests {
         }
     }
 
-    fn close_after_flush_sends_then_closes(backend: Backend) {
-        use std::io::Read;
+    /// A loop with one connection whose `hello` was read: `ReplyAndClose`
+    /// has queued its reply and asked to close after it.
+    fn said_hello(backend: Backend) -> (EventLoop, ConnId, TcpStream, TcpListener) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut lp = EventLoop::new(backend, Config::default()).unwrap();
         let (server, mut client) = pair(&listener);
         let id = lp.adopt(server).unwrap();
         client.write_all(b"hello\n").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        let mut app = ReplyAndClose;
-        lp.dispatch(&mut app, Event::new(Token(id.0), true, false, false, false));
-        lp.before_sleep(&mut app);
+        lp.dispatch(
+            &mut ReplyAndClose,
+            Event::new(Token(id.0), true, false, false, false),
+        );
+        (lp, id, client, listener)
+    }
+
+    fn close_after_flush_sends_then_closes(backend: Backend) {
+        use std::io::Read;
+        let (mut lp, _id, mut client, _listener) = said_hello(backend);
+        lp.before_sleep(&mut ReplyAndClose);
         assert!(lp.shared.conns.is_empty(), "closed once flushed");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -1366,14 +1374,8 @@ mod tests {
     /// A lingering close (unread input at close time) waits for the peer to
     /// close, but not for ever: the grace period ends it.
     fn lingering_close_gives_up(backend: Backend) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut lp = EventLoop::new(backend, Config::default()).unwrap();
-        let (server, mut client) = pair(&listener);
-        let id = lp.adopt(server).unwrap();
-        client.write_all(b"hello\n").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        let (mut lp, id, mut client, _listener) = said_hello(backend);
         let mut app = ReplyAndClose;
-        lp.dispatch(&mut app, Event::new(Token(id.0), true, false, false, false));
         client.write_all(b"more, never read").unwrap();
         std::thread::sleep(Duration::from_millis(50));
         lp.before_sleep(&mut app);
