@@ -1,14 +1,20 @@
-//! A buffered, back-pressured connection.
+//! A buffered, flow-controlled connection and its life as a state machine.
 //!
-//! Buffers are allocated when a connection first needs them. Input is
-//! freed as soon as the app has consumed it; output over 16 KiB is freed
-//! when it drains, smaller output buffers are kept for the next reply (no
-//! allocation per request). A connection that has been idle since it was
-//! accepted costs only this struct.
+//! Memory: an idle connection is only the slot below (about 40 bytes:
+//! socket, generation, peer address, phase, flags, one pointer). Buffers,
+//! clocks and counters live in [`ConnIo`], allocated on the connection's
+//! first data. Input is freed as soon as the app has consumed it; output
+//! over 16 KiB is freed when it drains, smaller output buffers are kept for
+//! the next reply (no allocation per request).
+//!
+//! Flow control: a connection is *full* while its pending output is above
+//! the high-water mark; then nothing more is read from it nor handed to the
+//! app, until the output is written down to the low-water mark (and
+//! [`crate::App::on_drain`] runs).
 
 use crate::selector::Interest;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::time::Instant;
 
 /// Identifies a connection for its whole life; never reused (it carries a
@@ -23,9 +29,80 @@ impl ConnId {
     pub(crate) fn index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
     /// A number for logs and maps.
     pub fn as_u64(self) -> u64 {
         self.0
+    }
+}
+
+/// Where a connection is in its life. Events for a `Closing` connection
+/// are ignored; every other phase is served.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading and writing.
+    Open,
+    /// The peer shut its write side; input it sent before is still being
+    /// handed to the app, then [`crate::App::on_eof`] runs.
+    EofPending,
+    /// The peer shut its write side and the app was told; closes once it
+    /// owes nothing (output written, jobs back).
+    ReadClosed,
+    /// Closes once its output is written (asked by the app, a limit or the
+    /// shutdown); nothing more is read.
+    Draining,
+    /// Owed nothing and had unread input, so its write side was shut
+    /// instead of closing (a close would reset and destroy the output still
+    /// in flight); input is read and dropped until the peer closes.
+    Lingering,
+    /// Scheduled for close.
+    Closing,
+}
+
+/// Bits of a connection that are not its phase.
+#[derive(Copy, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// Listed for the end-of-turn flush.
+    pub const DIRTY: Flags = Flags(1);
+    /// Output went over the high-water mark and has not drained to the
+    /// low-water mark since.
+    pub const FULL: Flags = Flags(2);
+    /// The app paused reading.
+    pub const APP_PAUSED: Flags = Flags(4);
+    /// The app consumed part of its input on the last offer: offer the rest
+    /// again without waiting for new bytes.
+    pub const REOFFER: Flags = Flags(8);
+    /// A write-timeout timer is armed.
+    pub const WRITE_TIMER: Flags = Flags(16);
+    /// A soft output limit timer is armed.
+    pub const SOFT_TIMER: Flags = Flags(32);
+}
+
+/// The peer's address, small when it is IPv4 (the common case).
+pub(crate) enum Peer {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(a) => Peer::V4(a),
+            SocketAddr::V6(a) => Peer::V6(Box::new(a)),
+        }
+    }
+}
+
+impl Peer {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::V4(a) => SocketAddr::V4(*a),
+            Peer::V6(a) => SocketAddr::V6(**a),
+        }
     }
 }
 
@@ -33,38 +110,48 @@ impl ConnId {
 /// burst does not pin memory for the rest of a connection's life.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
-pub(crate) struct Conn {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub id: ConnId,
-    /// Input the app has not consumed yet (usually empty: no allocation).
+/// What a connection holds once it has seen data.
+pub(crate) struct ConnIo {
+    /// Input the app has not consumed yet (usually empty).
     pub input: Vec<u8>,
     output: Vec<u8>,
     /// Bytes of `output` already written.
     written: usize,
-    /// What the selector has for this fd now.
-    pub registered: Interest,
-    /// The peer shut down its write side (read returned 0).
-    pub read_closed: bool,
-    /// Reading stopped because too much output is pending.
-    pub read_paused: bool,
-    /// Close once the output is flushed.
-    pub close_when_flushed: bool,
-    /// Owes nothing more and its write side is shut; input is read and
-    /// discarded until the peer closes (see `EventLoop::finish`).
-    pub lingering: bool,
-    /// Scheduled for close; events for it are ignored.
-    pub closing: bool,
-    /// Listed for the end-of-turn flush.
-    pub dirty: bool,
+    /// When the peer last sent bytes (for the idle timeout).
     pub last_read: Instant,
+    /// When the socket last took output, or output became pending (for
+    /// the write timeout).
+    pub last_progress: Instant,
+    /// Since when pushed output has been over the soft limit.
+    pub over_soft_since: Option<Instant>,
     /// Offloaded jobs not yet back; the connection is owed their replies.
     pub jobs: u32,
-    /// Offer the unconsumed `input` to the app again before reading more.
-    pub redeliver: bool,
+    /// App timers armed for this connection.
+    pub timers: u32,
+}
+
+impl ConnIo {
+    fn new(now: Instant) -> ConnIo {
+        ConnIo {
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            last_read: now,
+            last_progress: now,
+            over_soft_since: None,
+            jobs: 0,
+            timers: 0,
+        }
+    }
+
+    /// Bytes queued but not yet written to the socket.
+    pub fn pending(&self) -> usize {
+        self.output.len() - self.written
+    }
 }
 
 /// Outcome of a flush.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Flush {
     /// Everything was written.
     Done,
@@ -72,58 +159,171 @@ pub(crate) enum Flush {
     Blocked,
 }
 
+/// One connection's slot in the loop's table.
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    generation: u32,
+    peer: Peer,
+    pub phase: Phase,
+    /// What the selector has for this fd now.
+    pub registered: Interest,
+    flags: Flags,
+    io: Option<Box<ConnIo>>,
+}
+
+/// What the water marks say after output was written.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Drained {
+    /// The connection was full and is now at or below the low-water mark.
+    pub below_low_water: bool,
+}
+
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, now: Instant) -> Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId) -> Conn {
         Conn {
             stream,
-            peer,
-            id,
-            input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
+            generation: id.generation(),
+            peer: peer.into(),
+            phase: Phase::Open,
             registered: Interest::NONE,
-            read_closed: false,
-            read_paused: false,
-            close_when_flushed: false,
-            lingering: false,
-            closing: false,
-            dirty: false,
-            last_read: now,
-            jobs: 0,
-            redeliver: false,
+            flags: Flags::default(),
+            io: None,
         }
     }
 
-    /// Nothing more is owed: no output pending, no job in flight.
-    pub fn owes_nothing(&self) -> bool {
-        self.pending() == 0 && self.jobs == 0
+    /// Whether this slot holds the connection `id` names (and not a newer
+    /// one in the same slot).
+    pub fn is(&self, id: ConnId) -> bool {
+        self.generation == id.generation()
+    }
+
+    pub fn id(&self, index: usize) -> ConnId {
+        ConnId::new(index, self.generation)
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer.addr()
+    }
+
+    pub fn has(&self, flag: Flags) -> bool {
+        self.flags.0 & flag.0 != 0
+    }
+
+    pub fn set(&mut self, flag: Flags, on: bool) {
+        if on {
+            self.flags.0 |= flag.0;
+        } else {
+            self.flags.0 &= !flag.0;
+        }
+    }
+
+    /// Sets `flag`; true if it was clear.
+    pub fn raise(&mut self, flag: Flags) -> bool {
+        let was = self.has(flag);
+        self.set(flag, true);
+        !was
+    }
+
+    pub fn io(&self) -> Option<&ConnIo> {
+        self.io.as_deref()
+    }
+
+    pub fn io_mut(&mut self) -> Option<&mut ConnIo> {
+        self.io.as_deref_mut()
+    }
+
+    /// The buffers, made on first use.
+    pub fn io_or_new(&mut self, now: Instant) -> &mut ConnIo {
+        self.io.get_or_insert_with(|| Box::new(ConnIo::new(now)))
     }
 
     /// Bytes queued but not yet written to the socket.
     pub fn pending(&self) -> usize {
-        self.output.len() - self.written
+        self.io().map_or(0, ConnIo::pending)
     }
 
-    /// Queues bytes for the peer.
-    pub fn queue(&mut self, data: &[u8]) {
-        if self.written > 0 && self.written >= self.output.len() / 2 {
-            // Reclaim the written prefix before it dominates the buffer.
-            self.output.drain(..self.written);
-            self.written = 0;
+    pub fn jobs(&self) -> u32 {
+        self.io().map_or(0, |io| io.jobs)
+    }
+
+    pub fn has_input(&self) -> bool {
+        self.io().is_some_and(|io| !io.input.is_empty())
+    }
+
+    /// Nothing more is owed: no output pending, no job in flight.
+    pub fn owes_nothing(&self) -> bool {
+        self.pending() == 0 && self.jobs() == 0
+    }
+
+    /// Served at all (not scheduled for close).
+    pub fn is_live(&self) -> bool {
+        self.phase != Phase::Closing
+    }
+
+    /// Takes part in the protocol: the app may send to it and is called
+    /// for it (not closing, not lingering).
+    pub fn is_active(&self) -> bool {
+        !matches!(self.phase, Phase::Closing | Phase::Lingering)
+    }
+
+    /// Whether the app may be handed input now: the protocol is still
+    /// listening, output has room, the app did not pause it, and its jobs
+    /// are under the limit.
+    pub fn may_deliver(&self, max_jobs: u32) -> bool {
+        matches!(self.phase, Phase::Open | Phase::EofPending)
+            && !self.has(Flags::FULL)
+            && !self.has(Flags::APP_PAUSED)
+            && self.jobs() < max_jobs
+    }
+
+    /// Whether to read from the socket now. A lingering connection reads
+    /// (and drops) whatever comes until the peer closes.
+    pub fn may_read(&self, max_jobs: u32) -> bool {
+        match self.phase {
+            Phase::Lingering => true,
+            Phase::Open => self.may_deliver(max_jobs),
+            _ => false,
         }
-        self.output.extend_from_slice(data);
+    }
+
+    /// Closes once nothing more is owed: the peer finished and was told,
+    /// or the connection is draining.
+    pub fn finished_when_flushed(&self) -> bool {
+        matches!(self.phase, Phase::ReadClosed | Phase::Draining)
+    }
+
+    /// Queues bytes for the peer; marks the connection full when the
+    /// pending output passes `high_water`.
+    pub fn queue(&mut self, data: &[u8], high_water: usize, now: Instant) {
+        let io = self.io_or_new(now);
+        if io.pending() == 0 {
+            io.last_progress = now;
+        }
+        if io.written > 0 && io.written >= io.output.len() / 2 {
+            // Reclaim the written prefix before it dominates the buffer.
+            io.output.drain(..io.written);
+            io.written = 0;
+        }
+        io.output.extend_from_slice(data);
+        if io.pending() > high_water {
+            self.set(Flags::FULL, true);
+        }
     }
 
     /// Writes pending output until done or the socket would block.
     /// Returns the bytes written alongside the outcome.
-    pub fn flush(&mut self) -> io::Result<(usize, Flush)> {
+    pub fn flush(&mut self, now: Instant) -> io::Result<(usize, Flush)> {
+        let Some(io) = self.io.as_deref_mut() else {
+            return Ok((0, Flush::Done));
+        };
         let mut total = 0;
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+        while io.written < io.output.len() {
+            match (&self.stream).write(&io.output[io.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.written += n;
+                    io.written += n;
                     total += n;
+                    io.last_progress = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok((total, Flush::Blocked));
@@ -132,18 +332,30 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        self.output.clear();
-        self.written = 0;
-        if self.output.capacity() > KEEP_CAPACITY {
-            self.output = Vec::new();
+        io.output.clear();
+        io.written = 0;
+        if io.output.capacity() > KEEP_CAPACITY {
+            io.output = Vec::new();
         }
         Ok((total, Flush::Done))
+    }
+
+    /// After output was written: a full connection that is down to the
+    /// low-water mark has room again.
+    pub fn after_write(&mut self, low_water: usize) -> Drained {
+        let below = self.has(Flags::FULL) && self.pending() <= low_water;
+        if below {
+            self.set(Flags::FULL, false);
+        }
+        Drained {
+            below_low_water: below,
+        }
     }
 
     /// One read into `buf`, retrying `EINTR`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.stream.read(buf) {
+            match (&self.stream).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
@@ -151,10 +363,10 @@ impl Conn {
     }
 
     /// The interest a level-triggered selector should have for this
-    /// connection: read unless paused or at end of stream, write only while
-    /// output is pending (a writable interest left on would spin).
-    pub fn level_interest(&self) -> Interest {
-        Interest::new(!self.read_paused && !self.read_closed, self.pending() > 0)
+    /// connection: read while reading is allowed, write only while output
+    /// is pending (a writable interest left on would spin).
+    pub fn level_interest(&self, max_jobs: u32) -> Interest {
+        Interest::new(self.may_read(max_jobs), self.pending() > 0)
     }
 }
 
@@ -168,60 +380,98 @@ mod tests {
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (
-            Conn::new(server, peer, ConnId::new(3, 7), Instant::now()),
-            client,
-        )
+        (Conn::new(server, peer, ConnId::new(3, 7)), client)
     }
 
     #[test]
     fn conn_id_packs_index_and_generation() {
         let id = ConnId::new(12345, 99);
         assert_eq!(id.index(), 12345);
+        assert_eq!(id.generation(), 99);
         assert_ne!(id, ConnId::new(12345, 100));
     }
 
     #[test]
-    fn interest_follows_pending_output_and_pause() {
+    fn an_idle_connection_is_small() {
+        // The slot is what every idle connection costs in user space.
+        assert!(
+            std::mem::size_of::<Conn>() <= 40,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+    }
+
+    #[test]
+    fn interest_follows_pending_output_pause_and_phase() {
         let (mut c, _peer) = pair();
-        assert_eq!(c.level_interest(), Interest::READABLE);
-        c.queue(b"abc");
-        assert_eq!(c.level_interest(), Interest::BOTH);
-        c.read_paused = true;
-        assert_eq!(c.level_interest(), Interest::WRITABLE);
-        assert!(matches!(c.flush().unwrap(), (3, Flush::Done)));
-        c.read_paused = false;
-        c.read_closed = true;
-        assert_eq!(c.level_interest(), Interest::NONE);
+        let now = Instant::now();
+        assert_eq!(c.level_interest(64), Interest::READABLE);
+        c.queue(b"abc", 1024, now);
+        assert_eq!(c.level_interest(64), Interest::BOTH);
+        c.set(Flags::APP_PAUSED, true);
+        assert_eq!(c.level_interest(64), Interest::WRITABLE);
+        assert_eq!(c.flush(now).unwrap(), (3, Flush::Done));
+        c.set(Flags::APP_PAUSED, false);
+        c.phase = Phase::ReadClosed;
+        assert_eq!(c.level_interest(64), Interest::NONE);
+        c.phase = Phase::Lingering;
+        assert_eq!(c.level_interest(64), Interest::READABLE);
+    }
+
+    #[test]
+    fn water_marks_have_hysteresis() {
+        let (mut c, mut peer) = pair();
+        let now = Instant::now();
+        c.queue(&[1; 100], 150, now);
+        assert!(!c.has(Flags::FULL) && c.may_deliver(64));
+        c.queue(&[1; 100], 150, now);
+        assert!(c.has(Flags::FULL), "over the high-water mark");
+        assert!(!c.may_deliver(64) && !c.may_read(64));
+        assert_eq!(c.flush(now).unwrap().1, Flush::Done);
+        assert_eq!(
+            c.after_write(50),
+            Drained {
+                below_low_water: true
+            }
+        );
+        assert!(c.may_deliver(64));
+        assert_eq!(c.after_write(50), Drained::default(), "told once");
+        let mut buf = [0u8; 200];
+        std::io::Read::read_exact(&mut peer, &mut buf).unwrap();
     }
 
     #[test]
     fn flush_keeps_what_the_socket_refuses_and_frees_big_buffers() {
         let (mut c, mut peer) = pair();
+        let now = Instant::now();
         let chunk = vec![7u8; 1 << 20];
         for _ in 0..16 {
-            c.queue(&chunk);
+            c.queue(&chunk, usize::MAX, now);
         }
-        let (_, outcome) = c.flush().unwrap();
-        assert!(
-            matches!(outcome, Flush::Blocked),
+        let (_, outcome) = c.flush(now).unwrap();
+        assert_eq!(
+            outcome,
+            Flush::Blocked,
             "16 MiB must not fit a socket buffer"
         );
         let left = c.pending();
         assert!(left > 0 && left < 16 << 20);
-        // Drain the peer and finish.
         peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let mut got = 0usize;
         let mut buf = vec![0u8; 1 << 16];
         while c.pending() > 0 {
             got += peer.read(&mut buf).unwrap();
-            c.flush().unwrap();
+            c.flush(now).unwrap();
         }
         while got < 16 << 20 {
             got += peer.read(&mut buf).unwrap();
         }
         assert_eq!(got, 16 << 20);
-        assert_eq!(c.output.capacity(), 0, "a drained big buffer is released");
+        assert_eq!(
+            c.io().unwrap().output.capacity(),
+            0,
+            "a drained big buffer is released"
+        );
     }
 }

@@ -26,10 +26,12 @@
 //! struct LineLength;
 //!
 //! impl App for LineLength {
+//!     type State = (); // nothing kept per connection
+//!
 //!     fn name(&self) -> &'static str {
 //!         "line-length"
 //!     }
-//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
 //!         let (lines, used) = iomux::app::split_lines(input);
 //!         for line in lines {
 //!             ctx.send(conn, format!("{}\n", line.len()).as_bytes());
@@ -49,18 +51,25 @@
 #![warn(missing_docs)]
 
 pub mod app;
+mod config;
 mod conn;
+mod ctx;
 pub mod event_loop;
 pub mod limits;
 pub mod net;
 pub mod pool;
 pub mod selector;
+mod stats;
 pub mod timer;
 mod waker;
 
 pub use app::App;
+pub use config::Config;
 pub use conn::ConnId;
-pub use event_loop::{CloseReason, Config, Ctx, EventLoop, Stats};
+pub use ctx::{CloseReason, Ctx, Limit};
+pub use event_loop::{EventLoop, Status};
 pub use selector::{Backend, Event, Events, Interest, Selector, Token};
 pub use signal_hook::consts::{SIGINT, SIGTERM};
+pub use stats::Stats;
+pub use timer::TimerId;
 pub use waker::{StopHandle, Waker};

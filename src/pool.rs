@@ -136,7 +136,7 @@ fn worker(inner: &Inner) {
             return;
         }
         lock(&inner.done).push((id, conn, result));
-        let _ = inner.waker.wake();
+        let _ = inner.waker.ring();
     }
 }
 

@@ -15,18 +15,38 @@ use rustix::event::{EventfdFlags, eventfd};
 /// Wakes the loop from any thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Waker {
-    fd: Arc<OwnedFd>,
+    inner: Arc<Bell>,
+}
+
+struct Bell {
+    fd: OwnedFd,
+    /// Rung by a user's [`Waker::wake`] (not by the pool or a stop), so
+    /// `App::on_wake` runs only for those.
+    by_user: AtomicBool,
 }
 
 impl Waker {
     pub(crate) fn new() -> io::Result<Waker> {
         let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
-        Ok(Waker { fd: Arc::new(fd) })
+        Ok(Waker {
+            inner: Arc::new(Bell {
+                fd,
+                by_user: AtomicBool::new(false),
+            }),
+        })
     }
 
-    /// Makes the loop's next wait return (or the current one).
+    /// Makes the loop's next wait return (or the current one) and calls
+    /// [`crate::App::on_wake`] there.
     pub fn wake(&self) -> io::Result<()> {
-        match rustix::io::write(&*self.fd, &1u64.to_ne_bytes()) {
+        self.inner.by_user.store(true, Ordering::SeqCst);
+        self.ring()
+    }
+
+    /// Makes the loop's wait return, for the loop's own reasons (job
+    /// results, a stop request).
+    pub(crate) fn ring(&self) -> io::Result<()> {
+        match rustix::io::write(&self.inner.fd, &1u64.to_ne_bytes()) {
             // The counter is full: the loop has plenty of wake-ups pending.
             Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
             Err(e) => Err(e.into()),
@@ -34,13 +54,15 @@ impl Waker {
     }
 
     /// Resets the counter; called by the loop when the fd is readable.
-    pub(crate) fn drain(&self) {
+    /// True if a user's `wake` rang since the last call.
+    pub(crate) fn drain(&self) -> bool {
         let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&*self.fd, &mut buf);
+        let _ = rustix::io::read(&self.inner.fd, &mut buf);
+        self.inner.by_user.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.inner.fd.as_fd()
     }
 }
 
@@ -55,7 +77,7 @@ impl StopHandle {
     /// Starts the graceful shutdown (stop accepting, flush, close).
     pub fn stop(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        let _ = self.waker.ring();
     }
 }
 

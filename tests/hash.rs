@@ -873,11 +873,13 @@ struct Upper {
 }
 
 impl App for Upper {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "upper"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         self.loop_thread = Some(thread::current().id());
         let loop_thread = thread::current().id();
         let (lines, used) = split_lines(input);
@@ -918,7 +920,14 @@ impl App for Upper {
         used
     }
 
-    fn on_job_done(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, job: JobId, result: JobResult) {
+    fn on_job_done(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _: &mut (),
+        job: JobId,
+        result: JobResult,
+    ) {
         let on_loop = Some(thread::current().id()) == self.loop_thread;
         let known = self.issued.remove(&job);
         self.done.push_back(job);
@@ -954,7 +963,8 @@ impl<A: App + Send + 'static> LoopThread<A> {
         let thread = thread::spawn(move || {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let mut lp = EventLoop::new(backend, config).expect("create the loop");
+            let mut lp: EventLoop<A::State> =
+                EventLoop::new(backend, config).expect("create the loop");
             lp.listen(listener).unwrap();
             ready_tx.send((addr, lp.stop_handle())).unwrap();
             let result = lp.run(&mut app);
@@ -991,11 +1001,9 @@ impl<A: App + Send + 'static> LoopThread<A> {
 }
 
 fn library_config(workers: usize) -> Config {
-    Config {
-        workers,
-        log_connections: false,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.workers = workers;
+    config
 }
 
 /// Any app can hand a closure to the pool and get its result back on the
@@ -1048,10 +1056,8 @@ fn library_panicking_job_is_reported(backend: &str) {
 /// still gets its reply out, then the connection closes; one that outlasts
 /// it is abandoned and `run` returns at the deadline.
 fn library_shutdown_waits_then_abandons_jobs(backend: &str) {
-    let config = Config {
-        shutdown_grace: Duration::from_millis(800),
-        ..library_config(2)
-    };
+    let mut config = library_config(2);
+    config.shutdown_grace = Duration::from_millis(800);
     let app = Upper::default();
     let submitted = app.submitted.clone();
     let lp = LoopThread::start(backend, config, app);

@@ -3,7 +3,7 @@
 
 use super::App;
 use crate::conn::ConnId;
-use crate::event_loop::Ctx;
+use crate::ctx::Ctx;
 use std::io::Write;
 
 /// The ack app.
@@ -33,11 +33,13 @@ pub fn chunk_text(data: &[u8]) -> String {
 }
 
 impl App for Ack {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "ack"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         if self.print
             && let Some(addr) = ctx.peer_addr(conn)
         {

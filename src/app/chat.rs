@@ -1,14 +1,15 @@
 //! `chat`: every complete line a client sends goes to all *other* clients
 //! as `ADDR: LINE\n`.
 //!
-//! Limits, like Redis's client buffers: a sender whose unfinished line
-//! grows past `max_line` is disconnected; a receiver whose pending output
-//! passes the loop's `max_output` is disconnected by the loop rather than
-//! let the server's memory grow.
+//! Limits, like Redis's client buffers: a sender whose line grows past
+//! `max_line` is disconnected (the reason is logged); a receiver that does
+//! not read what it is pushed goes over the loop's output limits
+//! ([`crate::Config::max_output`], `max_output_soft`) and is disconnected
+//! by the loop rather than let the server's memory grow.
 
-use super::{App, split_lines};
+use super::{App, line_too_long, split_lines};
 use crate::conn::ConnId;
-use crate::event_loop::Ctx;
+use crate::ctx::Ctx;
 
 /// The chat app.
 pub struct Chat {
@@ -24,21 +25,27 @@ impl Chat {
             message: Vec::new(),
         }
     }
+
+    fn too_long(&self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.close_because(conn, format!("line too long (max {} bytes)", self.max_line));
+    }
 }
 
 impl App for Chat {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "chat"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         let Some(addr) = ctx.peer_addr(conn) else {
             return input.len();
         };
         let (lines, used) = split_lines(input);
         for line in lines {
             if line.len() > self.max_line {
-                ctx.close(conn);
+                self.too_long(ctx, conn);
                 return input.len();
             }
             ctx.record_request();
@@ -49,8 +56,8 @@ impl App for Chat {
             self.message.push(b'\n');
             ctx.broadcast(&self.message, Some(conn));
         }
-        if input.len() - used > self.max_line {
-            ctx.close(conn);
+        if line_too_long(&input[used..], self.max_line) {
+            self.too_long(ctx, conn);
             return input.len();
         }
         used

@@ -5,18 +5,20 @@
 
 use super::App;
 use crate::conn::ConnId;
-use crate::event_loop::Ctx;
+use crate::ctx::Ctx;
 
 /// The echo app.
 #[derive(Default)]
 pub struct Echo;
 
 impl App for Echo {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "echo"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         ctx.record_request();
         ctx.send(conn, input);
         input.len()

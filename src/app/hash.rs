@@ -17,12 +17,12 @@
 //! pool too. Jobs count against the loop's per-connection job limit, which
 //! pauses reading: a client that pipelines without end cannot grow memory.
 
-use super::App;
+use super::{App, line_too_long};
 use crate::conn::ConnId;
-use crate::event_loop::{CloseReason, Ctx};
+use crate::ctx::Ctx;
 use crate::pool::{JobId, JobResult};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Largest accepted N.
 pub const MAX_ITERATIONS: u64 = 10_000_000;
@@ -78,8 +78,9 @@ enum Reply {
     Awaiting(JobId),
 }
 
+/// A connection's replies in request order, ready or awaited.
 #[derive(Default)]
-struct ConnState {
+pub struct ConnState {
     replies: VecDeque<Reply>,
     /// Inside an over-long line: drop bytes up to the next newline.
     skipping: bool,
@@ -89,8 +90,6 @@ struct ConnState {
 pub struct Hash {
     max_line: usize,
     offload_above: u64,
-    /// Only connections with queued replies or a line being skipped.
-    conns: HashMap<ConnId, ConnState>,
     /// Iterations run inline in the current `on_data` call.
     spent: u64,
 }
@@ -105,7 +104,6 @@ impl Hash {
         Hash {
             max_line,
             offload_above,
-            conns: HashMap::new(),
             spent: 0,
         }
     }
@@ -113,11 +111,17 @@ impl Hash {
     /// Answers one request line. False when it should go to the pool but
     /// the connection is at its job limit: the line is left unconsumed and
     /// offered again once a job comes back.
-    fn answer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, line: &[u8]) -> bool {
+    fn answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        state: &mut ConnState,
+        line: &[u8],
+    ) -> bool {
         let reply = match parse_request(line) {
             Err(reason) => Reply::Ready(format!("error: {reason}\n").into_bytes()),
             Ok(req) => {
-                let offload = ctx.workers() > 0 && self.should_offload(conn, req.iterations);
+                let offload = ctx.workers() > 0 && self.should_offload(state, req.iterations);
                 if offload && !ctx.can_offload(conn) {
                     return false;
                 }
@@ -140,89 +144,93 @@ impl Hash {
             }
         };
         ctx.record_request();
-        self.conns.entry(conn).or_default().replies.push_back(reply);
+        state.replies.push_back(reply);
         true
     }
 
-    fn should_offload(&self, conn: ConnId, iterations: u64) -> bool {
+    fn should_offload(&self, state: &ConnState, iterations: u64) -> bool {
         // Ready replies are sent as soon as they reach the front, so a
         // queue that starts with an awaited one is the only way to wait.
-        let awaiting = self
-            .conns
-            .get(&conn)
-            .is_some_and(|s| matches!(s.replies.front(), Some(Reply::Awaiting(_))));
+        let awaiting = matches!(state.replies.front(), Some(Reply::Awaiting(_)));
         iterations >= self.offload_above
             || awaiting
             || self.spent + iterations > self.offload_above.saturating_mul(INLINE_BUDGET)
     }
+}
 
-    /// Sends the replies at the front of the queue that are ready.
-    fn send_ready(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-        let Some(state) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        while let Some(Reply::Ready(_)) = state.replies.front() {
-            if let Some(Reply::Ready(bytes)) = state.replies.pop_front() {
-                ctx.send(conn, &bytes);
-            }
+/// Sends the replies at the front of the queue that are ready.
+fn send_ready(ctx: &mut Ctx<'_>, conn: ConnId, state: &mut ConnState) {
+    while let Some(Reply::Ready(_)) = state.replies.front() {
+        if let Some(Reply::Ready(bytes)) = state.replies.pop_front() {
+            ctx.send(conn, &bytes);
         }
-        if state.replies.is_empty() && !state.skipping {
-            self.conns.remove(&conn);
-        }
-    }
-
-    fn line_too_long(&mut self, conn: ConnId) {
-        let state = self.conns.entry(conn).or_default();
-        state
-            .replies
-            .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
     }
 }
 
 impl App for Hash {
+    type State = ConnState;
+
     fn name(&self) -> &'static str {
         "hash"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        state: &mut ConnState,
+        input: &[u8],
+    ) -> usize {
         self.spent = 0;
         let mut used = 0;
-        if self.conns.get(&conn).is_some_and(|s| s.skipping) {
+        if state.skipping {
             match input.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     used = i + 1;
-                    if let Some(s) = self.conns.get_mut(&conn) {
-                        s.skipping = false;
-                    }
+                    state.skipping = false;
                 }
                 None => return input.len(),
             }
         }
-        let mut at_job_limit = false;
+        let mut stopped = false;
         while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+            if ctx.output_full(conn) {
+                // Stop between requests; the rest comes back after a drain.
+                stopped = true;
+                break;
+            }
             let raw = &input[used..used + end];
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             if line.len() > self.max_line {
-                self.line_too_long(conn);
-            } else if !self.answer(ctx, conn, line) {
-                at_job_limit = true;
+                state
+                    .replies
+                    .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
+            } else if !self.answer(ctx, conn, state, line) {
+                stopped = true;
                 break;
             }
             used += end + 1;
+            send_ready(ctx, conn, state);
         }
-        if !at_job_limit && input.len() - used > self.max_line {
-            self.line_too_long(conn);
-            self.conns.entry(conn).or_default().skipping = true;
+        if !stopped && line_too_long(&input[used..], self.max_line) {
+            state
+                .replies
+                .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
+            state.skipping = true;
             used = input.len();
         }
-        self.send_ready(ctx, conn);
+        send_ready(ctx, conn, state);
         used
     }
 
-    fn on_job_done(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, job: JobId, result: JobResult) {
-        let Some(state) = self.conns.get_mut(&conn) else {
-            return; // the connection closed meanwhile
-        };
+    fn on_job_done(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        state: &mut ConnState,
+        job: JobId,
+        result: JobResult,
+    ) {
         let bytes = match result.downcast::<String>() {
             Ok(text) => text.into_bytes(),
             Err(_) => b"error: internal error\n".to_vec(),
@@ -233,11 +241,7 @@ impl App for Hash {
                 break;
             }
         }
-        self.send_ready(ctx, conn);
-    }
-
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _reason: &CloseReason) {
-        self.conns.remove(&conn);
+        send_ready(ctx, conn, state);
     }
 }
 

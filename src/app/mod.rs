@@ -2,11 +2,28 @@
 //!
 //! An app never touches a file descriptor. The loop calls it with bytes
 //! that arrived; it answers through [`Ctx`] (send, broadcast, close,
-//! timers). Input it does not consume stays buffered for the next call,
+//! timers). Input it does not consume stays buffered and is offered again,
 //! so framing (lines, length prefixes) is the app's own business.
+//!
+//! # The contract
+//! - **Input** is handed to [`App::on_data`] only while the connection's
+//!   output has room (pending output at or below the high-water mark).
+//!   What the app does not consume is offered again *without new bytes*
+//!   when the call consumed something, when output drains below the
+//!   low-water mark, when reading resumes, and at end of stream before
+//!   [`App::on_eof`]. An app that answers one request per call, or stops
+//!   when [`Ctx::output_full`] says so, never strands a request.
+//! - **Output** sent to a connection from its own callbacks is a reply,
+//!   bounded by that flow control; output pushed from elsewhere (a
+//!   broadcast) is bounded by the output limits.
+//! - **Limits** ([`Limit`]) are told to [`App::on_limit`] first: it may
+//!   queue a last reply (an error), which is written before the close.
+//! - **State**: each connection has an [`App::State`], made with `Default`
+//!   when it opens, handed to its callbacks, and given back by value to
+//!   [`App::on_close`].
 
 use crate::conn::ConnId;
-use crate::event_loop::{CloseReason, Ctx};
+use crate::ctx::{CloseReason, Ctx, Limit};
 use crate::pool::{JobId, JobResult};
 
 mod ack;
@@ -19,38 +36,90 @@ pub use ack::Ack;
 pub use chat::Chat;
 pub use echo::Echo;
 #[cfg(feature = "hash")]
-pub use hash::{Hash, MAX_ITERATIONS, iterated_sha256_hex, parse_request};
+pub use hash::{ConnState as HashState, Hash, MAX_ITERATIONS, iterated_sha256_hex, parse_request};
 
 /// The callbacks of a protocol. All run on the loop thread: keep them short.
 pub trait App {
+    /// Per-connection state, kept by the loop next to the connection
+    /// (`()` for none).
+    type State: Default;
+
     /// Name for logs.
     fn name(&self) -> &'static str;
 
     /// A connection opened.
-    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId) {}
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _state: &mut Self::State) {}
 
     /// Bytes arrived. `input` is what earlier calls left unconsumed followed
-    /// by the new bytes. Return how many bytes were consumed; the rest is
-    /// offered again, with more, next time.
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize;
+    /// by any new bytes. Return how many bytes were consumed; the rest is
+    /// offered again (see the contract above).
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        state: &mut Self::State,
+        input: &[u8],
+    ) -> usize;
 
-    /// The peer shut down its write side. The connection closes once its
-    /// pending output is written.
-    fn on_eof(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId) {}
+    /// The peer shut down its write side, and all it sent was offered. The
+    /// connection closes once its pending output is written.
+    fn on_eof(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _state: &mut Self::State) {}
+
+    /// The connection was full ([`Ctx::output_full`]) and its output is now
+    /// written down to the low-water mark.
+    fn on_drain(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _state: &mut Self::State) {}
+
+    /// `conn` went over `limit` and is about to be closed. Output sent now
+    /// (an error reply) is written before the close; without it the
+    /// connection is closed at once.
+    fn on_limit(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _state: &mut Self::State,
+        _limit: Limit,
+    ) {
+    }
 
     /// The connection closed, for `reason`; its id is now dead.
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _reason: &CloseReason) {}
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _state: Self::State,
+        _reason: &CloseReason,
+    ) {
+    }
 
     /// A timer set with [`Ctx::set_timer`] expired.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _timer: u64) {}
 
+    /// A timer set with [`Ctx::set_conn_timer`] expired (never after the
+    /// connection closed).
+    fn on_conn_timer(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _state: &mut Self::State,
+        _timer: u64,
+    ) {
+    }
+
     /// The loop's [`crate::Waker`] rang.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
 
-    /// A job given to [`Ctx::offload`] for `conn` finished (`conn` may have
-    /// closed meanwhile). A job that panicked returns
-    /// [`crate::pool::JobPanicked`].
-    fn on_job_done(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _job: JobId, _result: JobResult) {}
+    /// A job given to [`Ctx::offload`] for `conn` finished. Results for a
+    /// connection that closed meanwhile are dropped. A job that panicked
+    /// returns [`crate::pool::JobPanicked`].
+    fn on_job_done(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _state: &mut Self::State,
+        _job: JobId,
+        _result: JobResult,
+    ) {
+    }
 }
 
 /// The shipped apps, by name.
@@ -69,9 +138,26 @@ pub fn split_lines(input: &[u8]) -> (Vec<&[u8]>, usize) {
     (lines, used)
 }
 
+/// Whether an unfinished line (no `\n` yet) is already over `max` bytes.
+/// A trailing `\r` may be the first half of the line's `\r\n`, so it does
+/// not count: a line of exactly `max` bytes is accepted however its
+/// terminator arrives.
+pub fn line_too_long(tail: &[u8], max: usize) -> bool {
+    tail.strip_suffix(b"\r").unwrap_or(tail).len() > max
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split_lines;
+    use super::{line_too_long, split_lines};
+
+    #[test]
+    fn a_line_of_exactly_the_limit_passes_whichever_way_its_crlf_arrives() {
+        assert!(!line_too_long(b"abcd", 4));
+        assert!(!line_too_long(b"abcd\r", 4), "CR first, LF still to come");
+        assert!(line_too_long(b"abcde", 4));
+        assert!(line_too_long(b"abcde\r", 4));
+        assert!(!line_too_long(b"", 0));
+    }
 
     #[test]
     fn split_lines_keeps_the_partial_tail() {

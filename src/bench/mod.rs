@@ -279,15 +279,11 @@ fn run_thread(
     completed: Arc<AtomicU64>,
     start: Instant,
 ) -> io::Result<BenchResult> {
-    let loop_config = Config {
-        log_connections: false,
-        // The bench's own handlers are short; its stall lines would only
-        // confuse a reader of the server's.
-        stall_threshold: None,
-        max_clients: usize::MAX,
-        idle_timeout: None,
-        ..Config::default()
-    };
+    let mut loop_config = Config::default();
+    // The bench's own handlers are short; its stall lines would only
+    // confuse a reader of the server's.
+    loop_config.stall_threshold = None;
+    loop_config.max_clients = usize::MAX;
     let mut lp = EventLoop::new(config.backend, loop_config)?;
     let mut load = LoadGen::new(config, leader, observer, completed, start);
     for (s, heavy) in streams {
@@ -601,11 +597,13 @@ impl LoadGen {
 }
 
 impl App for LoadGen {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "bench"
     }
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
         if !self.started {
             self.begin(ctx);
         }
@@ -622,7 +620,7 @@ impl App for LoadGen {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         let response_len = self.response_len();
         let heavy = self.heavy.contains(&conn);
         let mut used = 0;
@@ -679,7 +677,7 @@ impl App for LoadGen {
         used
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
         if !self.stopping
             && let Some(c) = self.clients.get(&conn)
             && c.received > 0
@@ -691,7 +689,7 @@ impl App for LoadGen {
         ctx.close(conn);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _reason: &CloseReason) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _: (), _reason: &CloseReason) {
         if self.clients.remove(&conn).is_some() && !self.stopping {
             self.errors.resets += 1;
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 mod bench;
 mod compare;
+mod logger;
 mod serve;
 
 /// iomux: one thread, many sockets — select, poll and epoll side by side.

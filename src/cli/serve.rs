@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 use iomux::app::{Ack, App, Chat, Echo, Hash};
 use iomux::{Backend, Config, EventLoop};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -77,29 +77,24 @@ pub fn run(args: ServeArgs) -> i32 {
         },
     };
     iomux::limits::raise_nofile_limit();
-    let config = Config {
-        max_clients: args.max_clients,
-        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
-        max_output: args.max_output,
-        // Room for one over-long line plus a read, so chat sees it and
-        // disconnects with its own rule.
-        max_input: args.max_line.saturating_add(64 * 1024),
-        log_connections: !args.quiet,
-        workers: args.workers.into(),
-        stall_threshold: (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms)),
-        stats_interval: match super::seconds("--stats", args.stats) {
-            Ok(d) if d.is_zero() => None,
-            Ok(d) => Some(d.max(Duration::from_millis(10))),
-            Err(e) => return super::usage_error(&e),
-        },
-        ..Config::default()
+    super::logger::install(args.quiet);
+    let mut config = Config::default();
+    config.max_clients = args.max_clients;
+    config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.max_output = args.max_output;
+    // Room for one over-long line plus a read, so chat and hash see it and
+    // apply their own rule.
+    config.max_input = args.max_line.saturating_add(64 * 1024);
+    config.workers = args.workers.into();
+    config.stall_threshold = (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms));
+    config.stats_interval = match super::seconds("--stats", args.stats) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d.max(Duration::from_millis(10))),
+        Err(e) => return super::usage_error(&e),
     };
-    let mut app: Box<dyn App> = match args.app {
-        AppName::Ack => Box::new(Ack::new(args.reply.as_bytes(), !args.quiet)),
-        AppName::Echo => Box::new(Echo),
-        AppName::Chat => Box::new(Chat::new(args.max_line)),
-        AppName::Hash => Box::new(Hash::new(args.max_line, args.offload_above)),
-    };
+    if let Err(e) = config.validate() {
+        return super::usage_error(&e.to_string());
+    }
     let listener = match iomux::net::tcp_listener(args.bind) {
         Ok(l) => l,
         Err(e) => {
@@ -107,42 +102,71 @@ pub fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let setup = || -> std::io::Result<(EventLoop, SocketAddr)> {
-        let local = listener.local_addr()?;
-        let mut lp = EventLoop::new(backend, config)?;
-        lp.listen(listener)?;
-        lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        Ok((lp, local))
+    let server = Server {
+        backend,
+        config,
+        listener,
     };
-    let (mut lp, local) = match setup() {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("iomux: cannot start the {backend} event loop: {e}");
+    match args.app {
+        AppName::Ack => server.run(Ack::new(args.reply.as_bytes(), !args.quiet)),
+        AppName::Echo => server.run(Echo),
+        AppName::Chat => server.run(Chat::new(args.max_line)),
+        AppName::Hash => server.run(Hash::new(args.max_line, args.offload_above)),
+    }
+}
+
+/// What every app is served with.
+struct Server {
+    backend: Backend,
+    config: Config,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Runs `app` until a signal stops the loop; returns the exit code.
+    fn run<A: App>(self, mut app: A) -> i32 {
+        let Server {
+            backend,
+            config,
+            listener,
+        } = self;
+        let setup = || -> std::io::Result<(EventLoop<A::State>, SocketAddr)> {
+            let local = listener.local_addr()?;
+            let mut lp = EventLoop::new(backend, config)?;
+            lp.listen(listener)?;
+            lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+            Ok((lp, local))
+        };
+        let (mut lp, local) = match setup() {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("iomux: cannot start the {backend} event loop: {e}");
+                return 1;
+            }
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "iomux: listening on {local} (backend {}, app {})",
+                lp.backend_name(),
+                app.name()
+            );
+            let _ = out.flush();
+        }
+        if let Err(e) = lp.run(&mut app) {
+            eprintln!("iomux: event loop failed: {e}");
             return 1;
         }
-    };
-    {
+        let stats = lp.stats();
+        // Not println!: a closed stdout must not turn a clean stop into a panic.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "iomux: listening on {local} (backend {}, app {})",
-            lp.backend_name(),
-            app.name()
+            "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
+            stats.accepted, stats.bytes_in, stats.bytes_out
         );
         let _ = out.flush();
+        0
     }
-    if let Err(e) = lp.run(app.as_mut()) {
-        eprintln!("iomux: event loop failed: {e}");
-        return 1;
-    }
-    let stats = lp.stats();
-    // Not println!: a closed stdout must not turn a clean stop into a panic.
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
-        stats.accepted, stats.bytes_in, stats.bytes_out
-    );
-    let _ = out.flush();
-    0
 }

@@ -1,0 +1,191 @@
+//! The loop's tunables, checked once when the loop is built.
+
+use std::io;
+use std::time::Duration;
+
+/// Tunables of the loop. `Config::default()` gives the server's defaults
+/// (listed on each field). Set fields on a default value:
+///
+/// ```
+/// let mut config = iomux::Config::default();
+/// config.max_clients = 100;
+/// config.idle_timeout = Some(std::time::Duration::from_secs(30));
+/// ```
+///
+/// [`crate::EventLoop::new`] refuses a config that would hang or spin
+/// (see [`Config::validate`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Connections beyond this are accepted and closed at once. Default
+    /// 10,000; at least 1.
+    pub max_clients: usize,
+    /// Close a connection whose peer sent nothing for this long. Time the
+    /// loop spends not reading it (back-pressure, [`crate::Ctx::pause_reading`],
+    /// its job limit) is not the peer's silence. Default off.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection that has output pending and has taken none of it
+    /// for this long (a peer that stopped reading). Default off.
+    pub write_timeout: Option<Duration>,
+    /// Hard limit on output *pushed* to a connection (sent from any
+    /// callback but its own `on_data`, `on_job_done`, `on_drain` or
+    /// `on_limit`: broadcasts, timers, wake-ups). Pushed output over this
+    /// closes the connection at once (after [`crate::App::on_limit`]).
+    /// Replies to a connection's own requests are bounded by flow control
+    /// instead, so a client that reads is never cut off for its own
+    /// pipelining. Default 1 MiB.
+    pub max_output: usize,
+    /// Soft limit on pushed output: over `.0` bytes continuously for `.1`
+    /// closes the connection (Redis's `client-output-buffer-limit`).
+    /// Default off.
+    pub max_output_soft: Option<(usize, Duration)>,
+    /// Close a connection whose unconsumed input exceeds this (after
+    /// [`crate::App::on_limit`], which may answer first). Default 1 MiB.
+    pub max_input: usize,
+    /// Input is handed to the app only while the connection's pending
+    /// output is at or below this... Default 256 KiB.
+    pub high_water: usize,
+    /// ...and again once it is written down to this (then
+    /// [`crate::App::on_drain`] runs). Default 64 KiB; at most `high_water`.
+    pub low_water: usize,
+    /// Bytes read from one connection per turn before others get a go.
+    /// Default 256 KiB; at least 1.
+    pub read_budget: usize,
+    /// Connections accepted per listener per turn. Default 256; at least 1.
+    pub accept_budget: usize,
+    /// How long a graceful shutdown (and a lingering close) may wait for
+    /// peers to take their output. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// How long accepting pauses after `EMFILE`/`ENFILE`. Default 100 ms;
+    /// not zero.
+    pub accept_backoff: Duration,
+    /// Set `TCP_NODELAY` on accepted connections. Default on.
+    pub nodelay: bool,
+    /// Worker threads for [`crate::Ctx::offload`] (0: no pool, apps run
+    /// inline). Default 0.
+    pub workers: usize,
+    /// Stop handing a connection's input to the app while this many of its
+    /// jobs are in flight, so one client cannot fill the pool's queue (or
+    /// memory). Default 64; at least 1.
+    pub max_jobs_per_conn: u32,
+    /// Log a handler call that runs longer than this (the stall watchdog).
+    /// Default 100 ms.
+    pub stall_threshold: Option<Duration>,
+    /// Log a `stats` line this often. Default off; not zero.
+    pub stats_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_clients: 10_000,
+            idle_timeout: None,
+            write_timeout: None,
+            max_output: 1 << 20,
+            max_output_soft: None,
+            max_input: 1 << 20,
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            read_budget: 256 * 1024,
+            accept_budget: 256,
+            shutdown_grace: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+            nodelay: true,
+            workers: 0,
+            max_jobs_per_conn: 64,
+            stall_threshold: Some(Duration::from_millis(100)),
+            stats_interval: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the loop can run with this config: every count that
+    /// gates progress is at least 1, every period that re-arms is non-zero,
+    /// the water marks are ordered. The error names the field.
+    pub fn validate(&self) -> io::Result<()> {
+        let positive = [
+            ("max_clients", self.max_clients),
+            ("read_budget", self.read_budget),
+            ("accept_budget", self.accept_budget),
+            ("max_jobs_per_conn", self.max_jobs_per_conn as usize),
+            ("max_input", self.max_input),
+            ("max_output", self.max_output),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(invalid(format!("{field} must be at least 1")));
+            }
+        }
+        let periods = [
+            ("accept_backoff", Some(self.accept_backoff)),
+            ("stats_interval", self.stats_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("write_timeout", self.write_timeout),
+            ("max_output_soft", self.max_output_soft.map(|(_, d)| d)),
+        ];
+        for (field, value) in periods {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(format!("{field} must not be zero")));
+            }
+        }
+        if self.low_water > self.high_water {
+            return Err(invalid(format!(
+                "low_water ({}) must not exceed high_water ({})",
+                self.low_water, self.high_water
+            )));
+        }
+        if let Some((soft, _)) = self.max_output_soft
+            && soft > self.max_output
+        {
+            return Err(invalid(format!(
+                "max_output_soft ({soft}) must not exceed max_output ({})",
+                self.max_output
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("config: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn settings_that_would_hang_or_spin_are_refused() {
+        type Breaks = fn(&mut Config);
+        let cases: Vec<(Breaks, &str)> = vec![
+            (|c| c.max_jobs_per_conn = 0, "max_jobs_per_conn"),
+            (|c| c.accept_budget = 0, "accept_budget"),
+            (|c| c.read_budget = 0, "read_budget"),
+            (|c| c.max_clients = 0, "max_clients"),
+            (|c| c.low_water = c.high_water + 1, "low_water"),
+            (|c| c.accept_backoff = Duration::ZERO, "accept_backoff"),
+            (
+                |c| c.stats_interval = Some(Duration::ZERO),
+                "stats_interval",
+            ),
+            (|c| c.idle_timeout = Some(Duration::ZERO), "idle_timeout"),
+            (
+                |c| c.max_output_soft = Some((c.max_output + 1, Duration::from_secs(1))),
+                "max_output_soft",
+            ),
+        ];
+        for (break_it, field) in cases {
+            let mut c = Config::default();
+            break_it(&mut c);
+            let e = c.validate().expect_err(field);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(field), "{e} should name {field}");
+        }
+    }
+}

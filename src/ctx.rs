@@ -1,0 +1,505 @@
+//! What an app sees of the loop: [`Ctx`], handed to every callback, and
+//! the reasons and limits it is told about.
+//!
+//! `Ctx` is a view over the part of the loop apps may touch (`Shared`):
+//! connections' buffers and flags, timers, counters, the pool. Never the
+//! selector nor a file descriptor to read or write: output goes through
+//! the connection's buffer, so flow control and ordering hold.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnId, Flags, Phase};
+use crate::pool::{JobId, JobResult, Pool};
+use crate::selector::Token;
+use crate::stats::Stats;
+use crate::timer::{TimerId, Timers};
+
+/// A limit a connection went over; told to [`crate::App::on_limit`] before
+/// the loop closes the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Unconsumed input passed [`Config::max_input`] bytes (a request too
+    /// large for the app to take).
+    Input {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Output pushed to the connection passed [`Config::max_output`] bytes
+    /// (it does not read what it is sent).
+    Output {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Pushed output stayed over the soft limit for its whole period.
+    OutputSoft {
+        /// The soft limit, in bytes.
+        max: usize,
+        /// How long it was exceeded.
+        period: Duration,
+    },
+}
+
+/// Why a connection was closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side and everything owed was sent.
+    PeerClosed,
+    /// The app closed it.
+    App,
+    /// The app closed it, and said why ([`Ctx::close_because`]).
+    AppError(String),
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Output was pending and the peer took none of it for the write
+    /// timeout (it stopped reading).
+    NotReading,
+    /// A limit was exceeded.
+    Limit(Limit),
+    /// The loop is shutting down.
+    Shutdown,
+    /// A read or write failed (reset, broken pipe, ...).
+    Error(io::Error),
+}
+
+impl CloseReason {
+    /// Short text for logs; `None` for the ordinary end of a connection.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            CloseReason::PeerClosed | CloseReason::App | CloseReason::Shutdown => None,
+            CloseReason::AppError(why) => Some(why.clone()),
+            CloseReason::Idle => Some("idle timeout".into()),
+            CloseReason::NotReading => Some("write timeout (client not reading)".into()),
+            CloseReason::Limit(Limit::Input { max }) => {
+                Some(format!("input limit exceeded ({max} bytes unconsumed)"))
+            }
+            CloseReason::Limit(Limit::Output { max }) => Some(format!(
+                "output limit exceeded (client not reading): hard limit {max} bytes"
+            )),
+            CloseReason::Limit(Limit::OutputSoft { max, period }) => Some(format!(
+                "output limit exceeded (client not reading): soft limit {max} bytes for {period:?}"
+            )),
+            CloseReason::Error(e) => Some(e.to_string()),
+        }
+    }
+}
+
+/// What a timer of the loop is for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TimerKind {
+    /// Check a connection's silence.
+    Idle(ConnId),
+    /// Check that a connection with pending output takes some of it.
+    Write(ConnId),
+    /// Check that pushed output is still over the soft limit.
+    SoftLimit(ConnId),
+    /// A lingering or draining connection gives up waiting for its peer.
+    Linger(ConnId),
+    ResumeAccept,
+    Stats,
+    /// [`Ctx::set_timer`].
+    App(u64),
+    /// [`Ctx::set_conn_timer`].
+    Conn(ConnId, u64),
+}
+
+impl TimerKind {
+    /// The connection a timer belongs to, if any.
+    pub fn owner(&self) -> Option<ConnId> {
+        match *self {
+            TimerKind::Idle(id)
+            | TimerKind::Write(id)
+            | TimerKind::SoftLimit(id)
+            | TimerKind::Linger(id)
+            | TimerKind::Conn(id, _) => Some(id),
+            TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
+        }
+    }
+}
+
+/// The part of the loop apps may touch: everything but the selector, the
+/// listeners and the per-connection app state.
+pub(crate) struct Shared {
+    pub conns: Slab<Conn>,
+    pub config: Config,
+    pub stats: Stats,
+    /// When this turn's work started.
+    pub now: Instant,
+    /// Connections with new output or a changed interest, flushed before
+    /// the loop sleeps.
+    pub dirty: Vec<ConnId>,
+    /// Connections to close, with why.
+    pub closing: Vec<(ConnId, CloseReason)>,
+    /// Connections over a limit, to be told to the app and then closed.
+    pub over_limit: Vec<(ConnId, Limit)>,
+    /// Why connections that close later than it was decided (lingering,
+    /// writing a last reply) will close.
+    pub close_reasons: Vec<(ConnId, CloseReason)>,
+    /// Served next turn without a new event: connections with input to
+    /// offer again, edge-triggered fds left unfinished by a budget.
+    pub unfinished: Vec<Token>,
+    pub timers: Timers<TimerKind>,
+    /// Timers of connections that closed with them still armed; swept
+    /// once they add up.
+    pub orphan_timers: usize,
+    pub stop_requested: bool,
+    pub pool: Option<Pool>,
+    /// The backend's name, for stall lines.
+    pub backend: &'static str,
+    /// The connection whose own callback runs now: what is sent to it
+    /// is a reply (bounded by flow control), not pushed output.
+    pub serving: Option<ConnId>,
+    /// Scratch for [`Ctx::broadcast`].
+    broadcast_ids: Vec<ConnId>,
+}
+
+/// The connection `id` names in `conns`, if live (see [`Shared::live`]);
+/// borrowing only the table, so other fields stay usable.
+pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.index())
+        .filter(|c| c.is(id) && c.is_live())
+}
+
+impl Shared {
+    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str) -> Shared {
+        Shared {
+            conns: Slab::new(),
+            config,
+            stats: Stats::default(),
+            now: Instant::now(),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            over_limit: Vec::new(),
+            close_reasons: Vec::new(),
+            unfinished: Vec::new(),
+            timers: Timers::default(),
+            orphan_timers: 0,
+            stop_requested: false,
+            pool,
+            backend,
+            serving: None,
+            broadcast_ids: Vec::new(),
+        }
+    }
+
+    /// The one lookup: the connection `id` names, if it is still in its
+    /// slot and not scheduled for close.
+    pub fn live(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index())
+            .filter(|c| c.is(id) && c.is_live())
+    }
+
+    /// [`Shared::live`], mutable.
+    pub fn live_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        live_in(&mut self.conns, id)
+    }
+
+    /// A connection the app may send to and act on (live, not lingering).
+    pub fn active_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.live_mut(id).filter(|c| c.is_active())
+    }
+
+    /// Schedules `id` for close (once; later reasons are dropped).
+    pub fn schedule_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(c) = self.live_mut(id) {
+            c.phase = Phase::Closing;
+            self.closing.push((id, reason));
+        }
+    }
+
+    /// Lists `id` for the end-of-turn flush (and interest update).
+    pub fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.live_mut(id)
+            && c.raise(Flags::DIRTY)
+        {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Arms a timer relative to this turn's start.
+    pub fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
+        let at = self.now.checked_add(after)?;
+        Some(self.timers.add(at, kind))
+    }
+
+    /// Tells the loop a connection went over `limit`; it stops taking
+    /// part in the protocol until the app has been told.
+    pub fn note_limit(&mut self, id: ConnId, limit: Limit) {
+        if let Some(c) = self.active_mut(id)
+            && c.phase != Phase::Draining
+        {
+            c.phase = Phase::Draining;
+            self.over_limit.push((id, limit));
+        }
+    }
+}
+
+/// The handle an [`crate::App`] gets in every callback.
+pub struct Ctx<'a> {
+    pub(crate) shared: &'a mut Shared,
+}
+
+impl Ctx<'_> {
+    /// Queues `data` for `conn`; it is written before the loop sleeps.
+    /// Returns false if the connection is gone, closing, or went over
+    /// its output limit with this data.
+    ///
+    /// Sent from `conn`'s own `on_data`, `on_job_done`, `on_drain` or
+    /// `on_limit`, `data` is a reply: flow control bounds it (check
+    /// [`Ctx::output_full`] between requests). Sent from anywhere else
+    /// (another connection's callback, a timer, a wake-up) it is pushed
+    /// output, and [`Config::max_output`] guards against a peer that does
+    /// not read it.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> bool {
+        let reply = self.shared.serving == Some(conn);
+        let (high, hard, soft) = {
+            let c = &self.shared.config;
+            (c.high_water, c.max_output, c.max_output_soft)
+        };
+        let now = self.shared.now;
+        let Some(c) = live_in(&mut self.shared.conns, conn).filter(|c| c.is_active()) else {
+            return false;
+        };
+        if c.phase == Phase::Draining && !reply {
+            // Over a limit, or closing after its last reply.
+            return false;
+        }
+        c.queue(data, high, now);
+        if c.raise(Flags::DIRTY) {
+            self.shared.dirty.push(conn);
+        }
+        if reply || c.pending() <= soft.map_or(hard, |(s, _)| s) {
+            return true;
+        }
+        // Pushed output over a limit. One turn can push more than the limit
+        // to a peer that reads promptly (a chat burst of short lines); the
+        // limit is for output the peer does not take, so offer it to the
+        // socket before judging.
+        match c.flush(now) {
+            Ok((n, _)) => self.shared.stats.bytes_out += n as u64,
+            Err(e) => {
+                self.shared.schedule_close(conn, CloseReason::Error(e));
+                return false;
+            }
+        }
+        let pending = c.pending();
+        if pending > hard {
+            self.shared.note_limit(conn, Limit::Output { max: hard });
+            return false;
+        }
+        if let Some((soft, period)) = soft
+            && pending > soft
+        {
+            let io = c.io_or_new(now);
+            if io.over_soft_since.is_none() {
+                io.over_soft_since = Some(now);
+            }
+            if c.raise(Flags::SOFT_TIMER) {
+                self.shared.add_timer(period, TimerKind::SoftLimit(conn));
+            }
+        }
+        true
+    }
+
+    /// Queues `data` for every open connection except `except` (pushed
+    /// output: see [`Ctx::send`]).
+    pub fn broadcast(&mut self, data: &[u8], except: Option<ConnId>) {
+        // A list kept in `Shared`, so a chat line allocates nothing.
+        let mut ids = std::mem::take(&mut self.shared.broadcast_ids);
+        ids.extend(
+            self.shared
+                .conns
+                .iter()
+                .filter(|(_, c)| c.is_active())
+                .map(|(i, c)| c.id(i))
+                .filter(|&id| Some(id) != except),
+        );
+        for &id in &ids {
+            self.send(id, data);
+        }
+        ids.clear();
+        self.shared.broadcast_ids = ids;
+    }
+
+    /// True while `conn`'s pending output is over the high-water mark: a
+    /// request loop should stop between requests and return what it
+    /// consumed; the rest is offered again once the output drains.
+    pub fn output_full(&self, conn: ConnId) -> bool {
+        self.shared.live(conn).is_some_and(|c| c.has(Flags::FULL))
+    }
+
+    /// Closes `conn` now, dropping any output not yet written.
+    pub fn close(&mut self, conn: ConnId) {
+        self.shared.schedule_close(conn, CloseReason::App);
+    }
+
+    /// Closes `conn` now and logs `why` (a protocol violation, say).
+    pub fn close_because(&mut self, conn: ConnId, why: impl Into<String>) {
+        self.shared
+            .schedule_close(conn, CloseReason::AppError(why.into()));
+    }
+
+    /// Closes `conn` once its pending output is written; nothing more is
+    /// read from it.
+    pub fn close_after_flush(&mut self, conn: ConnId) {
+        if let Some(c) = self.shared.active_mut(conn) {
+            c.phase = Phase::Draining;
+            self.shared.mark_dirty(conn);
+        }
+    }
+
+    /// Stops reading `conn` (and handing it input) until
+    /// [`Ctx::resume_reading`]. Its output still goes out; it is not
+    /// counted as idle meanwhile.
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        if let Some(c) = self.shared.active_mut(conn)
+            && c.raise(Flags::APP_PAUSED)
+        {
+            self.shared.mark_dirty(conn);
+        }
+    }
+
+    /// Reads `conn` again; input it left unconsumed is offered at once
+    /// (next turn), without waiting for new bytes.
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        let now = self.shared.now;
+        if let Some(c) = self.shared.active_mut(conn)
+            && c.has(Flags::APP_PAUSED)
+        {
+            c.set(Flags::APP_PAUSED, false);
+            if c.has_input() {
+                c.set(Flags::REOFFER, true);
+            }
+            if let Some(io) = c.io_mut() {
+                // The peer could not be heard while paused.
+                io.last_read = now;
+            }
+            self.shared.unfinished.push(Token(conn.0));
+            self.shared.mark_dirty(conn);
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.shared.live(conn).map(Conn::peer)
+    }
+
+    /// The local address the connection arrived on (one system call).
+    pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.shared.live(conn)?.stream.local_addr().ok()
+    }
+
+    /// The socket, for options (`set_nodelay`, `set_ttl`, and through
+    /// `AsFd` any `setsockopt`: linger, keepalive, buffer sizes). Do not
+    /// read or write it: the loop owns its data.
+    pub fn socket(&self, conn: ConnId) -> Option<&TcpStream> {
+        self.shared.live(conn).map(|c| &c.stream)
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.shared.live(conn).map_or(0, Conn::pending)
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.len()
+    }
+
+    /// Calls [`crate::App::on_timer`] with `id` after `after`. `None` if
+    /// the deadline is not representable.
+    pub fn set_timer(&mut self, after: Duration, id: u64) -> Option<TimerId> {
+        self.shared.add_timer(after, TimerKind::App(id))
+    }
+
+    /// Calls [`crate::App::on_conn_timer`] for `conn` with `id` after
+    /// `after`; the timer is dropped if `conn` closes first. `None` if
+    /// `conn` is gone.
+    pub fn set_conn_timer(&mut self, conn: ConnId, after: Duration, id: u64) -> Option<TimerId> {
+        let now = self.shared.now;
+        let c = self.shared.active_mut(conn)?;
+        c.io_or_new(now).timers += 1;
+        let timer = self.shared.add_timer(after, TimerKind::Conn(conn, id));
+        if timer.is_none()
+            && let Some(io) = self.shared.live_mut(conn).and_then(Conn::io_mut)
+        {
+            io.timers -= 1;
+        }
+        timer
+    }
+
+    /// Disarms a timer set with [`Ctx::set_timer`] or
+    /// [`Ctx::set_conn_timer`]; false if it already fired or was
+    /// cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.shared.timers.get(timer) {
+            Some(TimerKind::App(_)) => {}
+            Some(&TimerKind::Conn(conn, _)) => {
+                if let Some(io) = self.shared.live_mut(conn).and_then(Conn::io_mut) {
+                    io.timers = io.timers.saturating_sub(1);
+                }
+            }
+            // Gone, or not an app's timer.
+            _ => return false,
+        }
+        self.shared.timers.cancel(timer).is_some()
+    }
+
+    /// The time this turn started (cheaper than `Instant::now`).
+    pub fn now(&self) -> Instant {
+        self.shared.now
+    }
+
+    /// Starts a graceful shutdown of the loop.
+    pub fn stop(&mut self) {
+        self.shared.stop_requested = true;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats
+    }
+
+    /// Counts one request served (for the stats line's rate).
+    pub fn record_request(&mut self) {
+        self.shared.stats.requests += 1;
+    }
+
+    /// Worker threads in the offload pool (0: none, run work inline).
+    pub fn workers(&self) -> usize {
+        self.shared.pool.as_ref().map_or(0, Pool::workers)
+    }
+
+    /// True if `conn` may hand another job to the pool now (there is a
+    /// pool and the connection is under [`Config::max_jobs_per_conn`]).
+    /// When it may not, leave the request unconsumed: the input is offered
+    /// again once one of its jobs is back.
+    pub fn can_offload(&self, conn: ConnId) -> bool {
+        let max = self.shared.config.max_jobs_per_conn;
+        self.shared.pool.is_some() && self.shared.live(conn).is_some_and(|c| c.jobs() < max)
+    }
+
+    /// Runs `job` on the offload pool; its result comes back to
+    /// [`crate::App::on_job_done`] on the loop thread. The connection stays
+    /// open (even after its peer shuts down, or during a graceful stop)
+    /// until its jobs are done. `None` if there is no pool or `conn` is
+    /// gone.
+    pub fn offload<F>(&mut self, conn: ConnId, job: F) -> Option<JobId>
+    where
+        F: FnOnce() -> JobResult + Send + 'static,
+    {
+        self.shared.pool.as_ref()?;
+        let now = self.shared.now;
+        self.shared.active_mut(conn)?.io_or_new(now).jobs += 1;
+        let pool = self.shared.pool.as_mut()?;
+        Some(pool.submit(conn, Box::new(job)))
+    }
+}

@@ -1,0 +1,187 @@
+//! The accept path: listeners, admission, and running out of descriptors.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+
+use super::{EventLoop, Life, token, watch};
+use crate::app::App;
+use crate::conn::{Conn, ConnId};
+use crate::ctx::TimerKind;
+use crate::selector::{Interest, Token};
+
+pub(super) struct Listener {
+    pub socket: TcpListener,
+    /// Watched by the selector (not while accepting is paused).
+    pub registered: bool,
+}
+
+/// Whether an `accept` error concerns only the connection being accepted
+/// (accept(2) says: retry), rather than the listener or the process.
+fn is_per_connection(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::INTR
+            | Errno::CONNABORTED
+            | Errno::PROTO
+            | Errno::PERM
+            | Errno::NOPROTOOPT
+            | Errno::HOSTDOWN
+            | Errno::NONET
+            | Errno::HOSTUNREACH
+            | Errno::OPNOTSUPP
+            | Errno::NETUNREACH
+            | Errno::NETDOWN
+    )
+}
+
+impl<S: Default> EventLoop<S> {
+    /// Puts a connected stream in the table and the selector.
+    pub(super) fn insert(&mut self, stream: TcpStream, peer: SocketAddr) -> io::Result<ConnId> {
+        self.generation = (self.generation + 1) & 0x7fff_ffff;
+        let entry = self.shared.conns.vacant_entry();
+        let id = ConnId::new(entry.key(), self.generation);
+        let interest = if self.edge {
+            // Registered once for both: no epoll_ctl per state change.
+            Interest::BOTH
+        } else {
+            Interest::READABLE
+        };
+        self.selector
+            .register(stream.as_fd(), Token(id.0), interest)?;
+        let mut conn = Conn::new(stream, peer, id);
+        conn.registered = interest;
+        entry.insert(conn);
+        *Self::state_slot(&mut self.states, id.index()) = S::default();
+        self.shared.stats.accepted += 1;
+        if let Some(timeout) = self.shared.config.idle_timeout {
+            self.shared.add_timer(timeout, TimerKind::Idle(id));
+        }
+        Ok(id)
+    }
+
+    /// Tells the app a connection opened.
+    pub(super) fn open<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
+        if self.shared.live(id).is_none() {
+            return;
+        }
+        let state = Self::state_slot(&mut self.states, id.index());
+        watch::call_conn(&mut self.shared, state, app, id, false, |app, ctx, st| {
+            app.on_open(ctx, id, st)
+        });
+    }
+
+    pub(super) fn accept<A: App<State = S>>(&mut self, app: &mut A, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        if !listener.registered || self.life != Life::Running {
+            return;
+        }
+        for _ in 0..self.shared.config.accept_budget {
+            let accepted = rustix::net::acceptfrom_with(
+                &self.listeners[index].socket,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            );
+            match accepted {
+                Ok((fd, addr)) => {
+                    self.emfile_logged = false;
+                    let stream = TcpStream::from(fd);
+                    let peer = addr
+                        .and_then(|a| SocketAddr::try_from(a).ok())
+                        .or_else(|| stream.peer_addr().ok());
+                    let Some(peer) = peer else { continue };
+                    self.admit(app, stream, peer);
+                }
+                Err(Errno::AGAIN) => return,
+                Err(e) if is_per_connection(e) => {}
+                // Out of resources, or something unexpected: back off for a
+                // moment (logged once) rather than spin or drop the backlog.
+                Err(e) => {
+                    self.pause_accepting(e.into());
+                    return;
+                }
+            }
+        }
+        // Budget used up with connections still queued.
+        if self.edge
+            && let Some(token) = token::listener(index)
+        {
+            self.shared.unfinished.push(token);
+        }
+    }
+
+    fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.shared.config;
+        if self.shared.conns.len() >= config.max_clients {
+            self.shared.stats.rejected += 1;
+            log::info!(
+                target: "iomux::conn",
+                "rejected {peer}: too many clients (max {})",
+                config.max_clients
+            );
+            return; // dropping the stream closes it
+        }
+        if config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        match self.insert(stream, peer) {
+            Ok(id) => {
+                log::info!(target: "iomux::conn", "connect {peer}");
+                self.open(app, id);
+            }
+            Err(e) => log::warn!(target: "iomux::conn", "cannot watch {peer}: {e}"),
+        }
+    }
+
+    /// Out of descriptors: the pending connection stays queued and the
+    /// listener stays readable, so accepting again at once would spin.
+    /// Stop watching the listeners for a moment instead; connected clients
+    /// go on being served, and closing ones free descriptors meanwhile.
+    fn pause_accepting(&mut self, error: io::Error) {
+        if !self.emfile_logged {
+            log::warn!(
+                target: "iomux::accept",
+                "accept failed: {error}; pausing accepts for {:?} (raise the open-files limit or lower --max-clients)",
+                self.shared.config.accept_backoff
+            );
+            self.emfile_logged = true;
+        }
+        for l in &mut self.listeners {
+            if l.registered {
+                let _ = self.selector.deregister(l.socket.as_fd());
+                l.registered = false;
+            }
+        }
+        let backoff = self.shared.config.accept_backoff;
+        self.shared.add_timer(backoff, TimerKind::ResumeAccept);
+    }
+
+    pub(super) fn resume_accepting(&mut self) {
+        if self.life != Life::Running {
+            return;
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.registered
+                && let Some(token) = token::listener(i)
+            {
+                l.registered = self
+                    .selector
+                    .register(l.socket.as_fd(), token, Interest::READABLE)
+                    .is_ok();
+            }
+        }
+    }
+
+    /// Stops accepting for good (the shutdown).
+    pub(super) fn close_listeners(&mut self) {
+        for l in self.listeners.drain(..) {
+            if l.registered {
+                let _ = self.selector.deregister(l.socket.as_fd());
+            }
+        }
+    }
+}

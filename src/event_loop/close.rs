@@ -1,0 +1,86 @@
+//! Closing connections, and the graceful shutdown.
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use super::{EventLoop, Life, watch};
+use crate::app::App;
+use crate::conn::{ConnId, Flags, Phase};
+use crate::ctx::CloseReason;
+
+impl<S: Default> EventLoop<S> {
+    /// Tells the app of limits, then closes everything scheduled for
+    /// closing; until neither list has more.
+    pub(super) fn reap<A: App<State = S>>(&mut self, app: &mut A) {
+        loop {
+            if let Some((id, limit)) = self.shared.over_limit.pop() {
+                self.tell_limit(app, id, limit);
+            } else if let Some((id, reason)) = self.shared.closing.pop() {
+                self.close_now(app, id, reason);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn close_now<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, reason: CloseReason) {
+        let Some(conn) = self.shared.conns.get(id.index()).filter(|c| c.is(id)) else {
+            return;
+        };
+        // Deregister before the fd closes (epoll watches descriptions).
+        let _ = self.selector.deregister(conn.stream.as_fd());
+        if conn.jobs() > 0
+            && let Some(pool) = &self.shared.pool
+        {
+            pool.cancel(id);
+        }
+        // Timers it leaves armed are swept once they add up.
+        let timers = conn.io().map_or(0, |io| io.timers as usize)
+            + usize::from(conn.has(Flags::WRITE_TIMER))
+            + usize::from(conn.has(Flags::SOFT_TIMER))
+            + usize::from(self.shared.config.idle_timeout.is_some());
+        self.shared.orphan_timers += timers;
+        // Closed before it is logged: a reader of the log sees the fd gone.
+        let peer = self.shared.conns.remove(id.index()).peer();
+        self.shared.stats.closed += 1;
+        if let Some(why) = reason.describe() {
+            log::info!(target: "iomux::conn", "{peer}: {why}");
+        }
+        log::info!(target: "iomux::conn", "disconnect {peer}");
+        let state = std::mem::take(Self::state_slot(&mut self.states, id.index()));
+        watch::call(&mut self.shared, app, |app, ctx| {
+            app.on_close(ctx, id, state, &reason)
+        });
+    }
+
+    /// Stop accepting; close connections that owe nothing; give the others
+    /// until the grace deadline to receive what they are owed.
+    pub(super) fn begin_shutdown<A: App<State = S>>(&mut self, app: &mut A) {
+        self.life = Life::ShuttingDown {
+            deadline: Instant::now() + self.shared.config.shutdown_grace,
+        };
+        self.close_listeners();
+        let ids: Vec<ConnId> = self.shared.conns.iter().map(|(i, c)| c.id(i)).collect();
+        for id in ids {
+            let Some(conn) = self.shared.live_mut(id) else {
+                continue;
+            };
+            if conn.owes_nothing() {
+                self.finish(id, CloseReason::Shutdown);
+            } else if conn.phase != Phase::Lingering {
+                conn.phase = Phase::Draining;
+                self.shared.close_reasons.push((id, CloseReason::Shutdown));
+                self.update_interest(id);
+            }
+        }
+        self.reap(app);
+    }
+
+    pub(super) fn close_all<A: App<State = S>>(&mut self, app: &mut A) {
+        let ids: Vec<ConnId> = self.shared.conns.iter().map(|(i, c)| c.id(i)).collect();
+        for id in ids {
+            self.shared.schedule_close(id, CloseReason::Shutdown);
+        }
+        self.reap(app);
+    }
+}

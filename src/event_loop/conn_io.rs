@@ -1,0 +1,257 @@
+//! Connection I/O on a readiness backend: read what the socket has, write
+//! what the connection owes, keep the selector's interest in step, and
+//! close without destroying output in flight.
+//!
+//! This file is the seam to the kernel for connections. What bytes mean
+//! (offering them to the app, flow control, limits) is in `deliver.rs`,
+//! which does not care how the bytes arrived; a completion-based driver
+//! replaces this file and feeds the same `offer`.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use super::{EventLoop, READ_CHUNK, watch};
+use crate::app::App;
+use crate::conn::{ConnId, Flags, Flush, Phase};
+use crate::ctx::{CloseReason, TimerKind};
+use crate::selector::{Event, Token};
+
+/// Offers of unconsumed input (without new bytes) per connection per
+/// event, before others get a go.
+const REOFFER_BUDGET: usize = 64;
+
+impl<S: Default> EventLoop<S> {
+    pub(super) fn conn_event<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, event: Event) {
+        if event.is_readable() {
+            self.readable(app, id, event.is_read_closed());
+        }
+        if event.is_writable() && self.shared.live(id).is_some_and(|c| c.pending() > 0) {
+            self.flush(app, id);
+        }
+        // An error or hang-up on a connection that is neither reading nor
+        // writing (half-closed, waiting for a job, paused) would be
+        // reported again on every wait: close it now.
+        let max_jobs = self.shared.config.max_jobs_per_conn;
+        if (event.is_error() || event.is_hup())
+            && let Some(c) = self.shared.live(id)
+            && c.pending() == 0
+            && !c.may_read(max_jobs)
+        {
+            let error = c.stream.take_error().ok().flatten();
+            let error = error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
+            self.shared.schedule_close(id, CloseReason::Error(error));
+        }
+    }
+
+    /// Reads and offers input until the socket is drained, the budget is
+    /// spent, or the connection may not take more.
+    fn readable<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, peer_shut: bool) {
+        let max_jobs = self.shared.config.max_jobs_per_conn;
+        let mut budget = self.shared.config.read_budget;
+        let mut offers = 0;
+        let now = self.shared.now;
+        loop {
+            let Some(conn) = self.shared.live_mut(id) else {
+                return;
+            };
+            if conn.has(Flags::REOFFER) {
+                if !conn.may_deliver(max_jobs) {
+                    // Offered again once there is room (drain, resume, job).
+                    self.update_interest(id);
+                    return;
+                }
+                if offers == REOFFER_BUDGET {
+                    self.shared.unfinished.push(Token(id.0));
+                    return;
+                }
+                offers += 1;
+                self.offer(app, id, 0);
+                continue;
+            }
+            if conn.phase == Phase::EofPending {
+                self.tell_eof(app, id);
+                return;
+            }
+            if !conn.may_read(max_jobs) {
+                self.update_interest(id);
+                return;
+            }
+            let lingering = conn.phase == Phase::Lingering;
+            match conn.read(&mut self.scratch) {
+                Ok(0) if lingering => {
+                    let reason = self.take_close_reason(id, CloseReason::PeerClosed);
+                    self.shared.schedule_close(id, reason);
+                    return;
+                }
+                Ok(0) => conn.phase = Phase::EofPending,
+                Ok(n) => {
+                    if !lingering {
+                        conn.io_or_new(now).last_read = now;
+                    }
+                    self.shared.stats.bytes_in += n as u64;
+                    if !lingering {
+                        self.offer(app, id, n);
+                    }
+                    budget = budget.saturating_sub(n);
+                    // On a stream socket a short read means the receive queue
+                    // is empty now, unless the peer's end of stream is queued
+                    // behind it (then read on to see it; no edge would come).
+                    let drained = n < READ_CHUNK && !peer_shut;
+                    if !drained && budget == 0 {
+                        if self.edge {
+                            self.shared.unfinished.push(Token(id.0));
+                        }
+                        return;
+                    }
+                    if drained && !self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER)) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.shared.schedule_close(id, CloseReason::Error(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes; then decides what the connection
+    /// waits for next (or closes it when it owes nothing more).
+    pub(super) fn flush<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
+        let config = &self.shared.config;
+        let (low_water, write_timeout, soft) = (
+            config.low_water,
+            config.write_timeout,
+            config.max_output_soft.map(|(s, _)| s),
+        );
+        let now = self.shared.now;
+        let edge = self.edge;
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        conn.set(Flags::DIRTY, false);
+        let (written, outcome) = match conn.flush(now) {
+            Ok(done) => done,
+            Err(e) => {
+                self.shared.schedule_close(id, CloseReason::Error(e));
+                return;
+            }
+        };
+        if let (Some(soft), Some(io)) = (soft, conn.io_mut())
+            && io.pending() <= soft
+        {
+            io.over_soft_since = None;
+        }
+        let arm_write_timer =
+            outcome == Flush::Blocked && write_timeout.is_some() && conn.raise(Flags::WRITE_TIMER);
+        let drained = conn.after_write(low_water).below_low_water;
+        if drained && conn.has_input() {
+            conn.set(Flags::REOFFER, true);
+        }
+        // The data that made us pause raised its edge long ago, and input
+        // the app left for later is not in the socket at all: serve both
+        // without waiting for a new event.
+        let serve_again = drained && (edge || conn.has(Flags::REOFFER));
+        let tell_drain = drained && conn.is_active();
+        self.shared.stats.bytes_out += written as u64;
+        if let (true, Some(timeout)) = (arm_write_timer, write_timeout) {
+            self.shared.add_timer(timeout, TimerKind::Write(id));
+        }
+        if serve_again {
+            self.shared.unfinished.push(Token(id.0));
+        }
+        if tell_drain {
+            let state = Self::state_slot(&mut self.states, id.index());
+            watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
+                app.on_drain(ctx, id, st)
+            });
+        }
+        let Some(conn) = self.shared.live(id) else {
+            return;
+        };
+        // Offloaded jobs still owe replies: a half-closed or draining
+        // connection stays open until they are back (`collect_jobs` marks
+        // it dirty again).
+        if conn.owes_nothing() && conn.finished_when_flushed() {
+            let reason = match conn.phase {
+                Phase::ReadClosed => CloseReason::PeerClosed,
+                _ => CloseReason::App,
+            };
+            let reason = self.take_close_reason(id, reason);
+            self.finish(id, reason);
+            return;
+        }
+        self.update_interest(id);
+    }
+
+    /// Closes a connection that owes nothing more, unless input is waiting
+    /// unread (reading was paused, or it just arrived): closing then makes
+    /// the kernel answer with a reset, which also throws away the output
+    /// still queued in the kernel for the peer. So shut the write side
+    /// instead (the peer gets all its output, then end of stream) and read,
+    /// discarding, until the peer closes too (a "lingering close"). The
+    /// grace period bounds the wait.
+    pub(super) fn finish(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        if conn.phase == Phase::Lingering {
+            return;
+        }
+        let peer_done = matches!(conn.phase, Phase::ReadClosed | Phase::EofPending);
+        let unread = !peer_done && rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0);
+        if !unread {
+            self.shared.schedule_close(id, reason);
+            return;
+        }
+        if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+            self.shared.schedule_close(id, CloseReason::Error(e));
+            return;
+        }
+        conn.phase = Phase::Lingering;
+        if let Some(io) = conn.io_mut() {
+            io.input = Vec::new();
+        }
+        self.shared.close_reasons.push((id, reason));
+        let grace = self.shared.config.shutdown_grace;
+        self.shared.add_timer(grace, TimerKind::Linger(id));
+        if self.edge {
+            // The waiting input raised its edge long ago.
+            self.shared.unfinished.push(Token(id.0));
+        }
+        self.update_interest(id);
+    }
+
+    /// The reason recorded for a connection closing later than it was
+    /// decided (a lingering close, a limit's last reply), or `default`.
+    pub(super) fn take_close_reason(&mut self, id: ConnId, default: CloseReason) -> CloseReason {
+        let reasons = &mut self.shared.close_reasons;
+        match reasons.iter().position(|(c, _)| *c == id) {
+            Some(i) => reasons.swap_remove(i).1,
+            None => default,
+        }
+    }
+
+    /// Level-triggered backends are told only of real changes (trap: an
+    /// `epoll_ctl` per request). Edge-triggered ones keep both interests.
+    pub(super) fn update_interest(&mut self, id: ConnId) {
+        if self.edge {
+            return;
+        }
+        let max_jobs = self.shared.config.max_jobs_per_conn;
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        let wanted = conn.level_interest(max_jobs);
+        if wanted != conn.registered {
+            match self
+                .selector
+                .reregister(conn.stream.as_fd(), Token(id.0), wanted)
+            {
+                Ok(()) => conn.registered = wanted,
+                Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The event loop: one thread, many connections, any backend.
+//!
+//! One turn ([`EventLoop::run_once`]), step by step:
+//! 1. Before waiting, write every connection's new output (most replies go
+//!    out here in one write; write interest is turned on only for what the
+//!    socket did not take), tell the app of limits, close what was
+//!    scheduled to close. Start or finish a graceful shutdown if asked.
+//! 2. Pick the wait's timeout: zero if connections are left unfinished
+//!    (input to offer again, an edge-triggered budget), else until the next
+//!    timer, at most the caller's timeout.
+//! 3. Wait on the selector.
+//! 4. Dispatch each event by token ([`token`]): a listener accepts (up to a
+//!    budget, [`accept`]), the waker and the signal pipe are drained, a
+//!    connection reads and writes ([`conn_io`]), handing input to the app with
+//!    flow control ([`deliver`]). A token whose generation no longer
+//!    matches a live connection is stale and dropped.
+//! 5. Serve the connections left unfinished last turn, as if readable.
+//! 6. Fire due timers ([`timers`]); hand finished jobs to the app ([`jobs`]).
+//! 7. Write the new output again (step 1), so a caller of `run_once` sees
+//!    replies leave within the turn that caused them.
+//!
+//! Data flows one way: kernel event → selector → loop (token → connection)
+//! → connection buffers → app → connection output → socket.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::conn::ConnId;
+use crate::ctx::{Shared, TimerKind};
+use crate::pool::Pool;
+use crate::selector::{Backend, Event, Events, Interest, Selector, Token};
+use crate::stats::{Stats, TurnTimes};
+use crate::waker::{SignalPipe, StopHandle, Waker};
+
+mod accept;
+mod close;
+mod conn_io;
+mod deliver;
+mod jobs;
+mod timers;
+mod token;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use accept::Listener;
+use token::Source;
+
+/// Size of one read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where the loop is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Life {
+    /// `run_once` has not been called yet: adopted connections still owe
+    /// their `on_open`.
+    NotStarted,
+    Running,
+    /// Not accepting; connections get until the deadline to take their
+    /// output.
+    ShuttingDown {
+        deadline: Instant,
+    },
+    Stopped,
+}
+
+/// What [`EventLoop::run_once`] leaves behind.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The loop goes on: call `run_once` again.
+    Running,
+    /// The graceful shutdown is over; every connection is closed.
+    Stopped,
+}
+
+/// A single-threaded event loop over one selector, for an app whose
+/// per-connection state is `S` ([`App::State`]).
+pub struct EventLoop<S = ()> {
+    selector: Box<dyn Selector>,
+    events: Events,
+    listeners: Vec<Listener>,
+    shared: Shared,
+    /// Per-connection app state, by slot index (beside `shared`, so a
+    /// callback can hold its connection's state and the `Ctx` at once).
+    states: Vec<S>,
+    waker: Waker,
+    stop_flag: Arc<AtomicBool>,
+    signals: Option<SignalPipe>,
+    /// Empty lists swapped with the unfinished and dirty lists, so that
+    /// walking them allocates nothing.
+    spare_tokens: Vec<Token>,
+    spare_ids: Vec<ConnId>,
+    /// The selector is edge-triggered (asked once, used on every event).
+    edge: bool,
+    /// Where reads land before the app sees them (one per loop, not per
+    /// connection).
+    scratch: Vec<u8>,
+    generation: u32,
+    /// Connections adopted before the first turn, whose `on_open` is due.
+    unopened: Vec<ConnId>,
+    life: Life,
+    emfile_logged: bool,
+    /// When the current turn's work started (for the stats line).
+    turn_started: Option<Instant>,
+    turn_times: TurnTimes,
+    last_stats: (Instant, Stats),
+}
+
+impl<S: Default> EventLoop<S> {
+    /// A loop over `backend` with `config` (checked with
+    /// [`Config::validate`]: an invalid one is an `InvalidInput` error).
+    pub fn new(backend: Backend, config: Config) -> io::Result<EventLoop<S>> {
+        config.validate()?;
+        let mut selector = backend.open()?;
+        let waker = Waker::new()?;
+        selector.register(waker.fd(), token::WAKER, Interest::READABLE)?;
+        let name = selector.name();
+        let edge = selector.edge_triggered();
+        let pool = match config.workers {
+            0 => None,
+            n => Some(Pool::new(n, waker.clone())?),
+        };
+        Ok(EventLoop {
+            selector,
+            events: Events::with_capacity(256),
+            listeners: Vec::new(),
+            shared: Shared::new(config, pool, name),
+            states: Vec::new(),
+            waker,
+            stop_flag: Arc::new(AtomicBool::new(false)),
+            signals: None,
+            spare_tokens: Vec::new(),
+            spare_ids: Vec::new(),
+            edge,
+            scratch: vec![0; READ_CHUNK],
+            generation: 0,
+            unopened: Vec::new(),
+            life: Life::NotStarted,
+            emfile_logged: false,
+            turn_started: None,
+            turn_times: TurnTimes::default(),
+            last_stats: (Instant::now(), Stats::default()),
+        })
+    }
+
+    /// The running backend's name (`auto` resolved).
+    pub fn backend_name(&self) -> &'static str {
+        self.selector.name()
+    }
+
+    /// The config the loop runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Accepts connections from `listener` (made non-blocking here).
+    pub fn listen(&mut self, listener: TcpListener) -> io::Result<()> {
+        let index = self.listeners.len();
+        let token = token::listener(index).ok_or_else(|| {
+            io::Error::other(format!(
+                "too many listeners (at most {})",
+                token::MAX_LISTENERS
+            ))
+        })?;
+        listener.set_nonblocking(true)?;
+        self.selector
+            .register(listener.as_fd(), token, Interest::READABLE)?;
+        self.listeners.push(Listener {
+            socket: listener,
+            registered: true,
+        });
+        Ok(())
+    }
+
+    /// Adds an already connected stream (e.g. a client's outgoing
+    /// connection). Its `on_open` runs in the loop's first turn.
+    pub fn adopt(&mut self, stream: TcpStream) -> io::Result<ConnId> {
+        stream.set_nonblocking(true)?;
+        let peer = stream.peer_addr()?;
+        let id = self.insert(stream, peer)?;
+        self.unopened.push(id);
+        Ok(id)
+    }
+
+    /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
+    /// SIGTERM).
+    pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
+        let pipe = SignalPipe::new(signals)?;
+        self.selector
+            .register(pipe.fd(), token::SIGNALS, Interest::READABLE)?;
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    /// Wakes the loop from another thread ([`App::on_wake`] runs).
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Stops the loop from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            requested: self.stop_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.len()
+    }
+
+    /// Runs until stopped (signal, [`StopHandle`], or [`crate::Ctx::stop`])
+    /// and the graceful shutdown is over.
+    pub fn run<A: App<State = S>>(&mut self, app: &mut A) -> io::Result<()> {
+        while self.run_once(app, None)? == Status::Running {}
+        Ok(())
+    }
+
+    /// One turn of the loop, waiting at most `timeout` for events (`None`:
+    /// until the next timer or event). For embedding the loop in another;
+    /// [`EventLoop::run`] is `run_once` until [`Status::Stopped`].
+    pub fn run_once<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        timeout: Option<Duration>,
+    ) -> io::Result<Status> {
+        match self.life {
+            Life::Stopped => return Ok(Status::Stopped),
+            Life::NotStarted => self.start(app),
+            Life::Running | Life::ShuttingDown { .. } => {}
+        }
+        self.before_sleep(app);
+        if self.shared.stop_requested && self.life == Life::Running {
+            self.begin_shutdown(app);
+            self.before_sleep(app);
+        }
+        if let Life::ShuttingDown { deadline } = self.life
+            && (self.shared.conns.is_empty() || Instant::now() >= deadline)
+        {
+            self.close_all(app);
+            self.life = Life::Stopped;
+            return Ok(Status::Stopped);
+        }
+        let wait = match (self.next_timeout(), timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(started) = self.turn_started.take() {
+            self.turn_times.record(started.elapsed());
+        }
+        self.selector.select(&mut self.events, wait)?;
+        self.shared.now = Instant::now();
+        if self.shared.config.stats_interval.is_some() {
+            self.turn_started = Some(self.shared.now);
+        }
+        self.shared.stats.turns += 1;
+        // Connections left unfinished by the *last* turn: taken before this
+        // turn's events, so one that uses up its budget now waits for the
+        // next turn.
+        let mut batch = std::mem::take(&mut self.spare_tokens);
+        std::mem::swap(&mut batch, &mut self.shared.unfinished);
+        for i in 0..self.events.len() {
+            if let Some(event) = self.events.get(i) {
+                self.dispatch(app, event);
+            }
+        }
+        for token in batch.drain(..) {
+            // The edge that raised these may also have told of the peer's
+            // end of stream, and was spent while the connection was paused
+            // or over budget: read on past a short read (until
+            // `WouldBlock`), or that end would never be seen.
+            let event = Event::new(token, true, false, false, false).with_read_closed(true);
+            self.dispatch(app, event);
+        }
+        self.spare_tokens = batch;
+        self.fire_timers(app);
+        self.before_sleep(app);
+        Ok(Status::Running)
+    }
+
+    /// The first turn: periodic timers start, adopted connections open.
+    fn start<A: App<State = S>>(&mut self, app: &mut A) {
+        self.life = Life::Running;
+        self.shared.now = Instant::now();
+        self.last_stats = (self.shared.now, self.shared.stats);
+        if let Some(every) = self.shared.config.stats_interval {
+            self.shared.add_timer(every, TimerKind::Stats);
+        }
+        for id in std::mem::take(&mut self.unopened) {
+            self.open(app, id);
+            self.reap(app);
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.shared.unfinished.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        // From now, not from the turn's start: a slow turn must not make
+        // every timer late by its length.
+        let now = Instant::now();
+        let timer = self.shared.timers.next_timeout(now);
+        let shutdown = match self.life {
+            Life::ShuttingDown { deadline } => Some(deadline.saturating_duration_since(now)),
+            _ => None,
+        };
+        match (timer, shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn dispatch<A: App<State = S>>(&mut self, app: &mut A, event: Event) {
+        match token::decode(event.token) {
+            Source::Waker => {
+                if self.waker.drain() {
+                    watch::call(&mut self.shared, app, |app, ctx| app.on_wake(ctx));
+                }
+                if self.stop_flag.load(Ordering::SeqCst) {
+                    self.shared.stop_requested = true;
+                }
+                self.collect_jobs(app);
+            }
+            Source::Signals => {
+                if self.signals.as_mut().is_some_and(SignalPipe::drain) {
+                    self.shared.stop_requested = true;
+                }
+            }
+            Source::Listener(index) => self.accept(app, index),
+            Source::Conn(id) => self.conn_event(app, id, event),
+        }
+        self.reap(app);
+    }
+
+    /// Writes what was queued, tells the app of limits, closes what was
+    /// scheduled to close; until none of them makes more work.
+    fn before_sleep<A: App<State = S>>(&mut self, app: &mut A) {
+        loop {
+            self.reap(app);
+            if self.shared.dirty.is_empty() {
+                return;
+            }
+            let mut batch = std::mem::take(&mut self.spare_ids);
+            std::mem::swap(&mut batch, &mut self.shared.dirty);
+            for id in batch.drain(..) {
+                self.flush(app, id);
+            }
+            self.spare_ids = batch;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Loop internals driven by hand, on every backend.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use super::*;
+use crate::ctx::{CloseReason, Ctx};
+
+/// Records which connections got data.
+#[derive(Default)]
+struct Recorder {
+    data: Vec<(ConnId, Vec<u8>)>,
+    closed: Vec<ConnId>,
+}
+
+impl App for Recorder {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn on_data(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        self.data.push((conn, input.to_vec()));
+        input.len()
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _: (), _reason: &CloseReason) {
+        self.closed.push(conn);
+    }
+}
+
+fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (server, client)
+}
+
+/// Waits until the server side of a socket has `n` bytes to read.
+fn wait_readable(stream: &TcpStream, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rustix::io::ioctl_fionread(stream).unwrap_or(0) < n as u64 {
+        assert!(std::time::Instant::now() < deadline, "data never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Trap 4: a handler closes connection N, the next accept reuses its slot
+/// (and fd number), and an event for the old N is still queued in the same
+/// batch. The generation in the token must stop it.
+fn stale_event_never_reaches_the_new_connection(backend: Backend) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut lp = EventLoop::new(backend, Config::default()).unwrap();
+    let mut app = Recorder::default();
+    let (old_server, _old_client) = pair(&listener);
+    let old = lp.adopt(old_server).unwrap();
+    lp.shared.schedule_close(old, CloseReason::App);
+    lp.reap(&mut app);
+    assert_eq!(app.closed, vec![old]);
+    let (new_server, mut new_client) = pair(&listener);
+    let new = lp.adopt(new_server).unwrap();
+    assert_eq!(new.index(), old.index(), "the slot is reused");
+    assert_ne!(new, old);
+    new_client.write_all(b"for the new one").unwrap();
+    wait_readable(&lp.shared.conns[new.index()].stream, 15);
+    lp.dispatch(&mut app, Event::new(Token(old.0), true, true, false, false));
+    assert!(
+        app.data.is_empty(),
+        "a stale event delivered data: {:?}",
+        app.data
+    );
+    lp.dispatch(
+        &mut app,
+        Event::new(Token(new.0), true, false, false, false),
+    );
+    assert_eq!(app.data, vec![(new, b"for the new one".to_vec())]);
+}
+
+#[test]
+fn stale_events_are_dropped_on_every_backend() {
+    for backend in Backend::ALL {
+        stale_event_never_reaches_the_new_connection(backend);
+    }
+}
+
+/// Replies once, then closes after the reply is written.
+struct ReplyAndClose;
+
+impl App for ReplyAndClose {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "reply-and-close"
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        ctx.send(conn, b"bye\n");
+        ctx.close_after_flush(conn);
+        input.len()
+    }
+}
+
+/// A loop with one connection whose `hello` was read: `ReplyAndClose` has
+/// queued its reply and asked to close after it.
+fn said_hello(backend: Backend) -> (EventLoop, ConnId, TcpStream, TcpListener) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut lp = EventLoop::new(backend, Config::default()).unwrap();
+    let (server, mut client) = pair(&listener);
+    let id = lp.adopt(server).unwrap();
+    client.write_all(b"hello\n").unwrap();
+    wait_readable(&lp.shared.conns[id.index()].stream, 6);
+    lp.dispatch(
+        &mut ReplyAndClose,
+        Event::new(Token(id.0), true, false, false, false),
+    );
+    (lp, id, client, listener)
+}
+
+fn close_after_flush_sends_then_closes(backend: Backend) {
+    let (mut lp, _id, mut client, _listener) = said_hello(backend);
+    lp.before_sleep(&mut ReplyAndClose);
+    assert!(lp.shared.conns.is_empty(), "closed once flushed");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n");
+}
+
+#[test]
+fn close_after_flush_on_every_backend() {
+    for backend in Backend::ALL {
+        close_after_flush_sends_then_closes(backend);
+    }
+}
+
+/// A lingering close (unread input at close time) waits for the peer to
+/// close, but not for ever: the grace period ends it.
+fn lingering_close_gives_up(backend: Backend) {
+    let (mut lp, id, mut client, _listener) = said_hello(backend);
+    let mut app = ReplyAndClose;
+    client.write_all(b"more, never read").unwrap();
+    wait_readable(&lp.shared.conns[id.index()].stream, 16);
+    lp.before_sleep(&mut app);
+    assert!(
+        lp.shared
+            .conns
+            .get(id.index())
+            .is_some_and(|c| c.phase == crate::conn::Phase::Lingering),
+        "unread input: the connection lingers instead of resetting"
+    );
+    lp.shared.now += lp.shared.config.shutdown_grace + Duration::from_secs(1);
+    lp.fire_timers(&mut app);
+    assert!(lp.shared.conns.is_empty(), "the linger gave up");
+}
+
+#[test]
+fn lingering_close_gives_up_on_every_backend() {
+    for backend in Backend::ALL {
+        lingering_close_gives_up(backend);
+    }
+}
+
+#[test]
+fn an_invalid_config_is_refused_up_front() {
+    let config = Config {
+        max_jobs_per_conn: 0,
+        ..Config::default()
+    };
+    let e = EventLoop::<()>::new(Backend::Poll, config)
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+}
