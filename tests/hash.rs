@@ -381,6 +381,12 @@ fn long_line_is_refused_and_skipped(backend: &str) {
     // Exactly at the limit: accepted.
     let text = "x".repeat(64 - "hash 1 ".len());
     assert_eq!(ask(&mut c, &format!("hash 1 {text}")), expected(&text, 1));
+    // Also when its CR LF is split and the CR arrives first (it is part of
+    // the terminator, not of the line).
+    c.write_all(format!("hash 1 {text}\r").as_bytes()).unwrap();
+    c.flush().unwrap();
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(ask(&mut c, ""), expected(&text, 1), "the LF completes it");
     // Over the limit, in several writes (the pauses only make separate
     // reads likely; the outcome must not depend on them). Later pieces look
     // like requests: they are part of the long line and must be skipped.

@@ -616,13 +616,24 @@ fn chat_long_line_disconnects_sender(backend: &str) {
     clients[2].0.write_all(&long).unwrap();
     expect_closed(&mut clients[2].0, "the sender of a 200-byte line");
     server.expect_disconnect_logged(addrs[2]);
+    assert!(
+        server
+            .stderr_text()
+            .contains(&format!("{}: line too long (max 100 bytes)", addrs[2])),
+        "the reason was not logged; stderr:\n{}",
+        server.stderr_text()
+    );
     // An unfinished line over the limit also disconnects.
     clients[3].0.write_all(&[b'z'; 150]).unwrap();
     expect_closed(&mut clients[3].0, "the sender of 150 bytes without newline");
     server.expect_disconnect_logged(addrs[3]);
-    // Exactly the limit is relayed; the first bytes b gets are a's line.
-    let ok_line = [b'y'; 100];
+    // Exactly the limit is relayed, even when its CR arrives before its LF
+    // (the pause only makes separate reads likely); the first bytes b gets
+    // are a's line.
+    let mut ok_line = vec![b'y'; 100];
+    ok_line.push(b'\r');
     clients[0].0.write_all(&ok_line).unwrap();
+    thread::sleep(Duration::from_millis(20));
     clients[0].0.write_all(b"\n").unwrap();
     let expected = format!("{}: {}\n", addrs[0], "y".repeat(100));
     let got = read_n(&mut clients[1].0, expected.len());
@@ -644,6 +655,16 @@ fn round_trip_chat(clients: &mut [(TcpStream, SocketAddr)], from: usize, to: usi
 /// Reads chat lines until `{sender}: {last}` arrives; returns the lines
 /// before it, without the sender prefix.
 fn read_chat_until(stream: &mut TcpStream, sender: SocketAddr, last: &str) -> Vec<String> {
+    read_chat_counting(stream, sender, last, &AtomicU64::new(0))
+}
+
+/// [`read_chat_until`], counting the lines read so far in `read`.
+fn read_chat_counting(
+    stream: &mut TcpStream,
+    sender: SocketAddr,
+    last: &str,
+    read: &AtomicU64,
+) -> Vec<String> {
     let prefix = format!("{sender}: ");
     let mut reader = io::BufReader::new(stream);
     let mut lines = Vec::new();
@@ -663,24 +684,34 @@ fn read_chat_until(stream: &mut TcpStream, sender: SocketAddr, last: &str) -> Ve
             return lines;
         }
         lines.push(body);
+        read.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 /// Chat with `--max-output 65536`: a receiver that never reads is
 /// disconnected once its pending output passes the limit, while a reading
-/// receiver gets every line, in order.
+/// receiver gets every line, in order. The sender keeps at most a window
+/// of lines ahead of the reader: a reader that falls a full limit behind
+/// is, by the limit's definition, not keeping up, and would be cut off too.
 fn chat_slow_receiver_disconnected(backend: &str) {
+    const WINDOW: u64 = 32; // 32 lines of ~1 KB: half the limit
     let mut server = Server::start(backend, &["--app", "chat", "--max-output", "65536"]);
     let clients = connect_logged(&server, 3);
     let addrs: Vec<SocketAddr> = clients.iter().map(|(_, a)| *a).collect();
     let mut it = clients.into_iter().map(|(c, _)| c);
     let (mut sender, mut reader, slow) = (it.next().unwrap(), it.next().unwrap(), it.next());
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
+    let read = Arc::new(AtomicU64::new(0));
+    let (stop_flag, read_so_far) = (stop.clone(), read.clone());
     let sending = thread::spawn(move || {
         let pad = "p".repeat(1000);
         let mut sent = 0u64;
+        let deadline = Instant::now() + LIVENESS;
         while !stop_flag.load(Ordering::SeqCst) && sent < 200_000 {
+            while sent >= read_so_far.load(Ordering::SeqCst) + WINDOW {
+                assert!(Instant::now() < deadline, "the reader stopped at {sent}");
+                thread::sleep(Duration::from_micros(200));
+            }
             let batch: String = (sent..sent + 16)
                 .map(|i| format!("line {i:07} {pad}\n"))
                 .collect();
@@ -692,7 +723,7 @@ fn chat_slow_receiver_disconnected(backend: &str) {
     });
     let sender_addr = addrs[0];
     let reading = thread::spawn(move || {
-        let lines = read_chat_until(&mut reader, sender_addr, "final");
+        let lines = read_chat_counting(&mut reader, sender_addr, "final", &read);
         (reader, lines)
     });
     let dropped = server.wait_for_stderr(&format!("disconnect {}", addrs[2]), LIVENESS);
