@@ -25,6 +25,8 @@ backend_suite! {
     clients_3000,
     client_that_never_reads,
     client_reset_mid_stream,
+    back_pressure_is_not_idleness,
+    write_timeout_disconnects_a_non_reader,
     half_close_echo,
     half_close_ack,
     idle_timeout,
@@ -33,6 +35,7 @@ backend_suite! {
     chat_broadcast,
     chat_long_line_disconnects_sender,
     chat_slow_receiver_disconnected,
+    chat_soft_output_limit,
     chat_burst_keeps_fast_receivers,
     garbage_to_ack,
     garbage_to_chat,
@@ -365,6 +368,66 @@ fn client_that_never_reads(backend: &str) {
     assert_eq!(server.stop().clients, 3);
 }
 
+/// `--idle-timeout 1`: a silent client is closed as idle, but a client the
+/// server stopped reading (it floods and never reads, so back-pressure
+/// holds its bytes in the kernel) is not: that silence is the server's.
+fn back_pressure_is_not_idleness(backend: &str) {
+    const LIMIT: usize = 64 << 20;
+    let mut server = Server::start(backend, &["--app", "echo", "--idle-timeout", "1"]);
+    let stuck = server.connect();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let silent = server.connect();
+    let silent_addr = silent.local_addr().unwrap();
+    let flooder = Flooder::start(stuck, Rng::new(seed("not_idle", backend)), LIMIT);
+    flooder.wait_blocked_or_done(LIMIT);
+    assert!(
+        server.wait_for_stderr(&format!("{silent_addr}: idle timeout"), LIVENESS),
+        "the silent client was not closed as idle; stderr:\n{}",
+        server.stderr_text()
+    );
+    // Two more idle periods: long enough for a wrong idle close.
+    let until = Instant::now() + Duration::from_millis(2200);
+    while Instant::now() < until {
+        assert!(
+            !server
+                .stderr_text()
+                .contains(&format!("disconnect {stuck_addr}")),
+            "the back-pressured client was closed; stderr:\n{}",
+            server.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    flooder.finish();
+    server.expect_disconnect_logged(stuck_addr);
+    drop(silent);
+    server.stop();
+}
+
+/// `--write-timeout 0.5`: a client that floods and never reads has replies
+/// waiting that it does not take; it is disconnected with that reason, and
+/// others are still served.
+fn write_timeout_disconnects_a_non_reader(backend: &str) {
+    const LIMIT: usize = 64 << 20;
+    let mut server = Server::start(backend, &["--app", "echo", "--write-timeout", "0.5"]);
+    let mut other = server.connect();
+    let stuck = server.connect();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let flooder = Flooder::start(stuck, Rng::new(seed("write_timeout", backend)), LIMIT);
+    assert!(
+        server.wait_for_stderr(
+            &format!("{stuck_addr}: write timeout (client not reading)"),
+            LIVENESS
+        ),
+        "no write timeout; stderr:\n{}",
+        server.stderr_text()
+    );
+    server.expect_disconnect_logged(stuck_addr);
+    flooder.finish();
+    round_trip(&mut other, b"still served", b"still served");
+    drop(other);
+    server.stop();
+}
+
 /// A client resets (SO_LINGER 0) while the server still owes it output:
 /// only that client is closed, others go on being served.
 fn client_reset_mid_stream(backend: &str) {
@@ -694,8 +757,37 @@ fn read_chat_counting(
 /// of lines ahead of the reader: a reader that falls a full limit behind
 /// is, by the limit's definition, not keeping up, and would be cut off too.
 fn chat_slow_receiver_disconnected(backend: &str) {
+    slow_receiver_is_cut_off(
+        backend,
+        &["--max-output", "65536"],
+        "output limit exceeded (client not reading): hard limit 65536 bytes",
+    );
+}
+
+/// The same with a soft limit (Redis's `client-output-buffer-limit`): a
+/// non-reader over 64 KiB of pushed output for 0.3 s is disconnected, far
+/// below the hard limit; the reader is not.
+fn chat_soft_output_limit(backend: &str) {
+    slow_receiver_is_cut_off(
+        backend,
+        &[
+            "--max-output",
+            "100000000",
+            "--max-output-soft",
+            "65536:0.3",
+        ],
+        "output limit exceeded (client not reading): soft limit 65536 bytes for 300ms",
+    );
+}
+
+/// Three chat clients: a sender, a reader, and one that never reads,
+/// under `limits`; the non-reader is disconnected with `reason` logged,
+/// the reader gets every line.
+fn slow_receiver_is_cut_off(backend: &str, limits: &[&str], reason: &str) {
     const WINDOW: u64 = 32; // 32 lines of ~1 KB: half the limit
-    let mut server = Server::start(backend, &["--app", "chat", "--max-output", "65536"]);
+    let mut args = vec!["--app", "chat"];
+    args.extend_from_slice(limits);
+    let mut server = Server::start(backend, &args);
     let clients = connect_logged(&server, 3);
     let addrs: Vec<SocketAddr> = clients.iter().map(|(_, a)| *a).collect();
     let mut it = clients.into_iter().map(|(c, _)| c);
@@ -738,7 +830,7 @@ fn chat_slow_receiver_disconnected(backend: &str) {
     assert!(
         server
             .stderr_text()
-            .contains(&format!("{}: output limit", addrs[2])),
+            .contains(&format!("{}: {reason}", addrs[2])),
         "the reason was not logged; stderr:\n{}",
         server.stderr_text()
     );

@@ -40,7 +40,9 @@ pub struct ServeArgs {
     /// Close a client silent this many seconds (0 = never).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
-    /// Disconnect a client whose unsent output passes this many bytes.
+    /// Disconnect a client whose pushed, unsent output (chat lines it does
+    /// not read) passes this many bytes. Replies to a client's own
+    /// requests are bounded by flow control instead.
     #[arg(long, default_value_t = 1 << 20)]
     max_output: usize,
     /// Longest line accepted: chat disconnects the sender, hash answers
@@ -62,6 +64,27 @@ pub struct ServeArgs {
     /// No per-message and per-connection lines.
     #[arg(short, long)]
     quiet: bool,
+    /// Disconnect a client whose pushed output stays over BYTES for SECS
+    /// seconds (Redis's soft client-output-buffer-limit), as BYTES:SECS.
+    #[arg(long, value_name = "BYTES:SECS", value_parser = parse_soft_limit)]
+    max_output_soft: Option<(usize, Duration)>,
+    /// Disconnect a client that has output waiting and takes none of it
+    /// for SECS seconds (0 = never).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    write_timeout: f64,
+}
+
+/// `BYTES:SECS`, both positive.
+fn parse_soft_limit(s: &str) -> Result<(usize, Duration), String> {
+    let usage = || format!("expected BYTES:SECS (for example 262144:10), got {s:?}");
+    let (bytes, secs) = s.split_once(':').ok_or_else(usage)?;
+    let bytes: usize = bytes.parse().map_err(|_| usage())?;
+    let secs: f64 = secs.parse().map_err(|_| usage())?;
+    let period = super::seconds("the soft limit's SECS", secs)?;
+    if bytes == 0 || period.is_zero() {
+        return Err(usage());
+    }
+    Ok((bytes, period))
 }
 
 pub fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -87,6 +110,12 @@ pub fn run(args: ServeArgs) -> i32 {
     config.max_input = args.max_line.saturating_add(64 * 1024);
     config.workers = args.workers.into();
     config.stall_threshold = (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms));
+    config.max_output_soft = args.max_output_soft;
+    config.write_timeout = match super::seconds("--write-timeout", args.write_timeout) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d),
+        Err(e) => return super::usage_error(&e),
+    };
     config.stats_interval = match super::seconds("--stats", args.stats) {
         Ok(d) if d.is_zero() => None,
         Ok(d) => Some(d.max(Duration::from_millis(10))),
@@ -168,5 +197,26 @@ impl Server {
         );
         let _ = out.flush();
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_soft_limit;
+    use std::time::Duration;
+
+    #[test]
+    fn soft_limit_is_bytes_colon_seconds() {
+        assert_eq!(
+            parse_soft_limit("262144:10"),
+            Ok((262_144, Duration::from_secs(10)))
+        );
+        assert_eq!(
+            parse_soft_limit("1000:0.5"),
+            Ok((1000, Duration::from_millis(500)))
+        );
+        for bad in ["", "10", "x:1", "10:x", "0:1", "10:0", "10:-1", "10:1e9"] {
+            assert!(parse_soft_limit(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
