@@ -41,6 +41,12 @@
 //! }
 //! ```
 //!
+//! The contract an app can rely on (flow control both ways, unconsumed
+//! input offered again, limits told before they close, per-connection
+//! [`App::State`], timers, pause/resume) is written out in [`app`]; the
+//! `examples/` directory has an HTTP/1.1 and a RESP2 server built on it.
+//! The library prints nothing: it reports through the [`log`] facade.
+//!
 //! A handler too heavy for the loop thread goes to the offload pool
 //! ([`Config::workers`], [`Ctx::offload`], [`App::on_job_done`]).
 //!

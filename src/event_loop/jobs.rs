@@ -12,10 +12,12 @@ impl<S: Default> EventLoop<S> {
         let Some(pool) = &self.shared.pool else {
             return;
         };
+        let max_jobs = self.shared.config.max_jobs_per_conn;
         for (job, id, result) in pool.take_done() {
             let Some(conn) = self.shared.live_mut(id) else {
                 continue;
             };
+            let at_limit = conn.jobs() >= max_jobs;
             if let Some(io) = conn.io_mut() {
                 io.jobs = io.jobs.saturating_sub(1);
             }
@@ -25,7 +27,9 @@ impl<S: Default> EventLoop<S> {
                 conn.set(Flags::REOFFER, true);
             }
             let active = conn.is_active();
-            if has_input {
+            // Reading stopped at the limit: an edge-triggered backend will
+            // not report the bytes still waiting in the socket.
+            if has_input || (at_limit && self.edge) {
                 self.shared.unfinished.push(Token(id.0));
             }
             if active {

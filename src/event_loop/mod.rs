@@ -9,13 +9,13 @@
 //!    (input to offer again, an edge-triggered budget), else until the next
 //!    timer, at most the caller's timeout.
 //! 3. Wait on the selector.
-//! 4. Dispatch each event by token ([`token`]): a listener accepts (up to a
-//!    budget, [`accept`]), the waker and the signal pipe are drained, a
-//!    connection reads and writes ([`conn_io`]), handing input to the app with
-//!    flow control ([`deliver`]). A token whose generation no longer
+//! 4. Dispatch each event by token (`token.rs`): a listener accepts (up to a
+//!    budget, `accept.rs`), the waker and the signal pipe are drained, a
+//!    connection reads and writes (`conn_io.rs`), handing input to the app with
+//!    flow control (`deliver.rs`). A token whose generation no longer
 //!    matches a live connection is stale and dropped.
 //! 5. Serve the connections left unfinished last turn, as if readable.
-//! 6. Fire due timers ([`timers`]); hand finished jobs to the app ([`jobs`]).
+//! 6. Fire due timers (`timers.rs`); hand finished jobs to the app (`jobs.rs`).
 //! 7. Write the new output again (step 1), so a caller of `run_once` sees
 //!    replies leave within the turn that caused them.
 //!
