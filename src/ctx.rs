@@ -14,6 +14,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnId, Flags, Phase};
+use crate::group::{Group, Message};
 use crate::pool::{JobId, JobResult, Pool};
 use crate::selector::Token;
 use crate::stats::Stats;
@@ -155,6 +156,8 @@ pub(crate) struct Shared {
     /// The connection whose own callback runs now: what is sent to it
     /// is a reply (bounded by flow control), not pushed output.
     pub serving: Option<ConnId>,
+    /// The group this loop belongs to, and its index there.
+    pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
     broadcast_ids: Vec<ConnId>,
 }
@@ -185,6 +188,7 @@ impl Shared {
             pool,
             backend,
             serving: None,
+            group: None,
             broadcast_ids: Vec::new(),
         }
     }
@@ -451,6 +455,36 @@ impl Ctx<'_> {
             _ => return false,
         }
         self.shared.timers.cancel(timer).is_some()
+    }
+
+    /// This loop's index in its group (0 for a loop on its own).
+    pub fn loop_index(&self) -> usize {
+        self.shared.group.as_ref().map_or(0, |(_, i)| *i)
+    }
+
+    /// Loops in this loop's group (1 for a loop on its own).
+    pub fn loops(&self) -> usize {
+        self.shared.group.as_ref().map_or(1, |(g, _)| g.len())
+    }
+
+    /// Sends `message` to loop `to` of the group; it arrives in
+    /// [`crate::App::on_message`] on that loop's thread, after the
+    /// messages this loop posted to it before. False if there is no such
+    /// loop (or this loop is on its own).
+    pub fn post(&self, to: usize, message: Message) -> bool {
+        self.shared
+            .group
+            .as_ref()
+            .is_some_and(|(g, _)| g.post(to, message))
+    }
+
+    /// Sends a clone of `message` to every other loop of the group.
+    pub fn post_to_others<M: Clone + Send + 'static>(&self, message: M) {
+        if let Some((group, me)) = &self.shared.group {
+            for to in (0..group.len()).filter(|to| to != me) {
+                group.post(to, Box::new(message.clone()));
+            }
+        }
     }
 
     /// The time this turn started (cheaper than `Instant::now`).

@@ -61,6 +61,7 @@ mod config;
 mod conn;
 mod ctx;
 pub mod event_loop;
+pub mod group;
 pub mod limits;
 pub mod net;
 pub mod pool;

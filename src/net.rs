@@ -10,12 +10,25 @@ pub const BACKLOG: i32 = 4096;
 
 /// A listening TCP socket on `addr` with `SO_REUSEADDR` and a deep backlog.
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    listener(addr, false)
+}
+
+/// [`tcp_listener`] with `SO_REUSEPORT`: several such sockets may listen
+/// on one address, and the kernel spreads new connections across them.
+pub fn tcp_listener_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    listener(addr, true)
+}
+
+fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
     };
     let fd = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuseport {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
     bind(&fd, &addr)?;
     listen(&fd, BACKLOG)?;
     Ok(TcpListener::from(fd))

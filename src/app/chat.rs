@@ -1,15 +1,22 @@
 //! `chat`: every complete line a client sends goes to all *other* clients
 //! as `ADDR: LINE\n`.
 //!
+//! In a group of loops (`serve --threads N`) a line also goes to the other
+//! loops, which relay it to their clients: every client hears every other,
+//! in order per sender.
+//!
 //! Limits, like Redis's client buffers: a sender whose line grows past
 //! `max_line` is disconnected (the reason is logged); a receiver that does
 //! not read what it is pushed goes over the loop's output limits
 //! ([`crate::Config::max_output`], `max_output_soft`) and is disconnected
 //! by the loop rather than let the server's memory grow.
 
+use std::sync::Arc;
+
 use super::{App, line_too_long, split_lines};
 use crate::conn::ConnId;
 use crate::ctx::Ctx;
+use crate::group::Message;
 
 /// The chat app.
 pub struct Chat {
@@ -55,6 +62,10 @@ impl App for Chat {
             self.message.extend_from_slice(line);
             self.message.push(b'\n');
             ctx.broadcast(&self.message, Some(conn));
+            if ctx.loops() > 1 {
+                // Clients on the other loops of a group get it there.
+                ctx.post_to_others(Relayed(Arc::new(self.message.clone())));
+            }
         }
         if line_too_long(&input[used..], self.max_line) {
             self.too_long(ctx, conn);
@@ -62,4 +73,14 @@ impl App for Chat {
         }
         used
     }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message) {
+        if let Ok(line) = message.downcast::<Relayed>() {
+            ctx.broadcast(&line.0, None);
+        }
+    }
 }
+
+/// A chat line from another loop of the group, shared by all receivers.
+#[derive(Clone)]
+struct Relayed(Arc<Vec<u8>>);

@@ -108,6 +108,9 @@ pub trait App {
     /// The loop's [`crate::Waker`] rang.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
 
+    /// Another loop of the group posted `message` ([`Ctx::post`]).
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _message: crate::group::Message) {}
+
     /// A job given to [`Ctx::offload`] for `conn` finished. Results for a
     /// connection that closed meanwhile are dropped. A job that panicked
     /// returns [`crate::pool::JobPanicked`].

@@ -2,7 +2,8 @@
 
 use clap::{Args, ValueEnum};
 use iomux::app::{Ack, App, Chat, Echo, Hash};
-use iomux::{Backend, Config, EventLoop};
+use iomux::group::Threads;
+use iomux::{Backend, Config, EventLoop, Stats};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
@@ -72,6 +73,11 @@ pub struct ServeArgs {
     /// for SECS seconds (0 = never).
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     write_timeout: f64,
+    /// Event loops, each in its own thread with its own SO_REUSEPORT
+    /// listener (0 = one per available core). --max-clients counts all of
+    /// them; --workers is per loop.
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    threads: u16,
 }
 
 /// `BYTES:SECS`, both positive.
@@ -124,6 +130,36 @@ pub fn run(args: ServeArgs) -> i32 {
     if let Err(e) = config.validate() {
         return super::usage_error(&e.to_string());
     }
+    let loops = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    if loops > 1 {
+        let threads = match Threads::new(args.bind, loops) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("iomux: cannot listen on {}: {e}", args.bind);
+                return 1;
+            }
+        };
+        let group = Group {
+            backend,
+            config,
+            threads,
+        };
+        let (max_line, offload_above, reply, print) = (
+            args.max_line,
+            args.offload_above,
+            args.reply.clone(),
+            !args.quiet,
+        );
+        return match args.app {
+            AppName::Ack => group.run(|_| Ack::new(reply.as_bytes(), print)),
+            AppName::Echo => group.run(|_| Echo),
+            AppName::Chat => group.run(|_| Chat::new(max_line)),
+            AppName::Hash => group.run(|_| Hash::new(max_line, offload_above)),
+        };
+    }
     let listener = match iomux::net::tcp_listener(args.bind) {
         Ok(l) => l,
         Err(e) => {
@@ -141,6 +177,57 @@ pub fn run(args: ServeArgs) -> i32 {
         AppName::Echo => server.run(Echo),
         AppName::Chat => server.run(Chat::new(args.max_line)),
         AppName::Hash => server.run(Hash::new(args.max_line, args.offload_above)),
+    }
+}
+
+/// Prints the start-up line.
+fn print_listening(local: SocketAddr, backend: &str, app: &str, loops: usize) {
+    let mut out = std::io::stdout().lock();
+    let loops = if loops > 1 {
+        format!(", {loops} loops")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "iomux: listening on {local} (backend {backend}, app {app}{loops})"
+    );
+    let _ = out.flush();
+}
+
+/// Prints the shutdown summary; returns exit code 0.
+fn print_summary(stats: &Stats) -> i32 {
+    // Not println!: a closed stdout must not turn a clean stop into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
+        stats.accepted, stats.bytes_in, stats.bytes_out
+    );
+    let _ = out.flush();
+    0
+}
+
+/// Several loops, one per thread, on one address.
+struct Group {
+    backend: Backend,
+    config: Config,
+    threads: Threads,
+}
+
+impl Group {
+    fn run<A: App, F: Fn(usize) -> A + Sync>(self, make_app: F) -> i32 {
+        let local = self.threads.local_addr();
+        let loops = self.threads.loops();
+        let app_name = make_app(0).name();
+        let ready = |backend: &str| print_listening(local, backend, app_name, loops);
+        match self.threads.run(self.backend, self.config, make_app, ready) {
+            Ok(stats) => print_summary(&stats.total()),
+            Err(e) => {
+                eprintln!("iomux: event loops failed: {e}");
+                1
+            }
+        }
     }
 }
 
@@ -173,30 +260,12 @@ impl Server {
                 return 1;
             }
         };
-        {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "iomux: listening on {local} (backend {}, app {})",
-                lp.backend_name(),
-                app.name()
-            );
-            let _ = out.flush();
-        }
+        print_listening(local, lp.backend_name(), app.name(), 1);
         if let Err(e) = lp.run(&mut app) {
             eprintln!("iomux: event loop failed: {e}");
             return 1;
         }
-        let stats = lp.stats();
-        // Not println!: a closed stdout must not turn a clean stop into a panic.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
-            stats.accepted, stats.bytes_in, stats.bytes_out
-        );
-        let _ = out.flush();
-        0
+        print_summary(&lp.stats())
     }
 }
 

@@ -57,6 +57,11 @@ impl<S: Default> EventLoop<S> {
         entry.insert(conn);
         *Self::state_slot(&mut self.states, id.index()) = S::default();
         self.shared.stats.accepted += 1;
+        if let Some((group, _)) = &self.shared.group {
+            group
+                .clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(timeout) = self.shared.config.idle_timeout {
             self.shared.add_timer(timeout, TimerKind::Idle(id));
         }
@@ -116,7 +121,11 @@ impl<S: Default> EventLoop<S> {
 
     fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: TcpStream, peer: SocketAddr) {
         let config = &self.shared.config;
-        if self.shared.conns.len() >= config.max_clients {
+        let clients = match &self.shared.group {
+            Some((group, _)) => group.clients.load(std::sync::atomic::Ordering::Relaxed),
+            None => self.shared.conns.len(),
+        };
+        if clients >= config.max_clients {
             self.shared.stats.rejected += 1;
             log::info!(
                 target: "iomux::conn",

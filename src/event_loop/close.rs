@@ -43,6 +43,11 @@ impl<S: Default> EventLoop<S> {
         // Closed before it is logged: a reader of the log sees the fd gone.
         let peer = self.shared.conns.remove(id.index()).peer();
         self.shared.stats.closed += 1;
+        if let Some((group, _)) = &self.shared.group {
+            group
+                .clients
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(why) = reason.describe() {
             log::info!(target: "iomux::conn", "{peer}: {why}");
         }

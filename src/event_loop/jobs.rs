@@ -1,8 +1,12 @@
-//! Results of offloaded jobs, back on the loop thread.
+//! What other threads hand the loop: results of offloaded jobs, and
+//! messages from the other loops of its group.
+
+use std::sync::Arc;
 
 use super::{EventLoop, watch};
 use crate::app::App;
 use crate::conn::Flags;
+use crate::group::Group;
 use crate::selector::Token;
 
 impl<S: Default> EventLoop<S> {
@@ -42,5 +46,29 @@ impl<S: Default> EventLoop<S> {
             self.shared.mark_dirty(id);
             self.reap(app);
         }
+    }
+}
+
+impl<S: Default> EventLoop<S> {
+    /// Makes this loop member `index` of `group`: it receives the group's
+    /// messages for it, and counts its clients against the group's total.
+    pub(crate) fn join_group(&mut self, group: Arc<Group>, index: usize) {
+        self.shared.group = Some((group, index));
+    }
+
+    /// Hands the messages other loops posted to the app, in order.
+    pub(super) fn collect_messages<A: App<State = S>>(&mut self, app: &mut A) {
+        let Some((group, index)) = &self.shared.group else {
+            return;
+        };
+        group.take(*index, &mut self.inbox);
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for message in inbox.drain(..) {
+            watch::call(&mut self.shared, app, |app, ctx| {
+                app.on_message(ctx, message)
+            });
+            self.reap(app);
+        }
+        self.inbox = inbox;
     }
 }

@@ -111,6 +111,10 @@ pub struct EventLoop<S = ()> {
     turn_started: Option<Instant>,
     turn_times: TurnTimes,
     last_stats: (Instant, Stats),
+    /// Messages taken from this loop's mailbox (reused, no allocation).
+    inbox: Vec<crate::group::Message>,
+    /// Pending output summed at the last stats tick.
+    pending_at_tick: usize,
 }
 
 impl<S: Default> EventLoop<S> {
@@ -147,6 +151,8 @@ impl<S: Default> EventLoop<S> {
             turn_started: None,
             turn_times: TurnTimes::default(),
             last_stats: (Instant::now(), Stats::default()),
+            inbox: Vec::new(),
+            pending_at_tick: 0,
         })
     }
 
@@ -288,6 +294,7 @@ impl<S: Default> EventLoop<S> {
         self.spare_tokens = batch;
         self.fire_timers(app);
         self.before_sleep(app);
+        self.publish_stats();
         Ok(Status::Running)
     }
 
@@ -333,6 +340,7 @@ impl<S: Default> EventLoop<S> {
                     self.shared.stop_requested = true;
                 }
                 self.collect_jobs(app);
+                self.collect_messages(app);
             }
             Source::Signals => {
                 if self.signals.as_mut().is_some_and(SignalPipe::drain) {

@@ -86,27 +86,68 @@ impl<S: Default> EventLoop<S> {
         &mut states[index]
     }
 
-    /// One `stats` line: rates over the interval since the last.
+    /// In a group with a stats line, publishes this loop's counters (a few
+    /// relaxed stores per turn; pending output as of the last tick) for
+    /// loop 0 to add up.
+    pub(super) fn publish_stats(&self) {
+        if let Some((group, index)) = &self.shared.group
+            && self.shared.config.stats_interval.is_some()
+        {
+            let p99 = self.turn_times.p99_us();
+            let (stats, clients) = (&self.shared.stats, self.shared.conns.len());
+            group.publish(*index, stats, clients, p99, self.pending_at_tick);
+        }
+    }
+
+    /// One `stats` line: rates over the interval since the last. In a
+    /// group, every loop publishes its counters each turn and loop 0 logs
+    /// the totals, with each loop's client count in `loops=`.
     pub(super) fn log_stats(&mut self) {
         let now = Instant::now();
         let (then, before) = self.last_stats;
         let secs = (now - then).as_secs_f64().max(1e-9);
-        let s = self.shared.stats;
-        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
-        let pending: usize = self.shared.conns.iter().map(|(_, c)| c.pending()).sum();
+        let mut pending: usize = self.shared.conns.iter().map(|(_, c)| c.pending()).sum();
         let queued = self.shared.pool.as_ref().map_or(0, Pool::queued);
+        let mut s = self.shared.stats;
+        let mut clients = self.shared.conns.len();
+        let mut p99 = self.turn_times.p99_us();
+        let mut per_loop = String::new();
+        // Summed over the connections once per tick, not per turn.
+        self.pending_at_tick = pending;
+        if let Some((group, index)) = &self.shared.group {
+            group.publish(*index, &s, clients, p99, pending);
+            if *index != 0 {
+                self.turn_times = TurnTimes::default();
+                return;
+            }
+            let all = group.published();
+            let sum = |i: usize| all.iter().map(|v| v[i]).sum::<u64>();
+            s.accepted = sum(0);
+            s.closed = sum(1);
+            s.requests = sum(2);
+            s.bytes_in = sum(3);
+            s.bytes_out = sum(4);
+            s.turns = sum(5);
+            clients = sum(6) as usize;
+            s.stalls = sum(8);
+            pending = sum(9) as usize;
+            p99 = all.iter().map(|v| v[7]).max().unwrap_or(p99);
+            let counts: Vec<String> = all.iter().map(|v| v[6].to_string()).collect();
+            per_loop = format!(" loops={}", counts.join("/"));
+        }
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
         log::info!(
             target: "iomux::stats",
             "clients={} accepted={} closed={} req_s={:.0} in_bytes_s={:.0} out_bytes_s={:.0} \
-             turns_s={:.0} turn_p99_us={} pending_out={} pool_queue={} stalls={}",
-            self.shared.conns.len(),
+             turns_s={:.0} turn_p99_us={} pending_out={} pool_queue={} stalls={}{per_loop}",
+            clients,
             s.accepted,
             s.closed,
             rate(s.requests, before.requests),
             rate(s.bytes_in, before.bytes_in),
             rate(s.bytes_out, before.bytes_out),
             rate(s.turns, before.turns),
-            self.turn_times.p99_us(),
+            p99,
             pending,
             queued,
             s.stalls

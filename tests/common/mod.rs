@@ -319,6 +319,11 @@ impl Server {
         self.stderr.wait_until(timeout, |t| t.contains(needle))
     }
 
+    /// Waits until `done(stderr so far)` holds; false on timeout.
+    pub fn wait_stderr_until(&self, timeout: Duration, done: impl FnMut(&str) -> bool) -> bool {
+        self.stderr.wait_until(timeout, done)
+    }
+
     /// Waits until stdout contains `needle`; false on timeout.
     pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> bool {
         self.stdout.wait_until(timeout, |t| t.contains(needle))
