@@ -340,6 +340,14 @@ impl Ctx<'_> {
         self.shared.live(conn).is_some_and(|c| c.has(Flags::FULL))
     }
 
+    /// True once the peer has shut down its write side: the input offered
+    /// now is all there will be (a final request may lack its terminator).
+    pub fn input_ended(&self, conn: ConnId) -> bool {
+        self.shared
+            .live(conn)
+            .is_some_and(|c| matches!(c.phase, Phase::EofPending | Phase::ReadClosed))
+    }
+
     /// Closes `conn` now, dropping any output not yet written.
     pub fn close(&mut self, conn: ConnId) {
         self.shared.schedule_close(conn, CloseReason::App);

@@ -43,6 +43,7 @@ backend_suite! {
     sigterm_waits_for_job_in_flight,
     job_longer_than_grace_is_abandoned,
     half_close_with_job_in_flight,
+    half_close_past_the_job_limit,
     stats_lines,
     library_offload_from_a_custom_app,
     library_panicking_job_is_reported,
@@ -735,6 +736,28 @@ fn half_close_with_job_in_flight(backend: &str) {
     drop(c);
     let summary = server.stop();
     assert_eq!(summary.clients, 2);
+}
+
+/// 200 offloaded requests (more than the per-connection job limit of 64)
+/// and then a half-close: the requests past the limit wait in the input,
+/// are offered as jobs come back, and every one is answered, in order,
+/// before the end of stream.
+fn half_close_past_the_job_limit(backend: &str) {
+    let mut server = hash_server(backend, &["--workers", "1", "--offload-above", "1"]);
+    let mut c = server.connect();
+    let requests: String = (0..200).map(|i| format!("hash 2 r{i}\n")).collect();
+    c.write_all(requests.as_bytes()).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let (got, error) = read_to_end(&mut c);
+    assert!(error.is_none(), "{error:?}");
+    let want: String = (0..200).map(|i| expected(&format!("r{i}"), 2)).collect();
+    assert!(
+        String::from_utf8_lossy(&got) == want,
+        "got {} of 200 replies",
+        got.iter().filter(|&&b| b == b'\n').count()
+    );
+    drop(c);
+    server.stop();
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 //!   output has room (pending output at or below the high-water mark).
 //!   What the app does not consume is offered again *without new bytes*
 //!   when the call consumed something, when output drains below the
-//!   low-water mark, when reading resumes, and at end of stream before
+//!   low-water mark, when reading resumes, when a job comes back, and once
+//!   more at end of stream (with [`Ctx::input_ended`] true) before
 //!   [`App::on_eof`]. An app that answers one request per call, or stops
 //!   when [`Ctx::output_full`] says so, never strands a request.
 //! - **Output** sent to a connection from its own callbacks is a reply,

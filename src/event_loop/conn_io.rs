@@ -69,6 +69,11 @@ impl<S: Default> EventLoop<S> {
                 continue;
             }
             if conn.phase == Phase::EofPending {
+                if conn.has_input() && !conn.may_deliver(max_jobs) {
+                    // Requests wait for room (a drain, a job back); the end
+                    // of stream is told after them.
+                    return;
+                }
                 self.tell_eof(app, id);
                 return;
             }
@@ -83,7 +88,13 @@ impl<S: Default> EventLoop<S> {
                     self.shared.schedule_close(id, reason);
                     return;
                 }
-                Ok(0) => conn.phase = Phase::EofPending,
+                Ok(0) => {
+                    conn.phase = Phase::EofPending;
+                    // Offered once more, now with `Ctx::input_ended` true,
+                    // so the app can take a final unterminated request.
+                    let rest = conn.has_input();
+                    conn.set(Flags::REOFFER, rest);
+                }
                 Ok(n) => {
                     if !lingering {
                         conn.io_or_new(now).last_read = now;
