@@ -179,6 +179,12 @@ impl Threads {
                 "a group needs at least one loop",
             ));
         }
+        if addr.port() != 0 {
+            // SO_REUSEPORT would let this group share a port with another
+            // server's group without a word; a plain bind says if the port
+            // is taken. (Bound, not listening, and closed at once.)
+            crate::net::bind_probe(addr)?;
+        }
         let first = crate::net::tcp_listener_reuseport(addr)?;
         let local = first.local_addr()?;
         let mut listeners = vec![first];

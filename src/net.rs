@@ -19,12 +19,24 @@ pub fn tcp_listener_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     listener(addr, true)
 }
 
-fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
-    let family = match addr {
+/// Binds (without listening) and closes a socket on `addr`: an error if
+/// another socket listens there, `SO_REUSEPORT` or not.
+pub(crate) fn bind_probe(addr: SocketAddr) -> io::Result<()> {
+    let fd = socket_with(family(addr), SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    bind(&fd, &addr)?;
+    Ok(())
+}
+
+fn family(addr: SocketAddr) -> AddressFamily {
+    match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let fd = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    }
+}
+
+fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
+    let fd = socket_with(family(addr), SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     if reuseport {
         sockopt::set_socket_reuseport(&fd, true)?;

@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use common::{LIVENESS, Server, expect_closed, read_to_end, round_trip};
+use common::{LIVENESS, Server, expect_closed, read_to_end, round_trip, run_to_exit};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
@@ -18,6 +18,7 @@ backend_suite! {
     chat_across_loops,
     max_clients_across_loops,
     sigterm_flushes_every_loop,
+    a_port_in_use_is_refused,
 }
 
 fn start(backend: &str, extra: &[&str]) -> Server {
@@ -242,4 +243,31 @@ fn sigterm_flushes_every_loop(backend: &str) {
     let summary = server.expect_clean_exit();
     assert_eq!(summary.clients, 8);
     assert_eq!(summary.bytes_out, total, "{summary:?}");
+}
+
+/// SO_REUSEPORT must not let a second group (or a plain server) share the
+/// port of a running group: both refuse with one line and exit 1.
+fn a_port_in_use_is_refused(backend: &str) {
+    let mut server = start(backend, &["-q"]);
+    let addr = server.addr.to_string();
+    for threads in ["2", "1"] {
+        let args = [
+            "serve",
+            "--backend",
+            backend,
+            "--threads",
+            threads,
+            "--bind",
+            &addr,
+        ];
+        let done = run_to_exit(&args, &[], LIVENESS);
+        assert_eq!(done.status.code(), Some(1), "stderr:\n{}", done.stderr);
+        assert!(
+            done.stderr.contains(&format!("cannot listen on {addr}"))
+                && done.stderr.contains("in use"),
+            "stderr:\n{}",
+            done.stderr
+        );
+    }
+    server.stop();
 }

@@ -134,33 +134,12 @@ pub fn run(args: ServeArgs) -> i32 {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
     };
-    if loops > 1 {
-        let threads = match Threads::new(args.bind, loops) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("iomux: cannot listen on {}: {e}", args.bind);
-                return 1;
-            }
-        };
-        let group = Group {
-            backend,
-            config,
-            threads,
-        };
-        let (max_line, offload_above, reply, print) = (
-            args.max_line,
-            args.offload_above,
-            args.reply.clone(),
-            !args.quiet,
-        );
-        return match args.app {
-            AppName::Ack => group.run(|_| Ack::new(reply.as_bytes(), print)),
-            AppName::Echo => group.run(|_| Echo),
-            AppName::Chat => group.run(|_| Chat::new(max_line)),
-            AppName::Hash => group.run(|_| Hash::new(max_line, offload_above)),
-        };
-    }
-    let listener = match iomux::net::tcp_listener(args.bind) {
+    let listening = if loops > 1 {
+        Threads::new(args.bind, loops).map(Listening::Group)
+    } else {
+        iomux::net::tcp_listener(args.bind).map(Listening::One)
+    };
+    let listening = match listening {
         Ok(l) => l,
         Err(e) => {
             eprintln!("iomux: cannot listen on {}: {e}", args.bind);
@@ -170,13 +149,15 @@ pub fn run(args: ServeArgs) -> i32 {
     let server = Server {
         backend,
         config,
-        listener,
+        listening,
     };
+    let (max_line, offload_above, print) = (args.max_line, args.offload_above, !args.quiet);
+    let reply = args.reply.as_bytes();
     match args.app {
-        AppName::Ack => server.run(Ack::new(args.reply.as_bytes(), !args.quiet)),
-        AppName::Echo => server.run(Echo),
-        AppName::Chat => server.run(Chat::new(args.max_line)),
-        AppName::Hash => server.run(Hash::new(args.max_line, args.offload_above)),
+        AppName::Ack => server.run(|_| Ack::new(reply, print)),
+        AppName::Echo => server.run(|_| Echo),
+        AppName::Chat => server.run(|_| Chat::new(max_line)),
+        AppName::Hash => server.run(|_| Hash::new(max_line, offload_above)),
     }
 }
 
@@ -208,65 +189,67 @@ fn print_summary(stats: &Stats) -> i32 {
     0
 }
 
-/// Several loops, one per thread, on one address.
-struct Group {
-    backend: Backend,
-    config: Config,
-    threads: Threads,
-}
-
-impl Group {
-    fn run<A: App, F: Fn(usize) -> A + Sync>(self, make_app: F) -> i32 {
-        let local = self.threads.local_addr();
-        let loops = self.threads.loops();
-        let app_name = make_app(0).name();
-        let ready = |backend: &str| print_listening(local, backend, app_name, loops);
-        match self.threads.run(self.backend, self.config, make_app, ready) {
-            Ok(stats) => print_summary(&stats.total()),
-            Err(e) => {
-                eprintln!("iomux: event loops failed: {e}");
-                1
-            }
-        }
-    }
+/// Where the server listens: one loop, or a group of loops.
+enum Listening {
+    One(TcpListener),
+    Group(Threads),
 }
 
 /// What every app is served with.
 struct Server {
     backend: Backend,
     config: Config,
-    listener: TcpListener,
+    listening: Listening,
 }
 
 impl Server {
-    /// Runs `app` until a signal stops the loop; returns the exit code.
-    fn run<A: App>(self, mut app: A) -> i32 {
+    /// Runs the app `make_app` builds (once per loop) until a signal stops
+    /// the loops; returns the exit code.
+    fn run<A: App, F: Fn(usize) -> A + Sync>(self, make_app: F) -> i32 {
         let Server {
             backend,
             config,
-            listener,
+            listening,
         } = self;
-        let setup = || -> std::io::Result<(EventLoop<A::State>, SocketAddr)> {
-            let local = listener.local_addr()?;
-            let mut lp = EventLoop::new(backend, config)?;
-            lp.listen(listener)?;
-            lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-            Ok((lp, local))
+        let threads = match listening {
+            Listening::One(listener) => return run_one(backend, config, listener, make_app(0)),
+            Listening::Group(threads) => threads,
         };
-        let (mut lp, local) = match setup() {
-            Ok(x) => x,
+        let (local, loops) = (threads.local_addr(), threads.loops());
+        let app_name = make_app(0).name();
+        let ready = |backend: &str| print_listening(local, backend, app_name, loops);
+        match threads.run(backend, config, make_app, ready) {
+            Ok(stats) => print_summary(&stats.total()),
             Err(e) => {
-                eprintln!("iomux: cannot start the {backend} event loop: {e}");
-                return 1;
+                eprintln!("iomux: cannot run the {backend} event loops: {e}");
+                1
             }
-        };
-        print_listening(local, lp.backend_name(), app.name(), 1);
-        if let Err(e) = lp.run(&mut app) {
-            eprintln!("iomux: event loop failed: {e}");
+        }
+    }
+}
+
+/// One loop on this thread.
+fn run_one<A: App>(backend: Backend, config: Config, listener: TcpListener, mut app: A) -> i32 {
+    let setup = || -> std::io::Result<(EventLoop<A::State>, SocketAddr)> {
+        let local = listener.local_addr()?;
+        let mut lp = EventLoop::new(backend, config)?;
+        lp.listen(listener)?;
+        lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        Ok((lp, local))
+    };
+    let (mut lp, local) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("iomux: cannot start the {backend} event loop: {e}");
             return 1;
         }
-        print_summary(&lp.stats())
+    };
+    print_listening(local, lp.backend_name(), app.name(), 1);
+    if let Err(e) = lp.run(&mut app) {
+        eprintln!("iomux: event loop failed: {e}");
+        return 1;
     }
+    print_summary(&lp.stats())
 }
 
 #[cfg(test)]
