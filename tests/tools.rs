@@ -722,7 +722,13 @@ fn bench_rate_holds_the_asked_rate_and_says_what_it_achieved() {
     assert_eq!(j["rate_asked"], 2000.0);
     let achieved = j["rate_achieved"].as_f64().unwrap();
     assert!((1700.0..=2300.0).contains(&achieved), "{j}");
-    assert!(j["send_lag_us"]["p50_us"].as_f64().is_some(), "{j}");
+    assert!(j["bench_lag_us"]["p50_us"].as_f64().is_some(), "{j}");
+    // Every request due in the window is waited for and measured.
+    assert_eq!(j["requests"], j["sent"], "{j}");
+    assert!(
+        j["latency_from_send_us"]["p50_us"].as_f64().is_some(),
+        "{j}"
+    );
     let (code, stdout, _) = run(&[
         "bench",
         "--addr",

@@ -141,6 +141,8 @@ pub(crate) struct LoadGen {
     started: bool,
     recording: bool,
     stopping: bool,
+    /// Open loop, window over: waiting for the measured responses.
+    draining: bool,
     interrupted: bool,
     window_start: Option<Instant>,
     window_end: Option<Instant>,
@@ -153,9 +155,13 @@ pub(crate) struct LoadGen {
     latency: Histogram<u64>,
     heavy_latency: Histogram<u64>,
     heavy_requests: u64,
-    /// Open loop: how late each measured request went out after its due
-    /// time (the bench's own lateness, included in the latency).
+    /// Open loop: how late the bench took each request off its schedule
+    /// (its own lateness: timer resolution, CPU; not the time a request
+    /// then waits for a free pipeline slot, which is the server's).
     send_lag: Histogram<u64>,
+    /// Open loop: latency from the real send time (what a closed loop
+    /// would report; wrk2's "uncorrected" latency).
+    from_send: Histogram<u64>,
     pub(crate) errors: Errors,
     last_progress: (Instant, u64),
     /// The one heavy request's expected reply, computed once.
@@ -231,7 +237,9 @@ impl LoadGen {
                 .clamp(Duration::from_millis(10), Duration::from_millis(100)),
             progress: leader && config.progress && config.interval.is_none(),
             leader,
-            count_sent: config.requests.is_some(),
+            // Open loop and --requests: the requests due (sent) in the
+            // window are measured, however late they are answered.
+            count_sent: config.requests.is_some() || config.rate.is_some(),
             budget: config.requests,
             measured_outstanding: 0,
             observer,
@@ -245,6 +253,7 @@ impl LoadGen {
             started: false,
             recording: false,
             stopping: false,
+            draining: false,
             interrupted: false,
             window_start: None,
             window_end: None,
@@ -258,6 +267,7 @@ impl LoadGen {
             heavy_latency: new_histogram(),
             heavy_requests: 0,
             send_lag: new_histogram(),
+            from_send: new_histogram(),
             // Computed before the run: it costs as much as a heavy request.
             heavy_reply: match config.mode {
                 Mode::Hash { heavy, heavy_iters } if heavy > 0 => {
@@ -354,7 +364,7 @@ impl LoadGen {
 
     /// Whether one more request may go out, and if it is measured.
     fn take_slot(&mut self) -> Option<bool> {
-        if self.stopping {
+        if self.stopping || self.draining {
             return None;
         }
         if !self.recording {
@@ -399,11 +409,6 @@ impl LoadGen {
         self.build(heavy, seq);
         if self.recording {
             self.bytes_sent += self.request.len() as u64;
-            if self.rate.is_some() {
-                let _ = self
-                    .send_lag
-                    .record(nanos(now.saturating_duration_since(due)).max(1));
-            }
         }
         ctx.send(conn, &self.request);
     }
@@ -427,32 +432,49 @@ impl LoadGen {
 
     /// Open loop: makes every request due by now, round robin.
     fn on_rate(&mut self, ctx: &mut Ctx<'_>) {
+        let now = self.send_due(ctx);
+        if let Some(rate) = &self.rate
+            && !self.stopping
+            && !self.draining
+            && self.budget != Some(0)
+        {
+            ctx.set_timer(rate.next_due().saturating_duration_since(now), TIMER_RATE);
+        }
+    }
+
+    /// Open loop: sends (or queues) every request due by now. Called from
+    /// the rate timer and after each batch of responses, so that under load
+    /// requests go out closer to their due time than the loop's
+    /// millisecond timer allows. Returns the `now` it used.
+    fn send_due(&mut self, ctx: &mut Ctx<'_>) -> Instant {
         let now = Instant::now();
         loop {
             let Some(rate) = &self.rate else {
-                return;
+                return now;
             };
             let due = rate.next_due();
             if due > now || self.order.is_empty() {
-                break;
+                return now;
             }
             let Some(measured) = self.take_slot() else {
                 // Stopping, or the `--requests` budget is spent.
-                return;
+                return now;
             };
             let Some(rate) = &mut self.rate else {
-                return;
+                return now;
             };
             let conn = self.order[rate.next_conn % self.order.len()];
             rate.next_conn = rate.next_conn.wrapping_add(1);
             rate.due += 1;
+            if self.recording {
+                let _ = self
+                    .send_lag
+                    .record(nanos(now.saturating_duration_since(due)).max(1));
+            }
             if let Some(c) = self.clients.get_mut(&conn) {
                 c.backlog.push_back((due, measured));
             }
             self.pump(ctx, conn);
-        }
-        if let Some(rate) = &self.rate {
-            ctx.set_timer(rate.next_due().saturating_duration_since(now), TIMER_RATE);
         }
     }
 
@@ -520,10 +542,16 @@ impl LoadGen {
         if self.stopping {
             return;
         }
-        if self.clients.is_empty()
-            || (self.budget == Some(0) && self.measured_outstanding == 0 && self.recording)
-        {
+        if self.clients.is_empty() {
+            if self.draining {
+                self.stop(ctx);
+            } else {
+                self.end_window(ctx);
+            }
+        } else if self.budget == Some(0) && self.measured_outstanding == 0 && self.recording {
             self.end_window(ctx);
+        } else {
+            self.drained(ctx);
         }
     }
 
@@ -531,7 +559,11 @@ impl LoadGen {
     fn check(&mut self, ctx: &mut Ctx<'_>) {
         if self.shared.cancel.load(Ordering::Relaxed) {
             self.interrupted = true;
-            self.end_window(ctx);
+            if self.draining {
+                self.stop(ctx);
+            } else {
+                self.end_window(ctx);
+            }
             return;
         }
         let now = Instant::now();
@@ -619,10 +651,29 @@ impl LoadGen {
         }
     }
 
+    /// Ends the measured window. Open loop: requests due in the window
+    /// and still unanswered are waited for first (their latency is the tail
+    /// a cut-off would hide), up to the response timeout.
     fn end_window(&mut self, ctx: &mut Ctx<'_>) {
-        if self.stopping {
+        if self.stopping || self.draining {
             return;
         }
+        self.close_window();
+        if self.rate.is_some() && !self.interrupted && self.measured_outstanding > 0 {
+            self.draining = true;
+        } else {
+            self.stop(ctx);
+        }
+    }
+
+    /// Draining: the last measured response is in (or its connection gone).
+    fn drained(&mut self, ctx: &mut Ctx<'_>) {
+        if self.draining && self.measured_outstanding == 0 {
+            self.stop(ctx);
+        }
+    }
+
+    fn close_window(&mut self) {
         if self.window_start.is_none() {
             let now = Instant::now();
             self.window_start = Some(now);
@@ -630,7 +681,6 @@ impl LoadGen {
         }
         self.window_end = Some(Instant::now());
         self.cpu_end = proc::thread_cpu_time();
-        self.stopping = true;
         if self.leader && self.interval.is_some() && self.recording {
             // The last, partial interval.
             if self.last_interval.0.elapsed() >= Duration::from_millis(1) {
@@ -643,6 +693,10 @@ impl LoadGen {
         if let Some(o) = &self.observer {
             o(Phase::WindowEnd);
         }
+    }
+
+    fn stop(&mut self, ctx: &mut Ctx<'_>) {
+        self.stopping = true;
         if self.progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r{:70}\r", "");
@@ -669,6 +723,7 @@ impl LoadGen {
             heavy_latency: self.heavy_latency,
             heavy_requests: self.heavy_requests,
             send_lag: self.send_lag,
+            from_send: self.from_send,
             errors: self.errors,
             first_error: None,
             cpu: self.cpu_end.saturating_sub(self.cpu_start),
@@ -717,6 +772,9 @@ impl LoadGen {
             } else {
                 let _ = self.latency.record(ns);
                 self.requests += 1;
+                if self.rate.is_some() {
+                    let _ = self.from_send.record(nanos(done.sent.elapsed()).max(1));
+                }
                 if self.interval.is_some() {
                     let _ = self.interval_hist.record(ns);
                     self.interval_requests += 1;
@@ -739,6 +797,7 @@ impl LoadGen {
         if self.budget == Some(0) && self.measured_outstanding == 0 && self.recording {
             self.end_window(ctx);
         }
+        self.drained(ctx);
     }
 }
 
@@ -812,6 +871,9 @@ impl App for LoadGen {
                 }
             }
         }
+        if self.rate.is_some() && !self.stopping {
+            self.send_due(ctx);
+        }
         used
     }
 
@@ -861,7 +923,7 @@ impl App for LoadGen {
             TIMER_WINDOW_END => self.end_window(ctx),
             TIMER_CHECK => self.check(ctx),
             TIMER_RATE => self.on_rate(ctx),
-            TIMER_INTERVAL => {
+            TIMER_INTERVAL if !self.draining => {
                 self.report_interval();
                 if let Some(every) = self.interval {
                     ctx.set_timer(every, TIMER_INTERVAL);

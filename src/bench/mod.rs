@@ -214,9 +214,11 @@ pub struct BenchResult {
     /// Latency of the heavy connections (hash mode), kept apart.
     pub heavy_latency: Histogram<u64>,
     pub heavy_requests: u64,
-    /// Open loop: how late requests went out after their due time (the
-    /// bench's own share of the latency).
+    /// Open loop: how late the bench took requests off its schedule (its
+    /// own share of the latency).
     pub send_lag: Histogram<u64>,
+    /// Open loop: latency from the real send time ("uncorrected").
+    pub from_send: Histogram<u64>,
     pub errors: Errors,
     /// The first error, described (with the address).
     pub first_error: Option<String>,
@@ -336,6 +338,7 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
                 let _ = acc.heavy_latency.add(&part.heavy_latency);
                 acc.heavy_requests += part.heavy_requests;
                 let _ = acc.send_lag.add(&part.send_lag);
+                let _ = acc.from_send.add(&part.from_send);
                 acc.errors.add(&part.errors);
                 acc.cpu += part.cpu;
                 acc.threads += part.threads;

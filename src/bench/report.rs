@@ -74,7 +74,8 @@ pub struct Point {
     pub errors: u64,
 }
 
-/// A spread (range over median) above this is flagged (±10 % shown).
+/// A spread (range of the runs over their median) above this is flagged;
+/// the table shows half of it (±10 %).
 pub const SPREAD_WARNING: f64 = 0.20;
 /// Other load (cores besides the server and the bench) above this is flagged.
 pub const OTHER_LOAD_WARNING: f64 = 0.25;
@@ -188,11 +189,12 @@ pub fn warnings(points: &[Point]) -> Vec<String> {
                 && s > SPREAD_WARNING
             {
                 out.push(format!(
-                    "spread over {:.0} %: {} ({what} varies by {:.0} % of the median over {} runs)",
+                    "spread over {:.0} %: {} ({what}: the {} runs range over {:.0} % of the median, ±{:.0}%)",
                     SPREAD_WARNING * 100.0,
                     label(p),
+                    p.runs,
                     s * 100.0,
-                    p.runs
+                    s * 50.0
                 ));
             }
         }
@@ -408,7 +410,7 @@ pub fn plot(
     let mut chart = ChartBuilder::on(&left)
         .margin(16)
         .x_label_area_size(44)
-        .y_label_area_size(70)
+        .y_label_area_size(90)
         .build_cartesian_2d((x_min - pad)..(x_max + pad), 0.0..y_max)
         .map_err(|e| err(&e))?;
     let single = x_min == x_max;

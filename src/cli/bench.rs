@@ -286,7 +286,8 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "mb_per_sec_sent": r.bytes_sent as f64 / 1e6 / secs,
         "mb_per_sec_received": r.bytes_received as f64 / 1e6 / secs,
         "latency_us": l,
-        "send_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
+        "bench_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
+        "latency_from_send_us": c.rate.map(|_| stats::latency(&r.from_send)),
         "errors": r.errors,
         "intervals": r.intervals,
         "bench_cpu_per_thread": r.cpu_per_thread(),
@@ -353,15 +354,29 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         stats::format_us(l.max_us)
     );
     if c.rate.is_some() {
+        let u = stats::latency(&r.from_send);
+        s += &format!(
+            "  from send   p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (uncorrected: from the real send time)\n",
+            stats::format_us(u.p50_us),
+            stats::format_us(u.p90_us),
+            stats::format_us(u.p99_us),
+            stats::format_us(u.p999_us),
+            stats::format_us(u.max_us)
+        );
         let lag = stats::latency(&r.send_lag);
         s += &format!(
-            "  send lag    p50 {}  p99 {}  max {} (the bench's own lateness after the due time, part of the latency)\n",
+            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests)\n",
             stats::format_us(lag.p50_us),
             stats::format_us(lag.p99_us),
             stats::format_us(lag.max_us)
         );
+        if lag.p99_us > 1000.0 && lag.p99_us > 0.5 * l.p99_us {
+            s += "  warning     much of the tail is the bench's own lateness (bench lag): it could not send on time (short of CPU, or saturated); try --threads or a lower --rate\n";
+        }
     }
-    if let Mode::Hash { heavy, heavy_iters } = c.mode {
+    if let Mode::Hash { heavy, heavy_iters } = c.mode
+        && heavy > 0
+    {
         let h = stats::latency(&r.heavy_latency);
         s += &format!(
             "  heavy       {heavy} conns x hash {heavy_iters}: {} requests, p50 {}  p99 {}  max {}\n",
