@@ -106,7 +106,9 @@ struct Rate {
 
 impl Rate {
     fn next_due(&self) -> Instant {
-        self.origin + Duration::from_secs_f64(self.step * self.due as f64)
+        // At most a year ahead: far beyond any window, never an overflow.
+        let secs = (self.step * self.due as f64).clamp(0.0, 31_536_000.0);
+        self.origin + Duration::from_secs_f64(secs)
     }
 }
 
@@ -235,7 +237,7 @@ impl LoadGen {
             response_timeout: config.response_timeout,
             tick: (config.response_timeout / 4)
                 .clamp(Duration::from_millis(10), Duration::from_millis(100)),
-            progress: leader && config.progress && config.interval.is_none(),
+            progress: leader && config.progress,
             leader,
             // Open loop and --requests: the requests due (sent) in the
             // window are measured, however late they are answered.
@@ -321,7 +323,7 @@ impl LoadGen {
 
     fn begin(&mut self, ctx: &mut Ctx<'_>) {
         self.started = true;
-        if let Some(per_sec) = self.rate_per_sec {
+        if let Some(per_sec) = self.rate_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
             self.rate = Some(Rate {
                 step: 1.0 / per_sec,
                 origin: Instant::now(),
@@ -646,6 +648,10 @@ impl LoadGen {
             errors: errors_now - errors_then,
         };
         self.intervals.push(line);
+        if self.progress {
+            // The interval line may go to the same terminal.
+            self.clear_progress();
+        }
         if let Some(o) = &self.observer {
             o(Phase::Interval(line));
         }
@@ -698,11 +704,15 @@ impl LoadGen {
     fn stop(&mut self, ctx: &mut Ctx<'_>) {
         self.stopping = true;
         if self.progress {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{:70}\r", "");
-            let _ = err.flush();
+            self.clear_progress();
         }
         ctx.stop();
+    }
+
+    fn clear_progress(&self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{:70}\r", "");
+        let _ = err.flush();
     }
 
     pub(crate) fn finish(self, addr: SocketAddr) -> BenchResult {

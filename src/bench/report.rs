@@ -400,7 +400,7 @@ pub fn plot(
         .fold(0.0, f64::max)
         .max(1e-9)
         * 1.15;
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1080, 560)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
