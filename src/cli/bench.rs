@@ -27,6 +27,13 @@ pub struct Target {
     pub addrs: Vec<SocketAddr>,
 }
 
+fn parse_requests(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("must be a whole number of at least 1, got '{s}'")),
+    }
+}
+
 fn parse_target(s: &str) -> Result<Target, String> {
     Ok(Target {
         text: s.to_string(),
@@ -70,7 +77,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub heavy_iters: u64,
     /// Measure exactly N requests (sent after the warm-up), then stop.
-    #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'n', long, value_parser = parse_requests)]
     pub requests: Option<u64>,
     /// Load-generator threads, each with its own event loop.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
