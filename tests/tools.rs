@@ -1239,3 +1239,34 @@ fn compare_warns_when_other_load_is_present() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_names_the_address_when_the_server_resets_at_once() {
+    // Every connection is accepted and reset (SO_LINGER 0): whether the
+    // bench meets it before or after the load starts, the error names the
+    // address (it once said only "Transport endpoint is not connected").
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((c, _)) => {
+                    rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
+                    drop(c);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    let (code, stdout, stderr) = run(&["bench", "--addr", &addr, "-c", "4", "-d", "1", "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    let _ = acceptor.join();
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(j["ok"], false, "{j}");
+    assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
+    assert!(stderr.contains(&addr), "{stderr}");
+}
