@@ -351,6 +351,10 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     }
     let mut result = result.ok_or_else(|| io::Error::other("no bench thread ran"))?;
     result.connect_time = connect_time;
+    // A Ctrl-C also reaches the server when it shares the terminal: if its
+    // connections died of it before a thread saw the flag, this run was
+    // still interrupted, not failed.
+    result.interrupted |= config.cancel.load(Ordering::Relaxed);
     result.errors.add(&connector.errors);
     let closed = idle_closed(&idle);
     if closed > 0 {

@@ -474,6 +474,10 @@ impl Report<'_> {
             report::markdown(&points, &self.title, &self.command, &notes),
         )?;
         if points.is_empty() {
+            // No stale plots of an earlier run beside these results.
+            for file in ["cpu_per_request.svg", "throughput.svg", "latency_p99.svg"] {
+                let _ = std::fs::remove_file(self.out.join(file));
+            }
             return Ok(());
         }
         let x = report::XAxis::choose(&points).description();
