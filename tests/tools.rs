@@ -1,7 +1,10 @@
 //! `iomux bench` and `iomux compare` against real servers (short runs).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_iomux");
@@ -14,8 +17,14 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        let bind: &[&str] = if args.contains(&"--bind") {
+            &[]
+        } else {
+            &["--bind", "127.0.0.1:0"]
+        };
         let mut child = Command::new(EXE)
-            .args(["serve", "--bind", "127.0.0.1:0", "-q"])
+            .args(["serve", "-q"])
+            .args(bind)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -55,8 +64,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// `bench --json` with `extra`, and a short duration and warm-up unless
+/// `extra` sets them.
 fn bench_json(extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let mut args = vec!["bench", "--duration", "0.5", "--warmup", "0.1", "--json"];
+    let mut args = vec!["bench", "--json"];
+    if !extra.iter().any(|a| *a == "-d" || *a == "--duration") {
+        args.extend(["--duration", "0.5"]);
+    }
+    if !extra.contains(&"--warmup") {
+        args.extend(["--warmup", "0.1"]);
+    }
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = run(&args);
     let json = serde_json::from_str(stdout.trim())
@@ -119,6 +136,7 @@ fn bench_sends_exactly_the_requests_asked() {
         j["window_secs"].as_f64().unwrap() < 60.0,
         "it stopped at the count: {j}"
     );
+    assert_eq!(j["sent"], 1001, "{j}");
 }
 
 #[test]
@@ -272,4 +290,983 @@ fn compare_runs_a_peer_command() {
     let (code, _, stderr) = run(&["compare", "--peer", "nolabel"]);
     assert_eq!(code, 2, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for `child` to exit (killing it after `timeout`), then returns its
+/// exit code, stdout and stderr.
+fn finish(mut child: Child, timeout: Duration) -> (i32, String, String) {
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (status.code().unwrap_or(-1), stdout, stderr)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(EXE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn iomux")
+}
+
+fn sigint(child: &Child) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::INT,
+    )
+    .expect("send SIGINT");
+}
+
+/// Waits until `done` holds, at most `timeout`.
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+/// A listener that accepts every connection and holds it, never reading
+/// or answering. Stops (and closes everything) when dropped.
+struct Silent {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (s, a) = (stop.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        held.push(c);
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Silent {
+            addr,
+            stop,
+            accepted,
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An echo server in the test, one thread per connection, that counts the
+/// bytes it echoed and can stall every connection once for `stall` after
+/// `stall_after` of its first byte.
+struct TestEcho {
+    addr: String,
+    echoed: Arc<AtomicU64>,
+}
+
+impl TestEcho {
+    fn start(stall_after: Duration, stall: Duration) -> TestEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let echoed = Arc::new(AtomicU64::new(0));
+        let e = echoed.clone();
+        std::thread::spawn(move || {
+            let first: Arc<std::sync::OnceLock<Instant>> = Arc::new(std::sync::OnceLock::new());
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (e, first) = (e.clone(), first.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    let mut buf = [0u8; 4096];
+                    let mut stalled = stall.is_zero();
+                    loop {
+                        let n = match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let t0 = *first.get_or_init(Instant::now);
+                        if !stalled && t0.elapsed() >= stall_after {
+                            stalled = true;
+                            std::thread::sleep(stall);
+                        }
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        e.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        TestEcho { addr, echoed }
+    }
+}
+
+fn json_of(stdout: &str, stderr: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout} / {stderr}"))
+}
+
+#[test]
+fn bench_times_out_on_a_listener_that_never_answers() {
+    let silent = Silent::start();
+    let start = Instant::now();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &silent.addr,
+        "-c",
+        "2",
+        "--timeout",
+        "0.5",
+        "-d",
+        "30",
+        "--json",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(10), "no hang");
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["errors"]["timeouts"], 2, "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.contains(&silent.addr) && error.contains("response timeout"),
+        "{error}"
+    );
+    assert!(
+        stderr.contains(&silent.addr) && stderr.contains("response timeout"),
+        "{stderr}"
+    );
+    assert!(silent.accepted.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn bench_connect_timeout_names_the_address() {
+    // A backlog of 0 queues one connection; with it taken and nobody
+    // accepting, the next connect's SYN is dropped and it times out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    while let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        fillers.push(s);
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    let addr = addr.to_string();
+    let start = Instant::now();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "-c",
+        "3",
+        "--connect-timeout",
+        "0.3",
+        "--json",
+    ]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "one timeout, not one per connection"
+    );
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.contains(&addr) && error.contains("connect timeout"),
+        "{error}"
+    );
+    assert!(
+        stderr.contains(&addr) && stderr.contains("connect timeout"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_with_no_completed_request_fails() {
+    // Requests are sent but the window ends before any answer, and before
+    // the response timeout: no error counted, yet nothing was measured.
+    let silent = Silent::start();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &silent.addr,
+        "-c",
+        "1",
+        "--warmup",
+        "0",
+        "-d",
+        "0.3",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    assert!(stdout.contains("requests    0"), "{stdout}");
+    assert!(
+        stderr.contains("no request completed") && stderr.contains(&silent.addr),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_requests_counts_measured_requests_only() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "3",
+        "--warmup",
+        "0.3",
+        "-n",
+        "500",
+        "-d",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert_eq!(j["requests"], 500, "warm-up requests are not counted: {j}");
+    assert_eq!(j["sent"], 500, "{j}");
+    let (code, _, stderr) = run(&["bench", "--addr", &server.addr, "-n", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--requests"), "{stderr}");
+}
+
+#[test]
+fn bench_counts_idle_connections_closed_by_the_server() {
+    // Also: serve takes fractional seconds for --idle-timeout.
+    let server = Server::start(&["--app", "echo", "--idle-timeout", "0.3"]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "--idle",
+        "5",
+        "--warmup",
+        "0",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{j} {stderr}");
+    assert_eq!(j["errors"]["idle_closed"], 5, "{j}");
+    assert_eq!(
+        j["errors"]["resets"], 0,
+        "active connections stay open: {j}"
+    );
+    assert!(
+        j["error"].as_str().unwrap().contains("idle connections"),
+        "{j}"
+    );
+}
+
+#[test]
+fn bench_sigint_prints_the_partial_result_and_exits_130() {
+    for json in [true, false] {
+        let echo = TestEcho::start(Duration::ZERO, Duration::ZERO);
+        let mut args = vec![
+            "bench", "--addr", &echo.addr, "-c", "2", "--warmup", "0", "-d", "60",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let child = spawn(&args);
+        assert!(
+            wait_until(Duration::from_secs(20), || echo
+                .echoed
+                .load(Ordering::Relaxed)
+                > 64 * 200),
+            "the bench got going"
+        );
+        sigint(&child);
+        let (code, stdout, stderr) = finish(child, Duration::from_secs(20));
+        assert_eq!(code, 130, "{stdout} {stderr}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        if json {
+            let j = json_of(&stdout, &stderr);
+            assert_eq!(j["interrupted"], true, "{j}");
+            assert!(j["requests"].as_u64().unwrap() > 0, "{j}");
+            assert!(j["window_secs"].as_f64().unwrap() < 60.0, "{j}");
+        } else {
+            assert!(stdout.contains("(interrupted: partial)"), "{stdout}");
+            assert!(stdout.contains("latency     p50"), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn bench_json_failure_is_a_json_object_with_the_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, stdout, stderr) = run(&["bench", "--addr", &addr, "--json"]);
+    assert_eq!(code, 1, "{stderr}");
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(j["ok"], false);
+    assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
+}
+
+#[test]
+fn bench_progress_goes_to_stderr_on_a_terminal() {
+    // `script` gives the bench a terminal; stdout goes to a file inside it,
+    // so what `script` captures is the terminal's stderr.
+    let server = Server::start(&["--app", "echo"]);
+    let dir = std::env::temp_dir().join(format!("iomux-tty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let inner = format!(
+        "{EXE} bench --addr {} -c 2 --warmup 0.5 -d 1.7 --json > {}",
+        server.addr,
+        json.display()
+    );
+    let child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let (code, terminal, _) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, 0, "{terminal}");
+    assert!(
+        terminal.contains("req/s") && terminal.contains("measuring"),
+        "{terminal:?}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&json).unwrap().trim()).expect("clean JSON");
+    assert_eq!(j["ok"], true, "{j}");
+    // Not a terminal: no progress line.
+    let (_, _, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "--warmup",
+        "0.5",
+        "-d",
+        "1.7",
+    ]);
+    assert!(!stderr.contains("measuring"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn host_names_resolve_in_bench_and_serve() {
+    let server = Server::start(&["--app", "echo", "--bind", "localhost:0"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let (code, j, stderr) = bench_json(&["--addr", &format!("localhost:{port}"), "-c", "2"]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert!(j["requests"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["target"], format!("localhost:{port}"));
+    let v6 = Server::start(&["--app", "echo", "--bind", "[::1]:0"]);
+    assert!(v6.addr.starts_with("[::1]:"), "{}", v6.addr);
+    let (code, j, stderr) = bench_json(&["--addr", &v6.addr, "-c", "2"]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert_eq!(j["addr"], v6.addr.as_str());
+    let (code, _, stderr) = run(&["bench", "--addr", "no-such-host.invalid:80"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
+}
+
+#[test]
+fn bench_rate_holds_the_asked_rate_and_says_what_it_achieved() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "4",
+        "--rate",
+        "2000",
+        "-d",
+        "1",
+        "--warmup",
+        "0.2",
+    ]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert_eq!(j["rate_asked"], 2000.0);
+    let achieved = j["rate_achieved"].as_f64().unwrap();
+    assert!((1700.0..=2300.0).contains(&achieved), "{j}");
+    assert!(j["bench_lag_us"]["p50_us"].as_f64().is_some(), "{j}");
+    // Every request due in the window is waited for and measured.
+    assert_eq!(j["requests"], j["sent"], "{j}");
+    assert!(
+        j["latency_from_send_us"]["p50_us"].as_f64().is_some(),
+        "{j}"
+    );
+    let (code, stdout, _) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "4",
+        "--rate",
+        "2000",
+        "-d",
+        "0.5",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("open loop at 2000 req/s") && stdout.contains("asked 2000/s, achieved"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn open_loop_latency_counts_the_wait_a_stall_causes() {
+    // The server stalls once for 300 ms. Closed loop: the one connection
+    // waits, sends nothing, and only one request sees the stall. Open
+    // loop: every request due during the stall waits, from its due time.
+    let p = |j: &serde_json::Value, q: &str| j["latency_us"][q].as_f64().unwrap();
+    let closed_server = TestEcho::start(Duration::from_millis(200), Duration::from_millis(300));
+    let (code, closed, stderr) = bench_json(&[
+        "--addr",
+        &closed_server.addr,
+        "-c",
+        "1",
+        "--warmup",
+        "0",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{closed} {stderr}");
+    let open_server = TestEcho::start(Duration::from_millis(200), Duration::from_millis(300));
+    let (code, open, stderr) = bench_json(&[
+        "--addr",
+        &open_server.addr,
+        "-c",
+        "1",
+        "--rate",
+        "1000",
+        "--warmup",
+        "0",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{open} {stderr}");
+    assert!(
+        p(&closed, "max_us") >= 250_000.0,
+        "the stall happened: {closed}"
+    );
+    assert!(
+        p(&closed, "p90_us") < 100_000.0,
+        "closed loop hides it: {closed}"
+    );
+    assert!(
+        p(&open, "p90_us") >= 100_000.0,
+        "open loop shows it: {open}"
+    );
+    assert!(p(&open, "p99_us") >= 200_000.0, "{open}");
+}
+
+#[test]
+fn bench_connect_rate_paces_the_connections() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, j, stderr) =
+        bench_json(&["--addr", &server.addr, "-c", "6", "--connect-rate", "20"]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    // Six connections at 20/s: the last one 5 x 50 ms after the first.
+    assert!(j["connect_secs"].as_f64().unwrap() >= 0.24, "{j}");
+}
+
+#[test]
+fn bench_writes_a_histogram_and_interval_lines() {
+    let server = Server::start(&["--app", "echo"]);
+    let dir = std::env::temp_dir().join(format!("iomux-hist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hist = dir.join("latency.hgrm");
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "--warmup",
+        "0",
+        "-d",
+        "1",
+        "--interval",
+        "0.25",
+        "--csv",
+        "--hist",
+        hist.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "elapsed_secs,secs,requests,requests_per_sec,p50_us,p90_us,p99_us,max_us,errors"
+    );
+    let rows: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .take_while(|l| !l.starts_with("iomux bench"))
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(rows.len() >= 4, "{stdout}");
+    for r in &rows {
+        assert_eq!(r.len(), 9, "{r:?}");
+        assert!(r[2].parse::<u64>().unwrap() > 0, "{r:?}");
+    }
+    assert!(
+        stdout.contains("iomux bench:"),
+        "the summary follows: {stdout}"
+    );
+    let text = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        text.contains("Percentile") && text.contains("#[Max"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.trim().starts_with(|c: char| c.is_ascii_digit()))
+            .count()
+            > 10,
+        "{text}"
+    );
+    let (code, j, stderr) = bench_json(&["--addr", &server.addr, "-c", "2", "--interval", "0.2"]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert!(j["intervals"].as_array().unwrap().len() >= 2, "{j}");
+    let (code, _, stderr) = run(&["bench", "--csv"]);
+    assert_eq!(code, 2, "--csv needs --interval: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_short_flags() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "3",
+        "-P",
+        "2",
+        "-t",
+        "2",
+        "-n",
+        "300",
+        "-d",
+        "30",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(
+        (
+            j["conns"].as_u64(),
+            j["pipeline"].as_u64(),
+            j["threads"].as_u64()
+        ),
+        (Some(3), Some(2), Some(2)),
+        "{j}"
+    );
+    assert_eq!(j["requests"], 300, "{j}");
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let w = json_of(&stdout, &stderr)["window_secs"].as_f64().unwrap();
+    assert!((0.25..2.0).contains(&w), "-d 0.3 measured {w} s");
+}
+
+#[test]
+fn usage_errors_name_the_subcommand_and_nothing_is_clamped() {
+    for (args, needle) in [
+        (&["bench", "--threads", "0"][..], "--threads"),
+        (&["bench", "--threads", "4294967296"], "--threads"),
+        (&["bench", "-t", "20", "-c", "10"], "Usage: iomux bench"),
+        (&["bench", "--rate", "0"], "Usage: iomux bench"),
+        (&["bench", "--timeout", "0"], "Usage: iomux bench"),
+        (&["serve", "--max-clients", "0"], "--max-clients"),
+        (&["serve", "--idle-timeout", "soon"], "--idle-timeout"),
+        (&["serve", "--stats", "0.001"], "--stats"),
+        (&["serve", "--bind", "8888"], "--bind"),
+        (
+            &["compare", "--conns", "5", "--threads", "10"],
+            "Usage: iomux compare",
+        ),
+        (&["compare", "--rate", "0"], "--rate"),
+        (&["compare", "--idle", "2000000"], "--idle"),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("Usage: iomux <COMMAND>"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = Command::new(EXE)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("IOMUX_BACKEND", "kqueue")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Usage: iomux serve"), "{stderr}");
+}
+
+fn compare_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("iomux-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn results(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn compare_checks_every_input_before_measuring() {
+    let dir = compare_dir("check");
+    let out = dir.to_str().unwrap();
+    let start = Instant::now();
+    let (code, _, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "--peer",
+        "x=/nonexistent/server {port}",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("peer x") && stderr.contains("Usage: iomux compare"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("[1/"), "nothing was measured: {stderr}");
+    // A peer that runs but never listens costs --start-timeout, not 15 s.
+    let (code, _, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "--peer",
+        "sleepy=sleep 30 {port}",
+        "--start-timeout",
+        "0.5",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("did not accept") && !stderr.contains("[1/"),
+        "{stderr}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_keeps_what_it_measured_when_a_later_point_fails() {
+    // The peer works for its first two starts (the check and run 1), then
+    // exits at once.
+    let dir = compare_dir("fail");
+    std::fs::create_dir_all(&dir).unwrap();
+    let count = dir.join("starts");
+    let peer = format!(
+        "flaky=sh -c 'n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; \
+         if [ $n -lt 2 ]; then exec {EXE} serve --app echo -q --bind 127.0.0.1:$0; else exit 3; fi' {{port}}",
+        c = count.display()
+    );
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "-c",
+        "2",
+        "--repeat",
+        "2",
+        "-d",
+        "0.2",
+        "--warmup",
+        "0",
+        "--peer",
+        &peer,
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = results(&dir.join("out"));
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["runs_done"], 3, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("flaky"), "{j}");
+    let md = std::fs::read_to_string(dir.join("out/results.md")).unwrap();
+    assert!(
+        md.contains("| flaky | 0 |") && md.contains("| epoll | 0 |") && md.contains("Partial"),
+        "{md}"
+    );
+    assert!(dir.join("out/throughput.svg").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_sigint_writes_what_is_done() {
+    let dir = compare_dir("sigint");
+    let child = spawn(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "-c",
+        "2",
+        "--repeat",
+        "50",
+        "-d",
+        "0.3",
+        "--warmup",
+        "0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let measured = || {
+        std::fs::read_to_string(dir.join("results.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|j| j["runs_done"].as_u64() >= Some(1))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), measured),
+        "one run done"
+    );
+    sigint(&child);
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, 130, "{stdout} {stderr}");
+    let j = results(&dir);
+    assert_eq!(j["status"], "interrupted", "{j}");
+    let done = j["runs_done"].as_u64().unwrap();
+    assert!((1..50).contains(&done), "{j}");
+    assert_eq!(j["samples"].as_array().unwrap().len() as u64, done);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_records_a_rerunnable_command_line() {
+    let dir = compare_dir("cmd");
+    let peer = format!("it's me={EXE} serve --app echo -q --bind 127.0.0.1:{{port}}");
+    let args = [
+        "compare",
+        "--backends",
+        "poll",
+        "--idle",
+        "0",
+        "-c",
+        "2",
+        "--repeat",
+        "1",
+        "-d",
+        "0.2",
+        "--warmup",
+        "0",
+        "--peer",
+        &peer,
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let command = results(&dir)["command"].as_str().unwrap().to_string();
+    // The shell reads the recorded line back into the same arguments.
+    let out = Command::new("sh")
+        .args(["-c", &format!("printf '%s\\n' {command}")])
+        .output()
+        .unwrap();
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(words[0], EXE);
+    assert_eq!(&words[1..], &args.map(String::from)[..], "{command}");
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(md.contains(&command), "{md}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_matrix_of_pipeline_size_and_rate_with_na_spreads() {
+    let dir = compare_dir("matrix");
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "-c",
+        "2",
+        "--pipeline",
+        "1,4",
+        "--size",
+        "16,100",
+        "--rate",
+        "closed,1000",
+        "--repeat",
+        "1",
+        "-d",
+        "0.2",
+        "--warmup",
+        "0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let j = results(&dir);
+    let points = j["points"].as_array().unwrap();
+    assert_eq!(points.len(), 8, "{j}");
+    let has = |pipeline: u64, size: u64, rate: Option<f64>| {
+        points
+            .iter()
+            .any(|p| p["pipeline"] == pipeline && p["size"] == size && p["rate"].as_f64() == rate)
+    };
+    assert!(has(1, 16, None) && has(4, 100, Some(1000.0)), "{j}");
+    for p in points {
+        assert!(
+            p["requests_per_sec_spread"].is_null(),
+            "one run: no spread {p}"
+        );
+        assert_eq!(p["errors"], 0, "{p}");
+    }
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(
+        md.contains("| epoll | 0 | 4 | 100 | 1000 |") && md.contains("(n/a)"),
+        "{md}"
+    );
+    assert!(!md.contains("±0%"), "{md}");
+    let svg = std::fs::read_to_string(dir.join("throughput.svg")).unwrap();
+    assert!(
+        svg.contains("asked rate"),
+        "x is the first dimension that varies"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_warns_when_other_load_is_present() {
+    // A busy loop in the test process is load that is neither the server
+    // nor the bench.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let burner = std::thread::spawn(move || {
+        let mut x = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        x
+    });
+    let dir = compare_dir("load");
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "-c",
+        "2",
+        "--repeat",
+        "1",
+        "-d",
+        "0.6",
+        "--warmup",
+        "0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    let _ = burner.join();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("other load"), "{stderr}");
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(md.contains("**Warning:** other load"), "{md}");
+    let j = results(&dir);
+    assert!(
+        j["samples"][0]["other_load"].as_f64().unwrap() > 0.25,
+        "{j}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_names_the_address_when_the_server_resets_at_once() {
+    // Every connection is accepted and reset (SO_LINGER 0): whether the
+    // bench meets it before or after the load starts, the error names the
+    // address (it once said only "Transport endpoint is not connected").
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((c, _)) => {
+                    rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
+                    drop(c);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    let (code, stdout, stderr) = run(&["bench", "--addr", &addr, "-c", "4", "-d", "1", "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    let _ = acceptor.join();
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(j["ok"], false, "{j}");
+    assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
+    assert!(stderr.contains(&addr), "{stderr}");
 }

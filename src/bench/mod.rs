@@ -1,23 +1,37 @@
 //! The load generator behind `iomux bench`, built on the iomux event loop.
 //!
-//! Closed loop: each active connection keeps `pipeline` requests in flight
-//! and sends the next as soon as a response completes. Latency goes into an
-//! HDR histogram (nanoseconds). Responses are checked byte for byte: a
-//! short read is normal (TCP splits messages) and is simply continued.
+//! Two models, as wrk and wrk2 have them:
+//!
+//! - **Closed loop** (the default): each active connection keeps
+//!   `pipeline` requests in flight and sends the next as soon as a
+//!   response completes. Latency is from the real send time. A slow server
+//!   slows the bench down with it, so queueing delay is hidden
+//!   ("coordinated omission").
+//! - **Open loop** (`rate`): requests are due at a fixed rate across the
+//!   connections, round robin, whatever the server does. A request is sent
+//!   when it is due, or as soon as its connection has a free pipeline slot,
+//!   and its latency is measured from the time it was *due*: the waiting a
+//!   real client would have seen is counted.
+//!
+//! Latency goes into an HDR histogram (nanoseconds). Responses are checked
+//! byte for byte: a short read is normal (TCP splits messages) and is
+//! simply continued. Every way a run can go wrong (a connect or response
+//! timeout, a reset, a wrong or cut response, an idle connection closed by
+//! the server, no response at all) is counted and described with the
+//! server's address.
 
+mod load;
 pub mod proc;
 pub mod report;
 pub mod stats;
 
 use hdrhistogram::Histogram;
-use iomux::app::App;
-use iomux::{Backend, CloseReason, Config, ConnId, Ctx, EventLoop};
-use std::collections::VecDeque;
-use std::collections::{HashMap, HashSet};
-use std::io::{self, IsTerminal, Write};
+use iomux::{Backend, Config, EventLoop};
+use load::{LoadGen, Shared};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a request and its response look like.
@@ -32,10 +46,26 @@ pub enum Mode {
     Hash { heavy: usize, heavy_iters: u64 },
 }
 
+impl Mode {
+    /// The mode's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Ack(_) => "ack",
+            Mode::Hash { .. } => "hash",
+        }
+    }
+}
+
 /// A benchmark run's parameters.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    pub addr: SocketAddr,
+    /// Where the server may be, in order (a host name can resolve to
+    /// several addresses); the first that accepts a connection is used for
+    /// every connection.
+    pub addrs: Vec<SocketAddr>,
+    /// The server as the user named it, for messages.
+    pub target: String,
     pub conns: usize,
     pub pipeline: usize,
     pub idle: usize,
@@ -45,21 +75,72 @@ pub struct BenchConfig {
     pub duration: Duration,
     pub threads: usize,
     pub backend: Backend,
-    /// Print a live line on stdout (only makes sense on a terminal).
+    /// Print a live line on stderr (the caller checks for a terminal).
     pub progress: bool,
-    /// Send exactly this many requests in all (warm-up included), then
+    /// Measure exactly this many requests (sent after the warm-up), then
     /// stop; `duration` still caps the run. For per-request accounting
     /// such as `strace -c`.
     pub requests: Option<u64>,
+    /// A connect that takes longer fails the run.
+    pub connect_timeout: Duration,
+    /// A request unanswered this long after it was sent is a timeout
+    /// error, and its connection is closed.
+    pub response_timeout: Duration,
+    /// Open loop: requests per second in all, spread over the connections.
+    pub rate: Option<f64>,
+    /// Connections opened per second at most (idle and active).
+    pub connect_rate: Option<f64>,
+    /// A [`Phase::Interval`] report every so often during the window.
+    pub interval: Option<Duration>,
+    /// Set (e.g. by a SIGINT handler) to end the run early; the result
+    /// then says `interrupted`.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl BenchConfig {
+    /// The defaults of `iomux bench` against `addr`.
+    pub fn new(addr: SocketAddr) -> BenchConfig {
+        BenchConfig {
+            addrs: vec![addr],
+            target: addr.to_string(),
+            conns: 100,
+            pipeline: 1,
+            idle: 0,
+            size: 64,
+            mode: Mode::Echo,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            threads: 1,
+            backend: Backend::Epoll,
+            progress: false,
+            requests: None,
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(5),
+            rate: None,
+            connect_rate: None,
+            interval: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Active connections (light and heavy).
+    fn active(&self) -> usize {
+        match self.mode {
+            Mode::Hash { heavy, .. } => self.conns + heavy,
+            _ => self.conns,
+        }
+    }
 }
 
 /// Moments of a run that an observer (e.g. `iomux compare`) cares about.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 pub enum Phase {
     /// The idle connections are open; active ones are not yet.
     IdleOpen,
     /// Warm-up is over; the measured window starts.
     WindowStart,
+    /// One `interval` of the window is over (see [`BenchConfig::interval`]).
+    Interval(Interval),
     /// The measured window ends.
     WindowEnd,
 }
@@ -67,30 +148,65 @@ pub enum Phase {
 /// Called at each [`Phase`].
 pub type Observer = Arc<dyn Fn(Phase) + Send + Sync>;
 
+/// One interval of the measured window.
+#[derive(Copy, Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Interval {
+    /// Seconds from the window's start to this interval's end.
+    pub elapsed_secs: f64,
+    /// The interval's length in seconds.
+    pub secs: f64,
+    pub requests: u64,
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub errors: u64,
+}
+
 /// Errors seen during a run; any non-zero count fails the run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Errors {
+    /// Connections that could not be opened (after the first succeeded).
     pub connect_failures: u64,
+    /// Active connections reset or closed by the server.
     pub resets: u64,
+    /// Responses that differ from what the request asks.
     pub mismatched: u64,
+    /// Connections closed in the middle of a response.
     pub short: u64,
+    /// Requests unanswered within the response timeout.
+    pub timeouts: u64,
+    /// Idle connections the server closed (e.g. its idle timeout).
+    pub idle_closed: u64,
 }
 
 impl Errors {
     pub fn total(&self) -> u64 {
-        self.connect_failures + self.resets + self.mismatched + self.short
+        self.connect_failures
+            + self.resets
+            + self.mismatched
+            + self.short
+            + self.timeouts
+            + self.idle_closed
     }
     fn add(&mut self, o: &Errors) {
         self.connect_failures += o.connect_failures;
         self.resets += o.resets;
         self.mismatched += o.mismatched;
         self.short += o.short;
+        self.timeouts += o.timeouts;
+        self.idle_closed += o.idle_closed;
     }
 }
 
 /// The outcome of a run (measured window only).
 pub struct BenchResult {
+    /// The address every connection went to.
+    pub addr: SocketAddr,
     pub requests: u64,
+    /// Measured requests sent (open loop: due), answered or not.
+    pub sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub window: Duration,
@@ -98,10 +214,26 @@ pub struct BenchResult {
     /// Latency of the heavy connections (hash mode), kept apart.
     pub heavy_latency: Histogram<u64>,
     pub heavy_requests: u64,
+    /// Open loop: how late the bench took requests off its schedule (its
+    /// own share of the latency).
+    pub send_lag: Histogram<u64>,
+    /// Open loop: latency from the real send time ("uncorrected").
+    pub from_send: Histogram<u64>,
     pub errors: Errors,
+    /// The first error, described (with the address).
+    pub first_error: Option<String>,
     /// CPU time the bench's threads used in the window.
     pub cpu: Duration,
     pub threads: usize,
+    /// Time spent opening the connections.
+    pub connect_time: Duration,
+    /// The run was cut short by [`BenchConfig::cancel`].
+    pub interrupted: bool,
+    /// Open loop: requests due but never sent (their connection was busy
+    /// until the end).
+    pub backlog: u64,
+    /// The [`Phase::Interval`] reports, in order.
+    pub intervals: Vec<Interval>,
 }
 
 impl BenchResult {
@@ -114,39 +246,62 @@ impl BenchResult {
     }
     /// At or above this, the load generator was probably the limit.
     pub const SATURATED: f64 = 0.95;
+
+    /// Why this run failed, or `None` if it did not: any error, or no
+    /// request completed at all.
+    pub fn failure(&self) -> Option<String> {
+        if self.errors.total() > 0 {
+            let first = self.first_error.clone().unwrap_or_default();
+            return Some(format!("{} error(s); first: {first}", self.errors.total()));
+        }
+        if self.requests + self.heavy_requests == 0 {
+            return Some(format!(
+                "no request completed against {} in {:.1} s",
+                self.addr,
+                self.window.as_secs_f64()
+            ));
+        }
+        None
+    }
 }
 
 /// Opens the connections, runs the load, returns the measured window.
+///
+/// Errors: `InvalidInput` for a bad configuration, `Interrupted` if
+/// `cancel` was set before the load started, otherwise a message naming
+/// the address (no connection, a connect timeout, out of descriptors).
 pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<BenchResult> {
     validate(config)?;
     iomux::limits::raise_nofile_limit();
-    let mut errors = Errors::default();
-    let idle = open_connections(config.addr, config.idle, "idle", &mut errors)?;
+    let connect_started = Instant::now();
+    let mut connector = Connector::new(config);
+    let idle = connector.open(config.idle, "idle")?;
     if let Some(o) = &observer {
         o(Phase::IdleOpen);
     }
-    let mut active: Vec<(TcpStream, bool)> =
-        open_connections(config.addr, config.conns, "active", &mut errors)?
-            .into_iter()
-            .map(|s| (s, false))
-            .collect();
+    let mut active: Vec<(TcpStream, bool)> = connector
+        .open(config.conns, "active")?
+        .into_iter()
+        .map(|s| (s, false))
+        .collect();
     if let Mode::Hash { heavy, .. } = config.mode {
-        let heavy = open_connections(config.addr, heavy, "heavy", &mut errors)?;
+        let heavy = connector.open(heavy, "heavy")?;
         active.extend(heavy.into_iter().map(|s| (s, true)));
     }
+    let connect_time = connect_started.elapsed();
+    let addr = connector.chosen.unwrap_or(config.addrs[0]);
     if active.is_empty() {
         return Err(io::Error::other(format!(
-            "could not connect to {}: no active connection opened",
-            config.addr
+            "could not connect to {addr}: no active connection opened"
         )));
     }
     let threads = config.threads.clamp(1, active.len());
+    let light_total = active.iter().filter(|(_, heavy)| !heavy).count();
     let mut groups: Vec<Vec<(TcpStream, bool)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, s) in active.into_iter().enumerate() {
         groups[i % threads].push(s);
     }
-    let completed = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
+    let shared = Arc::new(Shared::new(config.cancel.clone()));
     let handles: Vec<_> = groups
         .into_iter()
         .enumerate()
@@ -155,11 +310,15 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
             config.requests = config
                 .requests
                 .map(|n| n / threads as u64 + u64::from((i as u64) < n % threads as u64));
+            // Each thread's share of the rate follows its share of the
+            // connections.
+            let light = streams.iter().filter(|(_, heavy)| !heavy).count();
+            config.rate = config
+                .rate
+                .map(|r| r * light as f64 / light_total.max(1) as f64);
             let observer = if i == 0 { observer.clone() } else { None };
-            let completed = completed.clone();
-            std::thread::spawn(move || {
-                run_thread(&config, streams, i == 0, observer, completed, start)
-            })
+            let shared = shared.clone();
+            std::thread::spawn(move || run_thread(&config, addr, streams, i == 0, observer, shared))
         })
         .collect();
     let mut result: Option<BenchResult> = None;
@@ -171,541 +330,320 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
             None => part,
             Some(mut acc) => {
                 acc.requests += part.requests;
+                acc.sent += part.sent;
                 acc.bytes_sent += part.bytes_sent;
                 acc.bytes_received += part.bytes_received;
                 acc.window = acc.window.max(part.window);
                 let _ = acc.latency.add(&part.latency);
                 let _ = acc.heavy_latency.add(&part.heavy_latency);
                 acc.heavy_requests += part.heavy_requests;
+                let _ = acc.send_lag.add(&part.send_lag);
+                let _ = acc.from_send.add(&part.from_send);
                 acc.errors.add(&part.errors);
                 acc.cpu += part.cpu;
                 acc.threads += part.threads;
+                acc.interrupted |= part.interrupted;
+                acc.backlog += part.backlog;
+                acc.intervals.extend(part.intervals);
                 acc
             }
         });
     }
-    drop(idle);
     let mut result = result.ok_or_else(|| io::Error::other("no bench thread ran"))?;
-    result.errors.add(&errors);
+    result.connect_time = connect_time;
+    // A Ctrl-C also reaches the server when it shares the terminal: if its
+    // connections died of it before a thread saw the flag, this run was
+    // still interrupted, not failed.
+    result.interrupted |= config.cancel.load(Ordering::Relaxed);
+    result.errors.add(&connector.errors);
+    let closed = idle_closed(&idle);
+    if closed > 0 {
+        result.errors.idle_closed += closed;
+        shared.note_error(format!(
+            "{addr}: {closed} of {} idle connections were closed by the server \
+             (an idle timeout on the server?)",
+            idle.len()
+        ));
+    }
+    drop(idle);
+    result.first_error = connector
+        .first_error
+        .take()
+        .or_else(|| shared.first_error());
     Ok(result)
 }
 
-fn validate(c: &BenchConfig) -> io::Result<()> {
-    let bad = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
+/// Idle connections the server closed or reset (read end of stream or an
+/// error). Nothing is read from the live ones.
+fn idle_closed(idle: &[TcpStream]) -> u64 {
+    let mut closed = 0;
+    for s in idle {
+        if s.set_nonblocking(true).is_err() {
+            closed += 1;
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        match s.peek(&mut byte) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => closed += 1,
+            // The server sent something to a silent client; not a close.
+            Ok(_) => {}
+        }
+    }
+    closed
+}
+
+pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
+    let bad = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
+    if c.addrs.is_empty() {
+        return bad(format!("{}: no address to connect to", c.target));
+    }
     if c.conns == 0 {
-        return bad("--conns must be at least 1");
+        return bad("--conns must be at least 1".into());
     }
     if c.pipeline == 0 {
-        return bad("--pipeline must be at least 1");
+        return bad("--pipeline must be at least 1".into());
     }
     if c.size == 0 {
-        return bad("--size must be at least 1");
+        return bad("--size must be at least 1".into());
     }
     if c.conns > 1_000_000 || c.idle > 1_000_000 {
-        return bad("--conns and --idle must be at most 1000000");
+        return bad("--conns and --idle must be at most 1000000".into());
     }
     if c.pipeline > 65_536 {
-        return bad("--pipeline must be at most 65536");
+        return bad("--pipeline must be at most 65536".into());
     }
     if c.size > 64 << 20 {
-        return bad("--size must be at most 67108864 (64 MiB)");
+        return bad("--size must be at most 67108864 (64 MiB)".into());
     }
     if c.duration.is_zero() {
-        return bad("--duration must be more than 0");
+        return bad("--duration must be more than 0".into());
+    }
+    if c.threads == 0 || c.threads > 1024 {
+        return bad(format!(
+            "--threads must be from 1 to 1024, got {}",
+            c.threads
+        ));
+    }
+    if c.threads > c.active() {
+        return bad(format!(
+            "--threads ({}) must be at most the number of active connections ({})",
+            c.threads,
+            c.active()
+        ));
+    }
+    if c.requests == Some(0) {
+        return bad("--requests must be at least 1".into());
+    }
+    if c.connect_timeout.is_zero() {
+        return bad("--connect-timeout must be more than 0".into());
+    }
+    if c.response_timeout.is_zero() {
+        return bad("--timeout must be more than 0".into());
+    }
+    for (flag, v) in [("--rate", c.rate), ("--connect-rate", c.connect_rate)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0 && v <= 1e9)
+        {
+            return bad(format!(
+                "{flag} must be more than 0 and at most 1e9 per second, got {v}"
+            ));
+        }
+    }
+    if let Some(i) = c.interval
+        && i < Duration::from_millis(10)
+    {
+        return bad("--interval must be at least 0.01 seconds".into());
     }
     if let Mode::Hash { heavy_iters, heavy } = c.mode {
         if !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters) {
-            return bad("--heavy-iters must be from 1 to 10000000");
+            return bad("--heavy-iters must be from 1 to 10000000".into());
         }
         if heavy > 1_000_000 {
-            return bad("--heavy must be at most 1000000");
+            return bad("--heavy must be at most 1000000".into());
+        }
+        if heavy > 0 && c.rate.is_some() {
+            return bad(
+                "--rate cannot be combined with --heavy (heavy connections are closed-loop)".into(),
+            );
         }
     }
     if let Mode::Ack(reply) = &c.mode {
         if reply.is_empty() {
-            return bad("--reply must not be empty in ack mode");
+            return bad("--reply must not be empty in ack mode".into());
         }
         if c.pipeline > 1 {
             // ack answers each read, not each request: with several
             // requests in flight the kernel may merge them into one read.
-            return bad("--mode ack needs --pipeline 1 (the ack protocol has no framing)");
+            return bad("--mode ack needs --pipeline 1 (the ack protocol has no framing)".into());
         }
     }
     Ok(())
 }
 
-fn open_connections(
-    addr: SocketAddr,
-    n: usize,
-    what: &str,
-    errors: &mut Errors,
-) -> io::Result<Vec<TcpStream>> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                out.push(s);
-            }
-            Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error())
-                    || e.raw_os_error() == Some(rustix::io::Errno::NFILE.raw_os_error()) =>
-            {
-                let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-                return Err(io::Error::other(format!(
-                    "cannot open {n} {what} connections: {e}; the open-files limit is {} \
-                     (raise it with `ulimit -n`, up to the hard limit {})",
-                    limit.current.map_or("unlimited".into(), |v| v.to_string()),
-                    limit.maximum.map_or("unlimited".into(), |v| v.to_string()),
-                )));
-            }
-            Err(e) if out.is_empty() && errors.connect_failures == 0 => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot connect to {addr}: {e}"),
-                ));
-            }
-            Err(_) => errors.connect_failures += 1,
+/// Opens connections one after another, at most `connect_rate` a second,
+/// each within the connect timeout.
+struct Connector<'a> {
+    config: &'a BenchConfig,
+    /// The address that accepted the first connection.
+    chosen: Option<SocketAddr>,
+    started: Instant,
+    opened: u64,
+    errors: Errors,
+    first_error: Option<String>,
+}
+
+impl Connector<'_> {
+    fn new(config: &BenchConfig) -> Connector<'_> {
+        Connector {
+            config,
+            chosen: None,
+            started: Instant::now(),
+            opened: 0,
+            errors: Errors::default(),
+            first_error: None,
         }
     }
-    Ok(out)
+
+    /// Waits for the connect rate, checking for a cancel.
+    fn pace(&self) -> io::Result<()> {
+        let interrupted = || {
+            io::Error::new(
+                io::ErrorKind::Interrupted,
+                "interrupted while opening connections",
+            )
+        };
+        if let Some(rate) = self.config.connect_rate {
+            let due = self.started + Duration::from_secs_f64(self.opened as f64 / rate);
+            loop {
+                if self.config.cancel.load(Ordering::Relaxed) {
+                    return Err(interrupted());
+                }
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            }
+        }
+        if self.config.cancel.load(Ordering::Relaxed) {
+            return Err(interrupted());
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self) -> Result<TcpStream, (SocketAddr, io::Error)> {
+        let timeout = self.config.connect_timeout;
+        if let Some(addr) = self.chosen {
+            return TcpStream::connect_timeout(&addr, timeout).map_err(|e| (addr, e));
+        }
+        let mut last = None;
+        for &addr in &self.config.addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    self.chosen = Some(addr);
+                    return Ok(s);
+                }
+                Err(e) => last = Some((addr, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| (self.config.addrs[0], io::ErrorKind::NotFound.into())))
+    }
+
+    fn open(&mut self, n: usize, what: &str) -> io::Result<Vec<TcpStream>> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            self.pace()?;
+            self.opened += 1;
+            match self.connect() {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    out.push(s);
+                }
+                Err((addr, e)) => {
+                    let errno = e.raw_os_error();
+                    if errno == Some(rustix::io::Errno::MFILE.raw_os_error())
+                        || errno == Some(rustix::io::Errno::NFILE.raw_os_error())
+                    {
+                        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                        return Err(io::Error::other(format!(
+                            "cannot open {n} {what} connections to {addr}: {e}; the open-files \
+                             limit is {} (raise it with `ulimit -n`, up to the hard limit {})",
+                            limit.current.map_or("unlimited".into(), |v| v.to_string()),
+                            limit.maximum.map_or("unlimited".into(), |v| v.to_string()),
+                        )));
+                    }
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        // Each further try would cost the whole timeout.
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "cannot connect to {addr}: connect timeout ({} s) on {what} \
+                                 connection {} of {n}",
+                                self.config.connect_timeout.as_secs_f64(),
+                                i + 1
+                            ),
+                        ));
+                    }
+                    if self.chosen.is_none() {
+                        let tried: Vec<String> =
+                            self.config.addrs.iter().map(|a| a.to_string()).collect();
+                        let target = if tried.len() > 1 || tried[0] != self.config.target {
+                            format!("{} ({})", self.config.target, tried.join(", "))
+                        } else {
+                            self.config.target.clone()
+                        };
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("cannot connect to {target}: {e}"),
+                        ));
+                    }
+                    self.errors.connect_failures += 1;
+                    self.first_error
+                        .get_or_insert_with(|| format!("{addr}: {what} connection failed: {e}"));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn run_thread(
     config: &BenchConfig,
+    addr: SocketAddr,
     streams: Vec<(TcpStream, bool)>,
     leader: bool,
     observer: Option<Observer>,
-    completed: Arc<AtomicU64>,
-    start: Instant,
+    shared: Arc<Shared>,
 ) -> io::Result<BenchResult> {
     let mut loop_config = Config::default();
     // The bench's own handlers are short; its stall lines would only
     // confuse a reader of the server's.
     loop_config.stall_threshold = None;
     loop_config.max_clients = usize::MAX;
+    // At the end, requests a server never read must not hold the bench.
+    loop_config.shutdown_grace = Duration::from_millis(100);
     let mut lp = EventLoop::new(config.backend, loop_config)?;
-    let mut load = LoadGen::new(config, leader, observer, completed, start);
+    let mut load = LoadGen::new(config, addr, leader, observer, shared.clone());
     for (s, heavy) in streams {
-        let id = lp.adopt(s)?;
-        if heavy {
-            load.heavy.insert(id);
-        }
-    }
-    lp.run(&mut load)?;
-    Ok(load.finish())
-}
-
-const TIMER_WINDOW_START: u64 = 1;
-const TIMER_WINDOW_END: u64 = 2;
-const TIMER_PROGRESS: u64 = 3;
-
-struct Client {
-    /// Send times of the requests in flight, oldest first.
-    in_flight: VecDeque<Instant>,
-    /// Sequence number of the next request to send.
-    next_seq: u64,
-    /// Bytes of the oldest in-flight response received so far.
-    received: usize,
-}
-
-/// The bench's [`App`]: one per thread.
-struct LoadGen {
-    mode: Mode,
-    size: usize,
-    pipeline: usize,
-    warmup: Duration,
-    duration: Duration,
-    progress: bool,
-    /// Requests this thread may still send (`--requests`).
-    budget: Option<u64>,
-    /// Requests sent and not yet answered.
-    outstanding: u64,
-    observer: Option<Observer>,
-    completed: Arc<AtomicU64>,
-    start: Instant,
-    clients: HashMap<ConnId, Client>,
-    /// Bytes of request 0; request k differs in its first 8 bytes.
-    base: Vec<u8>,
-    /// Scratch for building a request.
-    request: Vec<u8>,
-    started: bool,
-    recording: bool,
-    stopping: bool,
-    window_start: Option<Instant>,
-    window_end: Option<Instant>,
-    cpu_start: Duration,
-    cpu_end: Duration,
-    requests: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    latency: Histogram<u64>,
-    heavy_latency: Histogram<u64>,
-    heavy_requests: u64,
-    errors: Errors,
-    last_progress: (Instant, u64),
-    /// Connections sending heavy requests (hash mode).
-    heavy: HashSet<ConnId>,
-    /// The one heavy request's text and its expected reply, computed once.
-    heavy_reply: Option<Vec<u8>>,
-}
-
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-        .expect("constant histogram bounds are valid")
-}
-
-/// Request `seq` of a connection: `base` with the sequence number mixed
-/// into its first bytes, so a response from the wrong request is caught.
-pub fn build_request(base: &[u8], seq: u64, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(base);
-    for (b, s) in out.iter_mut().zip(seq.to_le_bytes()) {
-        *b ^= s;
-    }
-}
-
-/// The `hash` app's reply to TEXT with N iterations.
-pub fn hash_reply(text: &[u8], n: u64) -> Vec<u8> {
-    let mut reply = iomux::app::iterated_sha256_hex(text, n).into_bytes();
-    reply.push(b'\n');
-    reply
-}
-
-const PAYLOAD_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// A printable pseudo-random payload of `size` bytes.
-pub fn payload(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b'a' + (x % 26) as u8
-        })
-        .collect()
-}
-
-impl LoadGen {
-    fn new(
-        config: &BenchConfig,
-        leader: bool,
-        observer: Option<Observer>,
-        completed: Arc<AtomicU64>,
-        start: Instant,
-    ) -> LoadGen {
-        LoadGen {
-            mode: config.mode.clone(),
-            size: config.size,
-            pipeline: config.pipeline,
-            warmup: config.warmup,
-            duration: config.duration,
-            progress: leader && config.progress && std::io::stdout().is_terminal(),
-            budget: config.requests,
-            outstanding: 0,
-            observer,
-            completed,
-            start,
-            clients: HashMap::new(),
-            base: payload(config.size, PAYLOAD_SEED),
-            request: Vec::with_capacity(config.size),
-            started: false,
-            recording: false,
-            stopping: false,
-            window_start: None,
-            window_end: None,
-            cpu_start: Duration::ZERO,
-            cpu_end: Duration::ZERO,
-            requests: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            latency: new_histogram(),
-            heavy_latency: new_histogram(),
-            heavy_requests: 0,
-            heavy: HashSet::new(),
-            // Computed before the run: it costs as much as a heavy request.
-            heavy_reply: match config.mode {
-                Mode::Hash { heavy, heavy_iters } if heavy > 0 => {
-                    let mut text = b"heavy ".to_vec();
-                    text.extend_from_slice(&payload(config.size, PAYLOAD_SEED));
-                    Some(hash_reply(&text, heavy_iters))
-                }
-                _ => None,
-            },
-            errors: Errors::default(),
-            last_progress: (start, 0),
-        }
-    }
-
-    fn begin(&mut self, ctx: &mut Ctx<'_>) {
-        self.started = true;
-        if self.warmup.is_zero() {
-            self.start_window();
-        } else {
-            ctx.set_timer(self.warmup, TIMER_WINDOW_START);
-        }
-        ctx.set_timer(self.warmup + self.duration, TIMER_WINDOW_END);
-        if self.progress {
-            ctx.set_timer(Duration::from_secs(1), TIMER_PROGRESS);
-        }
-    }
-
-    fn start_window(&mut self) {
-        self.recording = true;
-        self.window_start = Some(Instant::now());
-        self.cpu_start = proc::thread_cpu_time();
-        if let Some(o) = &self.observer {
-            o(Phase::WindowStart);
-        }
-    }
-
-    fn send_request(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-        if let Some(left) = &mut self.budget {
-            if *left == 0 {
-                return;
-            }
-            *left -= 1;
-        }
-        self.outstanding += 1;
-        let heavy = self.heavy.contains(&conn);
-        let Some(client) = self.clients.get_mut(&conn) else {
-            return;
-        };
-        let seq = client.next_seq;
-        client.next_seq += 1;
-        client.in_flight.push_back(Instant::now());
-        self.build(heavy, seq);
-        if self.recording {
-            self.bytes_sent += self.request.len() as u64;
-        }
-        ctx.send(conn, &self.request);
-    }
-
-    /// Request `seq` into `self.request`.
-    fn build(&mut self, heavy: bool, seq: u64) {
-        match self.mode {
-            Mode::Echo | Mode::Ack(_) => build_request(&self.base, seq, &mut self.request),
-            Mode::Hash { heavy_iters, .. } => {
-                // Light texts vary with seq; the heavy text is fixed, so its
-                // (expensive) expected digest is computed once.
-                self.request.clear();
-                if heavy {
-                    let _ = write!(self.request, "hash {heavy_iters} heavy ");
-                } else {
-                    let _ = write!(self.request, "hash 1 {seq} ");
-                }
-                self.request.extend_from_slice(&self.base);
-                self.request.push(b'\n');
+        match lp.adopt(s) {
+            Ok(id) => load.add(id, heavy),
+            Err(e) => {
+                // The server closed it between connect and start.
+                load.errors.resets += 1;
+                shared.note_error(format!(
+                    "{addr}: connection lost before the load started: {e}"
+                ));
             }
         }
     }
-
-    /// The bytes response `seq` of a (heavy or light) connection must have.
-    fn expected(&mut self, heavy: bool, seq: u64) -> &[u8] {
-        match &self.mode {
-            Mode::Echo => {
-                build_request(&self.base, seq, &mut self.request);
-                &self.request
-            }
-            Mode::Ack(reply) => reply,
-            Mode::Hash { heavy_iters, .. } if heavy => {
-                let n = *heavy_iters;
-                let base = &self.base;
-                self.heavy_reply.get_or_insert_with(|| {
-                    let mut text = b"heavy ".to_vec();
-                    text.extend_from_slice(base);
-                    hash_reply(&text, n)
-                })
-            }
-            Mode::Hash { .. } => {
-                let mut text = format!("{seq} ").into_bytes();
-                text.extend_from_slice(&self.base);
-                self.request = hash_reply(&text, 1);
-                &self.request
-            }
-        }
+    if load.is_empty() {
+        load.finish_empty();
+    } else {
+        lp.run(&mut load)?;
     }
-
-    fn response_len(&self) -> usize {
-        match &self.mode {
-            Mode::Echo => self.size,
-            Mode::Ack(reply) => reply.len(),
-            Mode::Hash { .. } => 65,
-        }
-    }
-
-    fn end_window(&mut self, ctx: &mut Ctx<'_>) {
-        if self.window_start.is_none() {
-            self.start_window();
-        }
-        self.window_end = Some(Instant::now());
-        self.cpu_end = proc::thread_cpu_time();
-        self.recording = false;
-        self.stopping = true;
-        if let Some(o) = &self.observer {
-            o(Phase::WindowEnd);
-        }
-        if self.progress {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "\r{:60}\r", "");
-            let _ = out.flush();
-        }
-        ctx.stop();
-    }
-
-    fn finish(self) -> BenchResult {
-        let window = match (self.window_start, self.window_end) {
-            (Some(a), Some(b)) => b - a,
-            (Some(a), None) => a.elapsed(),
-            _ => Duration::ZERO,
-        };
-        BenchResult {
-            requests: self.requests,
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            window,
-            latency: self.latency,
-            heavy_latency: self.heavy_latency,
-            heavy_requests: self.heavy_requests,
-            errors: self.errors,
-            cpu: self.cpu_end.saturating_sub(self.cpu_start),
-            threads: 1,
-        }
-    }
-
-    fn print_progress(&mut self) {
-        let now = Instant::now();
-        let total = self.completed.load(Ordering::Relaxed);
-        let (then, before) = self.last_progress;
-        let rate = (total - before) as f64 / (now - then).as_secs_f64().max(1e-9);
-        self.last_progress = (now, total);
-        let elapsed = (now - self.start).as_secs_f64();
-        let all = (self.warmup + self.duration).as_secs_f64();
-        let phase = if self.recording {
-            "measuring"
-        } else {
-            "warming up"
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = write!(
-            out,
-            "\r[{elapsed:5.1}/{all:.1}s] {phase}: {rate:10.0} req/s   "
-        );
-        let _ = out.flush();
-    }
-}
-
-impl App for LoadGen {
-    type State = ();
-
-    fn name(&self) -> &'static str {
-        "bench"
-    }
-
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
-        if !self.started {
-            self.begin(ctx);
-        }
-        self.clients.insert(
-            conn,
-            Client {
-                in_flight: VecDeque::with_capacity(self.pipeline),
-                next_seq: 0,
-                received: 0,
-            },
-        );
-        for _ in 0..self.pipeline {
-            self.send_request(ctx, conn);
-        }
-    }
-
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
-        let response_len = self.response_len();
-        let heavy = self.heavy.contains(&conn);
-        let mut used = 0;
-        while used < input.len() {
-            let Some(client) = self.clients.get_mut(&conn) else {
-                return input.len();
-            };
-            let Some(&sent_at) = client.in_flight.front() else {
-                // Bytes nobody asked for.
-                self.errors.mismatched += 1;
-                self.clients.remove(&conn);
-                ctx.close(conn);
-                return input.len();
-            };
-            let seq = client.next_seq - client.in_flight.len() as u64;
-            let offset = client.received;
-            let take = (response_len - offset).min(input.len() - used);
-            let expected = &self.expected(heavy, seq)[offset..offset + take];
-            if expected != &input[used..used + take] {
-                self.errors.mismatched += 1;
-                self.clients.remove(&conn);
-                ctx.close(conn);
-                return input.len();
-            }
-            used += take;
-            let Some(client) = self.clients.get_mut(&conn) else {
-                return input.len();
-            };
-            client.received += take;
-            if client.received == response_len {
-                client.received = 0;
-                client.in_flight.pop_front();
-                if self.recording {
-                    let ns = sent_at.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                    if heavy {
-                        let _ = self.heavy_latency.record(ns.max(1));
-                        self.heavy_requests += 1;
-                    } else {
-                        let _ = self.latency.record(ns.max(1));
-                        self.requests += 1;
-                    }
-                    self.bytes_received += response_len as u64;
-                }
-                self.completed.fetch_add(1, Ordering::Relaxed);
-                self.outstanding -= 1;
-                if !self.stopping {
-                    self.send_request(ctx, conn);
-                    if self.budget == Some(0) && self.outstanding == 0 {
-                        self.end_window(ctx);
-                    }
-                }
-            }
-        }
-        used
-    }
-
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
-        if !self.stopping
-            && let Some(c) = self.clients.get(&conn)
-            && c.received > 0
-        {
-            // One error for this connection, not also a reset in on_close.
-            self.errors.short += 1;
-            self.clients.remove(&conn);
-        }
-        ctx.close(conn);
-    }
-
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _: (), _reason: &CloseReason) {
-        if self.clients.remove(&conn).is_some() && !self.stopping {
-            self.errors.resets += 1;
-        }
-    }
-
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: u64) {
-        match timer {
-            TIMER_WINDOW_START => self.start_window(),
-            TIMER_WINDOW_END if !self.stopping => self.end_window(ctx),
-            TIMER_PROGRESS if !self.stopping => {
-                self.print_progress();
-                ctx.set_timer(Duration::from_secs(1), TIMER_PROGRESS);
-            }
-            _ => {}
-        }
-    }
+    Ok(load.finish(addr))
 }
 
 #[cfg(test)]
@@ -713,24 +651,106 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_differ_by_sequence_and_keep_their_size() {
-        let base = payload(64, 1);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        build_request(&base, 0, &mut a);
-        build_request(&base, 1, &mut b);
-        assert_eq!(a, base);
-        assert_eq!(b.len(), 64);
-        assert_ne!(a, b);
-        let mut tiny = Vec::new();
-        build_request(&base[..3], 0x0102_0304, &mut tiny);
-        assert_eq!(tiny.len(), 3);
+    fn errors_total_counts_every_kind() {
+        let e = Errors {
+            connect_failures: 1,
+            resets: 2,
+            mismatched: 3,
+            short: 4,
+            timeouts: 5,
+            idle_closed: 6,
+        };
+        assert_eq!(e.total(), 21);
+        let mut sum = Errors::default();
+        sum.add(&e);
+        sum.add(&e);
+        assert_eq!(sum.total(), 42);
     }
 
     #[test]
-    fn payload_is_printable_and_deterministic() {
-        let p = payload(100, 7);
-        assert!(p.iter().all(|b| b.is_ascii_lowercase()));
-        assert_eq!(p, payload(100, 7));
-        assert_ne!(p, payload(100, 8));
+    fn validate_refuses_out_of_range_values() {
+        let ok = BenchConfig::new(([127, 0, 0, 1], 1).into());
+        assert!(validate(&ok).is_ok());
+        let cases: Vec<(BenchConfig, &str)> = vec![
+            (
+                BenchConfig {
+                    threads: 0,
+                    ..ok.clone()
+                },
+                "--threads",
+            ),
+            (
+                BenchConfig {
+                    threads: 1025,
+                    ..ok.clone()
+                },
+                "--threads",
+            ),
+            (
+                BenchConfig {
+                    threads: 101,
+                    ..ok.clone()
+                },
+                "active connections",
+            ),
+            (
+                BenchConfig {
+                    requests: Some(0),
+                    ..ok.clone()
+                },
+                "--requests",
+            ),
+            (
+                BenchConfig {
+                    rate: Some(0.0),
+                    ..ok.clone()
+                },
+                "--rate",
+            ),
+            (
+                BenchConfig {
+                    rate: Some(f64::NAN),
+                    ..ok.clone()
+                },
+                "--rate",
+            ),
+            (
+                BenchConfig {
+                    connect_rate: Some(-1.0),
+                    ..ok.clone()
+                },
+                "--connect-rate",
+            ),
+            (
+                BenchConfig {
+                    response_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "--timeout",
+            ),
+            (
+                BenchConfig {
+                    interval: Some(Duration::from_millis(1)),
+                    ..ok.clone()
+                },
+                "--interval",
+            ),
+            (
+                BenchConfig {
+                    mode: Mode::Hash {
+                        heavy: 1,
+                        heavy_iters: 10,
+                    },
+                    rate: Some(10.0),
+                    ..ok.clone()
+                },
+                "--heavy",
+            ),
+        ];
+        for (c, flag) in cases {
+            let e = validate(&c).expect_err(flag);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(flag), "{e} should name {flag}");
+        }
     }
 }

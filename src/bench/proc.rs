@@ -40,6 +40,34 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time the whole machine spent busy (every state but idle and
+/// iowait, steal included: a neighbour VM's use counts as load), from the
+/// `cpu` line of `/proc/stat`.
+pub fn machine_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_proc_stat_busy(&text).map(ticks_to_duration)
+}
+
+/// Busy ticks of the `cpu` line of a `/proc/stat` text: user, nice,
+/// system, irq, softirq and steal (guest time is already in user).
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    Some(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn loadavg() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 fn ticks_to_duration(ticks: u64) -> Duration {
     // USER_HZ is 100 on every Linux ABI (the kernel converts for /proc).
     Duration::from_millis(ticks * 10)
@@ -61,6 +89,15 @@ mod tests {
         let status = "Name:\tiomux\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t1\n";
         assert_eq!(parse_status_rss(status), Some(2048 * 1024));
         assert_eq!(parse_status_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn proc_stat_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 40 3 7 11 0 0\ncpu0 50 2 25 500 20 1 3 5 0 0\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 7 + 11));
+        assert_eq!(parse_proc_stat_busy("intr 1 2 3\n"), None);
+        assert!(machine_busy().is_some());
+        assert!(loadavg().is_some_and(|l| l >= 0.0));
     }
 
     #[test]

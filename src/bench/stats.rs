@@ -57,6 +57,50 @@ pub fn spread(values: &[f64]) -> f64 {
     (hi - lo) / m.abs()
 }
 
+/// The percentile distribution of a histogram recorded in nanoseconds, in
+/// milliseconds, in the text format of HdrHistogram's
+/// `outputPercentileDistribution` (what wrk2 prints with `--latency`), so
+/// HdrHistogram's plotter can read it.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let ms = |ns: f64| ns / 1e6;
+    let mut s = format!(
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let value = ms(h.highest_equivalent(v.value_iterated_to()) as f64);
+            if q < 1.0 {
+                s += &format!(
+                    "{value:12.3} {q:14.12} {total:10} {:14.2}\n",
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                s += &format!("{value:12.3} {q:14.12} {total:10}\n");
+            }
+        }
+    }
+    let (mean, stdev, max) = if h.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        (ms(h.mean()), ms(h.stdev()), ms(h.max() as f64))
+    };
+    let sub_buckets = (2.0 * 10f64.powi(i32::from(h.sigfig())))
+        .log2()
+        .ceil()
+        .exp2();
+    s += &format!("#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]\n");
+    s += &format!("#[Max     = {max:12.3}, Total count    = {:12}]\n", h.len());
+    s += &format!(
+        "#[Buckets = {:12}, SubBuckets     = {sub_buckets:12}]\n",
+        h.buckets()
+    );
+    s
+}
+
 /// A duration in microseconds, printed with a sensible unit.
 pub fn format_us(us: f64) -> String {
     if us >= 1_000_000.0 {
@@ -97,6 +141,43 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert!((spread(&[90.0, 100.0, 110.0]) - 0.2).abs() < 1e-12);
         assert_eq!(spread(&[5.0]), 0.0);
+    }
+
+    #[test]
+    fn percentile_distribution_is_hdr_text() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for ms in 1..=100u64 {
+            h.record(ms * 1_000_000).unwrap();
+        }
+        let text = percentile_distribution(&h);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("Value") && lines[0].contains("1/(1-Percentile)"));
+        // First row: the smallest value at percentile 0.
+        let first: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(first[1], "0.000000000000", "{text}");
+        assert!(
+            (first[0].parse::<f64>().unwrap() - 1.0).abs() < 0.01,
+            "{text}"
+        );
+        // The last data row reaches percentile 1 and the whole count.
+        let last_row = lines.iter().rev().find(|l| !l.starts_with('#')).unwrap();
+        let last: Vec<&str> = last_row.split_whitespace().collect();
+        assert_eq!((last[1], last[2]), ("1.000000000000", "100"), "{text}");
+        assert!(
+            (last[0].parse::<f64>().unwrap() - 100.0).abs() < 0.1,
+            "{text}"
+        );
+        assert!(text.contains("Total count    =          100]"), "{text}");
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        // Percentiles never go down.
+        let qs: Vec<f64> = lines[2..]
+            .iter()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert!(qs.windows(2).all(|w| w[0] <= w[1]), "{text}");
+        let empty = percentile_distribution(&Histogram::<u64>::new(3).unwrap());
+        assert!(empty.contains("Total count    =            0]"), "{empty}");
     }
 
     #[test]

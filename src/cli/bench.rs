@@ -1,9 +1,14 @@
 //! `iomux bench`: the load generator.
 
-use crate::bench::{self, BenchConfig, BenchResult, Mode, stats};
+use crate::bench::{self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats};
 use clap::{Args, ValueEnum};
 use iomux::Backend;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum ModeName {
@@ -15,23 +20,44 @@ pub enum ModeName {
     Hash,
 }
 
+/// A server address as given (`HOST:PORT`) and what it resolves to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub text: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
+fn parse_requests(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("must be a whole number of at least 1, got '{s}'")),
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    Ok(Target {
+        text: s.to_string(),
+        addrs: super::resolve(s)?,
+    })
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (`localhost:8888`, `[::1]:8888`).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_target)]
+    pub addr: Target,
     /// Active connections.
-    #[arg(long, default_value_t = 100)]
-    pub conns: usize,
+    #[arg(short = 'c', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub conns: u64,
     /// Requests in flight per connection.
-    #[arg(long, default_value_t = 1)]
-    pub pipeline: usize,
+    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub pipeline: u64,
     /// Extra connections opened first and kept silent.
-    #[arg(long, default_value_t = 0)]
-    pub idle: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub idle: u64,
     /// Request size in bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
+    pub size: u64,
     /// What the server answers.
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: ModeName,
@@ -39,27 +65,49 @@ pub struct BenchArgs {
     #[arg(long, default_value = "Ok,Thanks")]
     pub reply: String,
     /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
+    #[arg(long, default_value = "1", value_parser = super::parse_seconds)]
+    pub warmup: Duration,
+    /// Seconds measured (with --requests: the longest the window may last).
+    #[arg(short = 'd', long, default_value = "5", value_parser = super::parse_seconds)]
+    pub duration: Duration,
     /// hash mode: extra connections sending heavy requests.
-    #[arg(long, default_value_t = 0)]
-    pub heavy: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub heavy: u64,
     /// hash mode: iterations of each heavy request.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub heavy_iters: u64,
-    /// Send exactly N requests in all (warm-up included), then stop.
-    #[arg(long)]
+    /// Measure exactly N requests (sent after the warm-up), then stop.
+    #[arg(short = 'n', long, value_parser = parse_requests)]
     pub requests: Option<u64>,
     /// Load-generator threads, each with its own event loop.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: u64,
+    /// Open loop: R requests per second in all, spread over the
+    /// connections; latency from each request's due time.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Open at most R connections per second.
+    #[arg(long, value_name = "R")]
+    pub connect_rate: Option<f64>,
+    /// Seconds a connect may take before the run fails.
+    #[arg(long, default_value = "3", value_parser = super::parse_seconds)]
+    pub connect_timeout: Duration,
+    /// Seconds a request may wait for its response (response timeout).
+    #[arg(long, default_value = "5", value_parser = super::parse_seconds)]
+    pub timeout: Duration,
+    /// Write the latency percentile distribution (HdrHistogram text, ms) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hist: Option<PathBuf>,
+    /// A line every SECS seconds of the measured window.
+    #[arg(long, value_name = "SECS", value_parser = super::parse_seconds)]
+    pub interval: Option<Duration>,
+    /// --interval lines as CSV.
+    #[arg(long, requires = "interval")]
+    pub csv: bool,
     /// The bench's own event-loop backend.
     #[arg(long, default_value = "epoll", value_parser = super::serve::parse_backend)]
     pub backend: Backend,
-    /// Print the result as JSON.
+    /// Print the result (or the error) as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -67,93 +115,216 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub fn to_config(&self, progress: bool) -> Result<BenchConfig, String> {
         Ok(BenchConfig {
-            addr: self.addr,
-            conns: self.conns,
-            pipeline: self.pipeline,
-            idle: self.idle,
-            size: self.size,
+            addrs: self.addr.addrs.clone(),
+            target: self.addr.text.clone(),
+            conns: self.conns as usize,
+            pipeline: self.pipeline as usize,
+            idle: self.idle as usize,
+            size: self.size as usize,
             mode: match self.mode {
                 ModeName::Echo => Mode::Echo,
                 ModeName::Ack => Mode::Ack(self.reply.clone().into_bytes()),
                 ModeName::Hash => Mode::Hash {
-                    heavy: self.heavy,
+                    heavy: self.heavy as usize,
                     heavy_iters: self.heavy_iters,
                 },
             },
-            warmup: super::seconds("--warmup", self.warmup)?,
-            duration: super::seconds("--duration", self.duration)?,
-            threads: self.threads,
+            warmup: self.warmup,
+            duration: self.duration,
+            threads: self.threads as usize,
             backend: self.backend,
             progress,
             requests: self.requests,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.timeout,
+            rate: self.rate,
+            connect_rate: self.connect_rate,
+            interval: self.interval,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 }
 
+/// Exit code of a run cut short by Ctrl-C (128 + SIGINT).
+const INTERRUPTED: i32 = 130;
+
 pub fn run(args: BenchArgs) -> i32 {
-    let config = match args.to_config(!args.json) {
+    let config = match args.to_config(std::io::stderr().is_terminal()) {
         Ok(c) => c,
         Err(e) => return super::usage_error(&e),
     };
-    let result = match bench::run(&config, None) {
+    if let Err(e) = bench::validate(&config) {
+        return super::usage_error(&e.to_string());
+    }
+    // The first Ctrl-C ends the run with its partial result; a second one
+    // while the bench is still finishing exits at once.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            INTERRUPTED,
+            config.cancel.clone(),
+        );
+        let _ = signal_hook::flag::register(signal, config.cancel.clone());
+    }
+    let observer = args.interval.map(|_| interval_printer(args.csv, args.json));
+    let result = match bench::run(&config, observer) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            return super::usage_error(&e.to_string());
-        }
         Err(e) => {
+            let interrupted = e.kind() == std::io::ErrorKind::Interrupted;
+            if args.json {
+                let j = serde_json::json!({
+                    "ok": false,
+                    "addr": config.target,
+                    "interrupted": interrupted,
+                    "error": e.to_string(),
+                });
+                println!("{j}");
+            }
             eprintln!("iomux bench: {e}");
-            return 1;
+            return if interrupted { INTERRUPTED } else { 1 };
         }
     };
+    let failure = result.failure();
     if args.json {
-        println!("{}", to_json(&config, &result));
+        println!("{}", to_json(&config, &result, failure.as_deref()));
     } else {
         print!("{}", render(&config, &result));
     }
-    if result.errors.total() > 0 { 1 } else { 0 }
+    if let Some(path) = &args.hist
+        && let Err(e) = std::fs::write(path, stats::percentile_distribution(&result.latency))
+    {
+        eprintln!("iomux bench: cannot write {}: {e}", path.display());
+        return 1;
+    }
+    if result.interrupted {
+        eprintln!(
+            "iomux bench: interrupted after {:.1} s measured; the result is partial",
+            result.window.as_secs_f64()
+        );
+        return INTERRUPTED;
+    }
+    match failure {
+        Some(f) => {
+            eprintln!("iomux bench: {f}");
+            1
+        }
+        None => 0,
+    }
+}
+
+/// Prints each interval line: on stdout, or on stderr when stdout holds
+/// the JSON document.
+fn interval_printer(csv: bool, json: bool) -> Observer {
+    let print = move |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    Arc::new(move |phase| match phase {
+        Phase::WindowStart if csv => print(INTERVAL_CSV_HEADER),
+        Phase::Interval(i) => print(&interval_line(&i, csv)),
+        _ => {}
+    })
+}
+
+pub const INTERVAL_CSV_HEADER: &str =
+    "elapsed_secs,secs,requests,requests_per_sec,p50_us,p90_us,p99_us,max_us,errors";
+
+/// One `--interval` line, as text or CSV.
+pub fn interval_line(i: &Interval, csv: bool) -> String {
+    if csv {
+        format!(
+            "{:.3},{:.3},{},{:.1},{:.1},{:.1},{:.1},{:.1},{}",
+            i.elapsed_secs,
+            i.secs,
+            i.requests,
+            i.requests_per_sec,
+            i.p50_us,
+            i.p90_us,
+            i.p99_us,
+            i.max_us,
+            i.errors
+        )
+    } else {
+        format!(
+            "  [{:6.1} s] {:10.0} req/s  p50 {}  p99 {}  max {}  {} errors",
+            i.elapsed_secs,
+            i.requests_per_sec,
+            stats::format_us(i.p50_us),
+            stats::format_us(i.p99_us),
+            stats::format_us(i.max_us),
+            i.errors
+        )
+    }
 }
 
 /// The JSON document of a run.
-pub fn to_json(c: &BenchConfig, r: &BenchResult) -> serde_json::Value {
+pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde_json::Value {
     let l = stats::latency(&r.latency);
+    let secs = r.window.as_secs_f64().max(1e-9);
     serde_json::json!({
-        "addr": c.addr.to_string(),
+        "ok": failure.is_none() && !r.interrupted,
+        "error": failure,
+        "interrupted": r.interrupted,
+        "addr": r.addr.to_string(),
+        "target": c.target,
         "conns": c.conns,
         "pipeline": c.pipeline,
         "idle": c.idle,
         "size": c.size,
-        "mode": mode_name(&c.mode),
+        "mode": c.mode.name(),
+        "rate_asked": c.rate,
+        "rate_achieved": c.rate.map(|_| r.requests_per_sec()),
+        "sent": r.sent,
+        "backlog": r.backlog,
+        "connect_secs": r.connect_time.as_secs_f64(),
+        "connect_timeout_secs": c.connect_timeout.as_secs_f64(),
+        "response_timeout_secs": c.response_timeout.as_secs_f64(),
         "heavy_requests": r.heavy_requests,
         "heavy_latency_us": stats::latency(&r.heavy_latency),
         "threads": r.threads,
         "window_secs": r.window.as_secs_f64(),
         "requests": r.requests,
         "requests_per_sec": r.requests_per_sec(),
-        "mb_per_sec_sent": r.bytes_sent as f64 / 1e6 / r.window.as_secs_f64().max(1e-9),
-        "mb_per_sec_received": r.bytes_received as f64 / 1e6 / r.window.as_secs_f64().max(1e-9),
+        "mb_per_sec_sent": r.bytes_sent as f64 / 1e6 / secs,
+        "mb_per_sec_received": r.bytes_received as f64 / 1e6 / secs,
         "latency_us": l,
+        "bench_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
+        "latency_from_send_us": c.rate.map(|_| stats::latency(&r.from_send)),
         "errors": r.errors,
+        "intervals": r.intervals,
         "bench_cpu_per_thread": r.cpu_per_thread(),
         "bench_saturated": r.cpu_per_thread() >= BenchResult::SATURATED,
     })
-}
-
-fn mode_name(mode: &Mode) -> &'static str {
-    match mode {
-        Mode::Echo => "echo",
-        Mode::Ack(_) => "ack",
-        Mode::Hash { .. } => "hash",
-    }
 }
 
 /// The human-readable report of a run.
 pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     let l = stats::latency(&r.latency);
     let secs = r.window.as_secs_f64().max(1e-9);
-    let mode = mode_name(&c.mode);
+    let mode = c.mode.name();
+    let model = match c.rate {
+        Some(rate) => format!("open loop at {rate} req/s"),
+        None => "closed loop".to_string(),
+    };
     let mut s = format!(
-        "iomux bench: {} {mode}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {:.1} s measured\n",
-        c.addr, c.conns, c.pipeline, c.idle, c.size, r.threads, secs
+        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {:.1} s measured{}\n",
+        r.addr,
+        c.conns,
+        c.pipeline,
+        c.idle,
+        c.size,
+        r.threads,
+        secs,
+        if r.interrupted {
+            " (interrupted: partial)"
+        } else {
+            ""
+        }
     );
     s += &format!(
         "  requests    {} ({:.0}/s)\n  throughput  {:.2} MB/s sent, {:.2} MB/s received\n",
@@ -162,15 +333,58 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         r.bytes_sent as f64 / 1e6 / secs,
         r.bytes_received as f64 / 1e6 / secs
     );
+    if let Some(rate) = c.rate {
+        let achieved = r.requests_per_sec();
+        s += &format!(
+            "  rate        asked {rate:.0}/s, achieved {achieved:.0}/s ({:.1}%)",
+            100.0 * achieved / rate
+        );
+        if achieved < 0.95 * rate {
+            s += &format!(
+                "; below the asked rate: the server (or the bench) could not keep up, {} requests were still waiting to be sent",
+                r.backlog
+            );
+        }
+        s += "\n";
+    }
+    let from = if c.rate.is_some() {
+        " (from each request's due time)"
+    } else {
+        ""
+    };
     s += &format!(
-        "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
+        "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}{from}\n",
         stats::format_us(l.p50_us),
         stats::format_us(l.p90_us),
         stats::format_us(l.p99_us),
         stats::format_us(l.p999_us),
         stats::format_us(l.max_us)
     );
-    if let Mode::Hash { heavy, heavy_iters } = c.mode {
+    if c.rate.is_some() {
+        let u = stats::latency(&r.from_send);
+        s += &format!(
+            "  from send   p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (uncorrected: from the real send time)\n",
+            stats::format_us(u.p50_us),
+            stats::format_us(u.p90_us),
+            stats::format_us(u.p99_us),
+            stats::format_us(u.p999_us),
+            stats::format_us(u.max_us)
+        );
+        let lag = stats::latency(&r.send_lag);
+        s += &format!(
+            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests)\n",
+            stats::format_us(lag.p50_us),
+            stats::format_us(lag.p99_us),
+            stats::format_us(lag.max_us)
+        );
+        // Up to about 1 ms is the loop's millisecond timer, not a starved bench.
+        if lag.p99_us > 2000.0 && lag.p99_us > 0.5 * l.p99_us {
+            s += "  warning     much of the tail is the bench's own lateness (bench lag): it could not send on time (short of CPU, or saturated); try --threads or a lower --rate\n";
+        }
+    }
+    if let Mode::Hash { heavy, heavy_iters } = c.mode
+        && heavy > 0
+    {
         let h = stats::latency(&r.heavy_latency);
         s += &format!(
             "  heavy       {heavy} conns x hash {heavy_iters}: {} requests, p50 {}  p99 {}  max {}\n",
@@ -182,9 +396,12 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     }
     let e = &r.errors;
     s += &format!(
-        "  errors      {} connect failures, {} resets, {} mismatched, {} short\n",
-        e.connect_failures, e.resets, e.mismatched, e.short
+        "  errors      {} connect failures, {} resets, {} mismatched, {} short, {} timeouts, {} idle closed\n",
+        e.connect_failures, e.resets, e.mismatched, e.short, e.timeouts, e.idle_closed
     );
+    if let Some(first) = &r.first_error {
+        s += &format!("  first error {first}\n");
+    }
     let cpu = r.cpu_per_thread();
     s += &format!("  bench cpu   {:.0}% of a core per thread", cpu * 100.0);
     if cpu >= BenchResult::SATURATED {
@@ -192,4 +409,35 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     }
     s += "\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_lines_as_text_and_csv() {
+        let i = Interval {
+            elapsed_secs: 2.0,
+            secs: 1.0,
+            requests: 1000,
+            requests_per_sec: 1000.0,
+            p50_us: 100.0,
+            p90_us: 200.0,
+            p99_us: 1500.0,
+            max_us: 3000.0,
+            errors: 0,
+        };
+        let csv = interval_line(&i, true);
+        assert_eq!(csv, "2.000,1.000,1000,1000.0,100.0,200.0,1500.0,3000.0,0");
+        assert_eq!(
+            csv.split(',').count(),
+            INTERVAL_CSV_HEADER.split(',').count()
+        );
+        let text = interval_line(&i, false);
+        assert!(
+            text.contains("1000 req/s") && text.contains("p99 1.50 ms"),
+            "{text}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Command-line parsing and the subcommands.
 
 use clap::{CommandFactory, Parser, Subcommand};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 mod bench;
@@ -36,6 +38,12 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    let name = match &cli.command {
+        Command::Serve(_) => "serve",
+        Command::Bench(_) => "bench",
+        Command::Compare(_) => "compare",
+    };
+    let _ = SUBCOMMAND.set(name);
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
@@ -43,12 +51,65 @@ pub fn main() -> i32 {
     }
 }
 
-/// Prints `message` with the usage, as clap does for a bad flag, and
-/// returns exit code 2.
+/// The subcommand being run, for [`usage_error`].
+static SUBCOMMAND: OnceLock<&'static str> = OnceLock::new();
+
+/// Prints `message` with the running subcommand's usage, as clap does for
+/// a bad flag, and returns exit code 2.
 pub fn usage_error(message: &str) -> i32 {
-    let error = Cli::command().error(clap::error::ErrorKind::InvalidValue, message);
-    let _ = error.print();
+    let _ = usage_error_for(SUBCOMMAND.get().copied(), message).print();
     2
+}
+
+/// The error [`usage_error`] prints: `message` and the usage of
+/// `subcommand` (`iomux bench [OPTIONS]`), or of `iomux` itself.
+fn usage_error_for(subcommand: Option<&str>, message: &str) -> clap::Error {
+    let mut cli = Cli::command();
+    // Sets `iomux bench` as the subcommand's name in its usage line.
+    cli.build();
+    let kind = clap::error::ErrorKind::InvalidValue;
+    match subcommand.and_then(|name| cli.find_subcommand_mut(name)) {
+        Some(sub) => sub.error(kind, message),
+        None => cli.error(kind, message),
+    }
+}
+
+/// `HOST:PORT` (a name or an address; `[::1]:8888` for IPv6) to the
+/// addresses it resolves to, in the resolver's order.
+pub fn resolve(s: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if s.rsplit_once(':').is_none_or(|(host, _)| host.is_empty()) {
+        return Err(format!("expected HOST:PORT, got '{s}'"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("'{s}' resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Seconds as a flag value (`1`, `1.5`, `0.25`): a duration from 0 to a
+/// day.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    parse_seconds_up_to(s, 86_400.0)
+}
+
+/// Seconds as a flag value, from 0 to `max`.
+pub fn parse_seconds_up_to(s: &str, max: f64) -> Result<Duration, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected seconds (e.g. 1 or 1.5), got '{s}'"))?;
+    if value.is_finite() && (0.0..=max).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("must be between 0 and {max} seconds, got {s}"))
+    }
 }
 
 /// Seconds from the command line as a duration, refusing nonsense.
@@ -59,5 +120,59 @@ pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
         Err(format!(
             "{flag} must be between 0 and 86400 seconds, got {value}"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_show_the_subcommand_usage() {
+        for sub in ["bench", "serve", "compare"] {
+            let text = usage_error_for(Some(sub), "--x is wrong")
+                .render()
+                .to_string();
+            assert!(text.contains("--x is wrong"), "{text}");
+            assert!(
+                text.contains(&format!("Usage: iomux {sub} [OPTIONS]")),
+                "{text}"
+            );
+        }
+        let text = usage_error_for(None, "m").render().to_string();
+        assert!(text.contains("Usage: iomux <COMMAND>"), "{text}");
+    }
+
+    #[test]
+    fn seconds_are_fractional_and_bounded() {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "nan", "inf", "1e9", "x", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert!(parse_seconds_up_to("100000", 31_536_000.0).is_ok());
+    }
+
+    #[test]
+    fn addresses_and_host_names_resolve() {
+        assert_eq!(
+            resolve("127.0.0.1:8888").unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 8888))]
+        );
+        assert_eq!(
+            resolve("[::1]:8888").unwrap(),
+            vec!["[::1]:8888".parse::<SocketAddr>().unwrap()]
+        );
+        let local = resolve("localhost:8888").unwrap();
+        assert!(
+            local
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8888),
+            "{local:?}"
+        );
+        assert!(resolve("8888").is_err());
+        assert!(resolve(":8888").is_err());
+        assert!(resolve("localhost:notaport").is_err());
     }
 }

@@ -22,8 +22,9 @@ enum AppName {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8888")]
+    /// Address to listen on, HOST:PORT (`localhost:8888`, `[::1]:8888`);
+    /// port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
     bind: SocketAddr,
     /// Readiness mechanism [default: auto, or $IOMUX_BACKEND]
     /// [possible values: auto, select, poll, epoll, epoll-et]
@@ -36,11 +37,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "Ok,Thanks")]
     reply: String,
     /// Connections beyond this are accepted and closed at once.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = parse_max_clients)]
     max_clients: usize,
-    /// Close a client silent this many seconds (0 = never).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
-    idle_timeout: u64,
+    /// Close a client silent this many seconds (0 = never; fractions allowed).
+    /// Time the server is not reading a client (back-pressure) does not count.
+    #[arg(long, default_value = "0", value_parser = parse_idle_timeout)]
+    idle_timeout: Duration,
     /// Disconnect a client whose pushed, unsent output (chat lines it does
     /// not read) passes this many bytes. Replies to a client's own
     /// requests are bounded by flow control instead.
@@ -60,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 100)]
     stall_ms: u64,
     /// Print a stats line on stderr every SECS seconds (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_stats)]
     stats: f64,
     /// No per-message and per-connection lines.
     #[arg(short, long)]
@@ -93,6 +95,38 @@ fn parse_soft_limit(s: &str) -> Result<(usize, Duration), String> {
     Ok((bytes, period))
 }
 
+/// `--bind`: an address or a host name; the first address it resolves to.
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    super::resolve(s).map(|addrs| addrs[0])
+}
+
+fn parse_max_clients(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be from 1 to 10000000 (0 would refuse every client), got '{s}'"
+        )),
+    }
+}
+
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = super::parse_seconds_up_to(s, 31_536_000.0)?;
+    if !d.is_zero() && d < Duration::from_millis(1) {
+        return Err(format!(
+            "must be 0 (off) or at least 0.001 seconds, got {s}"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_stats(s: &str) -> Result<f64, String> {
+    let d = super::parse_seconds(s)?;
+    if !d.is_zero() && d < Duration::from_millis(10) {
+        return Err(format!("must be 0 (off) or at least 0.01 seconds, got {s}"));
+    }
+    Ok(d.as_secs_f64())
+}
+
 pub fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
@@ -109,7 +143,7 @@ pub fn run(args: ServeArgs) -> i32 {
     super::logger::install(args.quiet);
     let mut config = Config::default();
     config.max_clients = args.max_clients;
-    config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     config.max_output = args.max_output;
     // Room for one over-long line plus a read, so chat and hash see it and
     // apply their own rule.
