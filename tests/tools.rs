@@ -1195,6 +1195,42 @@ fn compare_matrix_of_pipeline_size_and_rate_with_na_spreads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--server-threads 1,2`: each backend runs as one loop and as a group
+/// of two, labelled apart, both measured without errors.
+#[test]
+fn compare_server_threads_is_a_dimension() {
+    let dir = compare_dir("server-threads");
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--server-threads",
+        "1,2",
+        "--idle",
+        "0",
+        "-c",
+        "8",
+        "--repeat",
+        "1",
+        "-d",
+        "0.3",
+        "--warmup",
+        "0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let j = results(&dir);
+    let points = j["points"].as_array().unwrap();
+    let servers: Vec<&str> = points.iter().filter_map(|p| p["target"].as_str()).collect();
+    assert_eq!(servers, ["epoll/t1", "epoll/t2"], "{j}");
+    for p in points {
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn compare_warns_when_other_load_is_present() {
     // A busy loop in the test process is load that is neither the server

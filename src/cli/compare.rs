@@ -46,6 +46,11 @@ pub struct CompareArgs {
     /// Load-generator threads.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: u64,
+    /// Event loops of each iomux server (`serve --threads`), comma-separated:
+    /// `1,2` reports how a backend scales (servers are then labelled
+    /// `epoll/t2` and so on).
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    server_threads: Vec<u64>,
     /// Another echo server: LABEL=COMMAND, with {port} in COMMAND.
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<(String, String)>,
@@ -103,14 +108,31 @@ pub fn command_line(args: &[String]) -> String {
 }
 
 enum Target {
-    Backend(Backend),
+    /// `iomux serve` on a backend with this many loops; `labelled`: the
+    /// loop count is part of the label.
+    Backend {
+        backend: Backend,
+        loops: u64,
+        labelled: bool,
+    },
     Peer(String, String),
 }
 
 impl Target {
     fn label(&self) -> String {
         match self {
-            Target::Backend(b) => b.resolve().name().to_string(),
+            Target::Backend {
+                backend,
+                loops,
+                labelled,
+            } => {
+                let name = backend.resolve().name();
+                if *labelled {
+                    format!("{name}/t{loops}")
+                } else {
+                    name.to_string()
+                }
+            }
             Target::Peer(label, _) => label.clone(),
         }
     }
@@ -129,11 +151,14 @@ impl Server {
     /// (at most `timeout`) until it accepts a connection.
     fn start(target: &Target, clients: usize, timeout: Duration) -> Result<Server, String> {
         match target {
-            Target::Backend(b) => {
+            Target::Backend {
+                backend: b, loops, ..
+            } => {
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let mut child = Command::new(exe)
                     .args(["serve", "--app", "echo", "-q", "--bind", "127.0.0.1:0"])
                     .args(["--backend", b.name()])
+                    .args(["--threads", &loops.to_string()])
                     .args(["--max-clients", &(clients + 100).to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -455,6 +480,7 @@ impl Report<'_> {
             "conns": self.args.conns,
             "sizes": self.args.size,
             "pipelines": self.args.pipeline,
+            "server_threads": self.args.server_threads,
             "rates": self.args.rate,
             "duration_secs": self.args.duration.as_secs_f64(),
             "repeat": self.args.repeat,
@@ -522,7 +548,20 @@ pub fn run(args: CompareArgs) -> i32 {
     if args.duration.is_zero() {
         return super::usage_error("--duration must be more than 0");
     }
-    let mut targets: Vec<Target> = args.backends.iter().map(|&b| Target::Backend(b)).collect();
+    let labelled = args.server_threads != [1];
+    let mut targets: Vec<Target> = args
+        .backends
+        .iter()
+        .flat_map(|&backend| {
+            args.server_threads
+                .iter()
+                .map(move |&loops| Target::Backend {
+                    backend,
+                    loops,
+                    labelled,
+                })
+        })
+        .collect();
     targets.extend(
         args.peers
             .iter()
