@@ -149,14 +149,7 @@ impl GroupStats {
     pub fn total(&self) -> Stats {
         let mut t = Stats::default();
         for s in &self.loops {
-            t.accepted += s.accepted;
-            t.rejected += s.rejected;
-            t.closed += s.closed;
-            t.bytes_in += s.bytes_in;
-            t.bytes_out += s.bytes_out;
-            t.turns += s.turns;
-            t.requests += s.requests;
-            t.stalls += s.stalls;
+            t += s;
         }
         t
     }

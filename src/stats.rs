@@ -24,6 +24,20 @@ pub struct Stats {
     pub stalls: u64,
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    /// Adds another loop's counters (a group's totals).
+    fn add_assign(&mut self, o: &Stats) {
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.closed += o.closed;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.turns += o.turns;
+        self.requests += o.requests;
+        self.stalls += o.stalls;
+    }
+}
+
 /// Loop-turn durations in power-of-two microsecond buckets: enough for a
 /// p99 in a stats line, at no allocation and one add per turn.
 #[derive(Default)]
