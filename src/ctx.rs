@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -16,7 +17,8 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnId, Flags, Phase};
 use crate::group::{Group, Message};
 use crate::pool::{JobId, JobResult, Pool};
-use crate::selector::Token;
+use crate::selector::{Interest, Selector, Token};
+use crate::source::{SourceId, Sources};
 use crate::stats::Stats;
 use crate::timer::{TimerId, Timers};
 
@@ -156,6 +158,8 @@ pub(crate) struct Shared {
     /// The connection whose own callback runs now: what is sent to it
     /// is a reply (bounded by flow control), not pushed output.
     pub serving: Option<ConnId>,
+    /// The app's own descriptors.
+    pub sources: Sources,
     /// The group this loop belongs to, and its index there.
     pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
@@ -189,6 +193,7 @@ impl Shared {
             backend,
             serving: None,
             group: None,
+            sources: Sources::default(),
             broadcast_ids: Vec::new(),
         }
     }
@@ -249,6 +254,9 @@ impl Shared {
 /// The handle an [`crate::App`] gets in every callback.
 pub struct Ctx<'a> {
     pub(crate) shared: &'a mut Shared,
+    /// For the app's own sources ([`Ctx::watch`]); connections' interest
+    /// is the loop's business.
+    pub(crate) selector: &'a mut dyn Selector,
 }
 
 impl Ctx<'_> {
@@ -463,6 +471,45 @@ impl Ctx<'_> {
             _ => return false,
         }
         self.shared.timers.cancel(timer).is_some()
+    }
+
+    /// Watches `fd` (a pipe, a UDP socket, stdin, a timerfd...) for
+    /// `interest`; readiness comes to [`crate::App::on_ready`]. The loop
+    /// owns `fd` from now on: reach it with [`Ctx::source`]; it is closed
+    /// by [`Ctx::unwatch`] (after it is deregistered) or with the loop.
+    pub fn watch<T: AsFd + 'static>(&mut self, fd: T, interest: Interest) -> io::Result<SourceId> {
+        crate::source::watch(
+            &mut self.shared.sources,
+            &mut *self.selector,
+            Box::new(fd),
+            interest,
+        )
+    }
+
+    /// Changes what `source` is watched for.
+    pub fn set_interest(&mut self, source: SourceId, interest: Interest) -> io::Result<()> {
+        crate::source::set_interest(
+            &mut self.shared.sources,
+            &mut *self.selector,
+            source,
+            interest,
+        )
+    }
+
+    /// Stops watching `source`, then closes it (drops it).
+    pub fn unwatch(&mut self, source: SourceId) -> bool {
+        crate::source::unwatch(&mut self.shared.sources, &mut *self.selector, source).is_some()
+    }
+
+    /// The descriptor `source` watches, as the type it was given as
+    /// (`None` if it is gone or of another type).
+    pub fn source<T: AsFd + 'static>(&self, source: SourceId) -> Option<&T> {
+        self.shared
+            .sources
+            .get(source)?
+            .owner
+            .as_any()
+            .downcast_ref()
     }
 
     /// This loop's index in its group (0 for a loop on its own).

@@ -48,6 +48,10 @@ pub trait App {
     /// Name for logs.
     fn name(&self) -> &'static str;
 
+    /// The loop's first turn begins (before any connection opens): set
+    /// timers, watch descriptors.
+    fn on_start(&mut self, _ctx: &mut Ctx<'_>) {}
+
     /// A connection opened.
     fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _state: &mut Self::State) {}
 
@@ -108,6 +112,12 @@ pub trait App {
 
     /// The loop's [`crate::Waker`] rang.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// A descriptor watched with [`Ctx::watch`] (or
+    /// [`crate::EventLoop::watch`]) is ready; read or write it through
+    /// [`Ctx::source`] (until `WouldBlock` on an edge-triggered backend).
+    fn on_ready(&mut self, _ctx: &mut Ctx<'_>, _source: crate::SourceId, _ready: crate::Readiness) {
+    }
 
     /// Another loop of the group posted `message` ([`Ctx::post`]).
     fn on_message(&mut self, _ctx: &mut Ctx<'_>, _message: crate::group::Message) {}

@@ -74,9 +74,15 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(&mut self.shared, state, app, id, false, |app, ctx, st| {
-            app.on_open(ctx, id, st)
-        });
+        watch::call_conn(
+            &mut self.shared,
+            &mut *self.selector,
+            state,
+            app,
+            id,
+            false,
+            |app, ctx, st| app.on_open(ctx, id, st),
+        );
     }
 
     pub(super) fn accept<A: App<State = S>>(&mut self, app: &mut A, index: usize) {

@@ -53,7 +53,7 @@ impl<S: Default> EventLoop<S> {
         }
         log::info!(target: "iomux::conn", "disconnect {peer}");
         let state = std::mem::take(Self::state_slot(&mut self.states, id.index()));
-        watch::call(&mut self.shared, app, |app, ctx| {
+        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
             app.on_close(ctx, id, state, &reason)
         });
     }

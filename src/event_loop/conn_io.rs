@@ -174,9 +174,15 @@ impl<S: Default> EventLoop<S> {
         }
         if tell_drain {
             let state = Self::state_slot(&mut self.states, id.index());
-            watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-                app.on_drain(ctx, id, st)
-            });
+            watch::call_conn(
+                &mut self.shared,
+                &mut *self.selector,
+                state,
+                app,
+                id,
+                true,
+                |app, ctx, st| app.on_drain(ctx, id, st),
+            );
         }
         let Some(conn) = self.shared.live(id) else {
             return;

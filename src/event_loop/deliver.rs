@@ -23,9 +23,15 @@ impl<S: Default> EventLoop<S> {
         let (used, left) = if io.input.is_empty() {
             // The common case: the bytes are offered straight from the
             // read buffer, and only an unconsumed tail is copied.
-            let used = watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-                app.on_data(ctx, id, st, fresh)
-            })
+            let used = watch::call_conn(
+                &mut self.shared,
+                &mut *self.selector,
+                state,
+                app,
+                id,
+                true,
+                |app, ctx, st| app.on_data(ctx, id, st, fresh),
+            )
             .min(n);
             let tail = &fresh[used..];
             if !tail.is_empty()
@@ -37,9 +43,15 @@ impl<S: Default> EventLoop<S> {
         } else {
             let mut input = std::mem::take(&mut io.input);
             input.extend_from_slice(fresh);
-            let used = watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-                app.on_data(ctx, id, st, &input)
-            })
+            let used = watch::call_conn(
+                &mut self.shared,
+                &mut *self.selector,
+                state,
+                app,
+                id,
+                true,
+                |app, ctx, st| app.on_data(ctx, id, st, &input),
+            )
             .min(input.len());
             input.drain(..used);
             let left = input.len();
@@ -69,9 +81,15 @@ impl<S: Default> EventLoop<S> {
         };
         conn.phase = Phase::ReadClosed;
         let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-            app.on_eof(ctx, id, st)
-        });
+        watch::call_conn(
+            &mut self.shared,
+            &mut *self.selector,
+            state,
+            app,
+            id,
+            true,
+            |app, ctx, st| app.on_eof(ctx, id, st),
+        );
         self.shared.mark_dirty(id);
     }
 
@@ -87,9 +105,15 @@ impl<S: Default> EventLoop<S> {
             io.input = Vec::new();
         }
         let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-            app.on_limit(ctx, id, st, limit)
-        });
+        watch::call_conn(
+            &mut self.shared,
+            &mut *self.selector,
+            state,
+            app,
+            id,
+            true,
+            |app, ctx, st| app.on_limit(ctx, id, st, limit),
+        );
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };

@@ -38,9 +38,15 @@ impl<S: Default> EventLoop<S> {
             }
             if active {
                 let state = Self::state_slot(&mut self.states, id.index());
-                watch::call_conn(&mut self.shared, state, app, id, true, |app, ctx, st| {
-                    app.on_job_done(ctx, id, st, job, result)
-                });
+                watch::call_conn(
+                    &mut self.shared,
+                    &mut *self.selector,
+                    state,
+                    app,
+                    id,
+                    true,
+                    |app, ctx, st| app.on_job_done(ctx, id, st, job, result),
+                );
             }
             // It may now owe nothing more (half-closed, shutting down).
             self.shared.mark_dirty(id);
@@ -64,7 +70,7 @@ impl<S: Default> EventLoop<S> {
         group.take(*index, &mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
         for message in inbox.drain(..) {
-            watch::call(&mut self.shared, app, |app, ctx| {
+            watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
                 app.on_message(ctx, message)
             });
             self.reap(app);

@@ -44,7 +44,7 @@ mod conn_io;
 mod deliver;
 mod jobs;
 mod timers;
-mod token;
+pub(crate) mod token;
 mod watch;
 
 #[cfg(test)]
@@ -195,6 +195,35 @@ impl<S: Default> EventLoop<S> {
         Ok(id)
     }
 
+    /// Watches `fd` for `interest` (see [`crate::source`]); readiness comes
+    /// to [`App::on_ready`]. The loop owns `fd` until [`EventLoop::unwatch`].
+    pub fn watch<T: std::os::fd::AsFd + 'static>(
+        &mut self,
+        fd: T,
+        interest: Interest,
+    ) -> io::Result<crate::source::SourceId> {
+        crate::source::watch(
+            &mut self.shared.sources,
+            &mut *self.selector,
+            Box::new(fd),
+            interest,
+        )
+    }
+
+    /// Stops watching `source` and hands its descriptor back, deregistered
+    /// (so it may be closed). `None` if it is gone or not a `T`.
+    pub fn unwatch<T: std::os::fd::AsFd + 'static>(
+        &mut self,
+        source: crate::source::SourceId,
+    ) -> Option<T> {
+        let is_t = self.shared.sources.get(source)?.owner.as_any().is::<T>();
+        if !is_t {
+            return None;
+        }
+        let owner = crate::source::unwatch(&mut self.shared.sources, &mut *self.selector, source)?;
+        owner.into_any().downcast::<T>().ok().map(|b| *b)
+    }
+
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
     /// SIGTERM).
     pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
@@ -306,6 +335,9 @@ impl<S: Default> EventLoop<S> {
         if let Some(every) = self.shared.config.stats_interval {
             self.shared.add_timer(every, TimerKind::Stats);
         }
+        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+            app.on_start(ctx)
+        });
         for id in std::mem::take(&mut self.unopened) {
             self.open(app, id);
             self.reap(app);
@@ -334,7 +366,9 @@ impl<S: Default> EventLoop<S> {
         match token::decode(event.token) {
             Source::Waker => {
                 if self.waker.drain() {
-                    watch::call(&mut self.shared, app, |app, ctx| app.on_wake(ctx));
+                    watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+                        app.on_wake(ctx)
+                    });
                 }
                 if self.stop_flag.load(Ordering::SeqCst) {
                     self.shared.stop_requested = true;
@@ -349,8 +383,29 @@ impl<S: Default> EventLoop<S> {
             }
             Source::Listener(index) => self.accept(app, index),
             Source::Conn(id) => self.conn_event(app, id, event),
+            Source::User(id) => self.source_event(app, id, event),
         }
         self.reap(app);
+    }
+
+    /// Readiness of an app's own descriptor (dropped if it was unwatched
+    /// meanwhile: the generation in its id no longer matches).
+    fn source_event<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        id: crate::source::SourceId,
+        event: Event,
+    ) {
+        if self.shared.sources.get(id).is_none() {
+            return;
+        }
+        let ready = crate::source::Readiness {
+            readable: event.is_readable() || event.is_error() || event.is_hup(),
+            writable: event.is_writable() || event.is_error(),
+        };
+        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+            app.on_ready(ctx, id, ready)
+        });
     }
 
     /// Writes what was queued, tells the app of limits, closes what was

@@ -48,7 +48,9 @@ impl<S: Default> EventLoop<S> {
                     }
                 }
                 TimerKind::App(t) => {
-                    watch::call(&mut self.shared, app, |app, ctx| app.on_timer(ctx, t))
+                    watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+                        app.on_timer(ctx, t)
+                    })
                 }
                 TimerKind::Conn(id, t) => {
                     let Some(conn) = self.shared.live_mut(id).filter(|c| c.is_active()) else {
@@ -58,9 +60,15 @@ impl<S: Default> EventLoop<S> {
                         io.timers = io.timers.saturating_sub(1);
                     }
                     let state = Self::state_slot(&mut self.states, id.index());
-                    watch::call_conn(&mut self.shared, state, app, id, false, |app, ctx, st| {
-                        app.on_conn_timer(ctx, id, st, t)
-                    });
+                    watch::call_conn(
+                        &mut self.shared,
+                        &mut *self.selector,
+                        state,
+                        app,
+                        id,
+                        false,
+                        |app, ctx, st| app.on_conn_timer(ctx, id, st, t),
+                    );
                 }
             }
             self.reap(app);

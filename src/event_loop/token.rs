@@ -4,9 +4,12 @@
 
 use crate::conn::ConnId;
 use crate::selector::Token;
+use crate::source::SourceId;
 
 const LOOP_BIT: u64 = 1 << 63;
 const LISTENER_BIT: u64 = 1 << 62;
+/// An app's own descriptor ([`SourceId`] below this bit).
+const SOURCE_BIT: u64 = 1 << 61;
 
 pub const WAKER: Token = Token(LOOP_BIT);
 pub const SIGNALS: Token = Token(LOOP_BIT | 1);
@@ -19,11 +22,18 @@ pub fn listener(index: usize) -> Option<Token> {
     (index < MAX_LISTENERS).then_some(Token(LOOP_BIT | LISTENER_BIT | index as u64))
 }
 
+/// The token of an app's source.
+pub fn source(id: SourceId) -> Token {
+    Token(LOOP_BIT | SOURCE_BIT | id.0)
+}
+
 /// The source an event came from.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Source {
     Conn(ConnId),
     Listener(usize),
+    /// An app's own descriptor.
+    User(SourceId),
     Waker,
     Signals,
 }
@@ -34,6 +44,8 @@ pub fn decode(token: Token) -> Source {
         Source::Conn(ConnId(t))
     } else if t & LISTENER_BIT != 0 {
         Source::Listener((t & !(LOOP_BIT | LISTENER_BIT)) as usize)
+    } else if t & SOURCE_BIT != 0 {
+        Source::User(SourceId(t & !(LOOP_BIT | SOURCE_BIT)))
     } else if token == WAKER {
         Source::Waker
     } else {
@@ -55,5 +67,7 @@ mod tests {
             assert_eq!(decode(listener(i).unwrap()), Source::Listener(i));
         }
         assert_eq!(listener(MAX_LISTENERS), None, "refused, not wrapped");
+        let newest_source = SourceId((0x1fff_ffff << 32) | u32::MAX as u64);
+        assert_eq!(decode(source(newest_source)), Source::User(newest_source));
     }
 }

@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::conn::ConnId;
 use crate::ctx::{Ctx, Shared};
 use crate::pool::Pool;
+use crate::selector::Selector;
 use crate::stats::TurnTimes;
 
 /// The coarse monotonic clock (a few ms resolution, and cheaper than
@@ -49,11 +50,14 @@ fn timed<R>(
 /// Calls a loop-wide handler (a timer, a wake-up).
 pub(super) fn call<A: App, R>(
     shared: &mut Shared,
+    selector: &mut dyn Selector,
     app: &mut A,
     f: impl FnOnce(&mut A, &mut Ctx<'_>) -> R,
 ) -> R {
     let name = app.name();
-    timed(shared, name, None, |shared| f(app, &mut Ctx { shared }))
+    timed(shared, name, None, |shared| {
+        f(app, &mut Ctx { shared, selector })
+    })
 }
 
 /// Calls a handler of connection `id` with its state. With `reply`, what
@@ -61,6 +65,7 @@ pub(super) fn call<A: App, R>(
 /// pushed output.
 pub(super) fn call_conn<A: App, R>(
     shared: &mut Shared,
+    selector: &mut dyn Selector,
     state: &mut A::State,
     app: &mut A,
     id: ConnId,
@@ -71,7 +76,7 @@ pub(super) fn call_conn<A: App, R>(
     let outer = shared.serving;
     shared.serving = reply.then_some(id);
     let result = timed(shared, name, Some(id), |shared| {
-        f(app, &mut Ctx { shared }, state)
+        f(app, &mut Ctx { shared, selector }, state)
     });
     shared.serving = outer;
     result
