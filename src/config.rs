@@ -53,6 +53,9 @@ pub struct Config {
     pub read_budget: usize,
     /// Connections accepted per listener per turn. Default 256; at least 1.
     pub accept_budget: usize,
+    /// How long an outbound connect ([`crate::Ctx::connect`]) may take.
+    /// Default 10 s.
+    pub connect_timeout: Option<Duration>,
     /// How long a graceful shutdown (and a lingering close) may wait for
     /// peers to take their output. Default 5 s.
     pub shutdown_grace: Duration,
@@ -88,6 +91,7 @@ impl Default for Config {
             low_water: 64 * 1024,
             read_budget: 256 * 1024,
             accept_budget: 256,
+            connect_timeout: Some(Duration::from_secs(10)),
             shutdown_grace: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
             nodelay: true,
@@ -122,6 +126,7 @@ impl Config {
             ("stats_interval", self.stats_interval),
             ("idle_timeout", self.idle_timeout),
             ("write_timeout", self.write_timeout),
+            ("connect_timeout", self.connect_timeout),
             ("max_output_soft", self.max_output_soft.map(|(_, d)| d)),
         ];
         for (field, value) in periods {

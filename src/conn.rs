@@ -42,6 +42,8 @@ impl ConnId {
 /// are ignored; every other phase is served.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// An outbound connect in progress: output waits, nothing is read.
+    Connecting,
     /// Reading and writing.
     Open,
     /// The peer shut its write side; input it sent before is still being
@@ -366,6 +368,9 @@ impl Conn {
     /// connection: read while reading is allowed, write only while output
     /// is pending (a writable interest left on would spin).
     pub fn level_interest(&self, max_jobs: u32) -> Interest {
+        if self.phase == Phase::Connecting {
+            return Interest::WRITABLE; // the connect's outcome
+        }
         Interest::new(self.may_read(max_jobs), self.pending() > 0)
     }
 }

@@ -104,6 +104,8 @@ pub(crate) enum TimerKind {
     SoftLimit(ConnId),
     /// A lingering or draining connection gives up waiting for its peer.
     Linger(ConnId),
+    /// An outbound connect gives up.
+    Connect(ConnId),
     ResumeAccept,
     Stats,
     /// [`Ctx::set_timer`].
@@ -120,6 +122,7 @@ impl TimerKind {
             | TimerKind::Write(id)
             | TimerKind::SoftLimit(id)
             | TimerKind::Linger(id)
+            | TimerKind::Connect(id)
             | TimerKind::Conn(id, _) => Some(id),
             TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
         }
@@ -160,6 +163,10 @@ pub(crate) struct Shared {
     pub serving: Option<ConnId>,
     /// The app's own descriptors.
     pub sources: Sources,
+    /// Generation of the newest connection id.
+    generation: u32,
+    /// The selector is edge-triggered.
+    pub edge: bool,
     /// The group this loop belongs to, and its index there.
     pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
@@ -175,7 +182,7 @@ pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
 }
 
 impl Shared {
-    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str) -> Shared {
+    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str, edge: bool) -> Shared {
         Shared {
             conns: Slab::new(),
             config,
@@ -193,6 +200,8 @@ impl Shared {
             backend,
             serving: None,
             group: None,
+            generation: 0,
+            edge,
             sources: Sources::default(),
             broadcast_ids: Vec::new(),
         }
@@ -231,6 +240,77 @@ impl Shared {
         {
             self.dirty.push(id);
         }
+    }
+
+    /// Puts a stream in the table and the selector, in `phase` (`Open`, or
+    /// `Connecting` for an outbound connect in progress). Its app state
+    /// slot is already `Default`: a closing connection's state is taken.
+    pub fn insert_conn(
+        &mut self,
+        selector: &mut dyn Selector,
+        stream: TcpStream,
+        peer: SocketAddr,
+        phase: Phase,
+    ) -> io::Result<ConnId> {
+        self.generation = (self.generation + 1) & 0x7fff_ffff;
+        let entry = self.conns.vacant_entry();
+        let id = ConnId::new(entry.key(), self.generation);
+        let interest = if self.edge {
+            // Registered once for both: no epoll_ctl per state change.
+            Interest::BOTH
+        } else if phase == Phase::Connecting {
+            // A connect completes when the socket turns writable.
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        selector.register(stream.as_fd(), Token(id.0), interest)?;
+        let mut conn = Conn::new(stream, peer, id);
+        conn.registered = interest;
+        conn.phase = phase;
+        entry.insert(conn);
+        self.stats.accepted += 1;
+        if let Some((group, _)) = &self.group {
+            group
+                .clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(timeout) = self.config.idle_timeout {
+            self.add_timer(timeout, TimerKind::Idle(id));
+        }
+        if phase == Phase::Connecting
+            && let Some(timeout) = self.config.connect_timeout
+        {
+            self.add_timer(timeout, TimerKind::Connect(id));
+        }
+        Ok(id)
+    }
+
+    /// Starts a non-blocking connect to `addr`; the connection is
+    /// `Connecting` until its socket turns writable.
+    pub fn connect(&mut self, selector: &mut dyn Selector, addr: SocketAddr) -> io::Result<ConnId> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::INET,
+            SocketAddr::V6(_) => AddressFamily::INET6,
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let stream = TcpStream::from(fd);
+        if self.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        // Even a connect that finished at once is told through the
+        // writable event, so every outcome takes one path.
+        self.insert_conn(selector, stream, addr, Phase::Connecting)
     }
 
     /// Arms a timer relative to this turn's start.
@@ -510,6 +590,16 @@ impl Ctx<'_> {
             .owner
             .as_any()
             .downcast_ref()
+    }
+
+    /// Connects to `addr` without blocking the loop: the id is returned at
+    /// once, [`crate::App::on_open`] runs when the connection is
+    /// established, and [`crate::App::on_close`] with the error when it is
+    /// not (refused, unreachable, or [`Config::connect_timeout`] passed).
+    /// Data sent before it is established waits in its buffer. Then it is
+    /// a connection like an accepted one.
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        self.shared.connect(&mut *self.selector, addr)
     }
 
     /// This loop's index in its group (0 for a loop on its own).

@@ -9,9 +9,9 @@ use rustix::net::SocketFlags;
 
 use super::{EventLoop, Life, token, watch};
 use crate::app::App;
-use crate::conn::{Conn, ConnId};
+use crate::conn::{ConnId, Phase};
 use crate::ctx::TimerKind;
-use crate::selector::{Interest, Token};
+use crate::selector::Interest;
 
 pub(super) struct Listener {
     pub socket: TcpListener,
@@ -41,31 +41,8 @@ fn is_per_connection(e: Errno) -> bool {
 impl<S: Default> EventLoop<S> {
     /// Puts a connected stream in the table and the selector.
     pub(super) fn insert(&mut self, stream: TcpStream, peer: SocketAddr) -> io::Result<ConnId> {
-        self.generation = (self.generation + 1) & 0x7fff_ffff;
-        let entry = self.shared.conns.vacant_entry();
-        let id = ConnId::new(entry.key(), self.generation);
-        let interest = if self.edge {
-            // Registered once for both: no epoll_ctl per state change.
-            Interest::BOTH
-        } else {
-            Interest::READABLE
-        };
-        self.selector
-            .register(stream.as_fd(), Token(id.0), interest)?;
-        let mut conn = Conn::new(stream, peer, id);
-        conn.registered = interest;
-        entry.insert(conn);
-        *Self::state_slot(&mut self.states, id.index()) = S::default();
-        self.shared.stats.accepted += 1;
-        if let Some((group, _)) = &self.shared.group {
-            group
-                .clients
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(timeout) = self.shared.config.idle_timeout {
-            self.shared.add_timer(timeout, TimerKind::Idle(id));
-        }
-        Ok(id)
+        self.shared
+            .insert_conn(&mut *self.selector, stream, peer, Phase::Open)
     }
 
     /// Tells the app a connection opened.

@@ -22,6 +22,16 @@ const REOFFER_BUDGET: usize = 64;
 
 impl<S: Default> EventLoop<S> {
     pub(super) fn conn_event<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, event: Event) {
+        if self
+            .shared
+            .live(id)
+            .is_some_and(|c| c.phase == Phase::Connecting)
+        {
+            if event.is_writable() || event.is_error() || event.is_hup() {
+                self.complete_connect(app, id);
+            }
+            return;
+        }
         if event.is_readable() {
             self.readable(app, id, event.is_read_closed());
         }
@@ -41,6 +51,35 @@ impl<S: Default> EventLoop<S> {
             let error = error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
             self.shared.schedule_close(id, CloseReason::Error(error));
         }
+    }
+
+    /// An outbound connect's socket turned writable: established, or the
+    /// error it failed with.
+    fn complete_connect<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        let failed = match conn.stream.take_error() {
+            Ok(None) => match conn.stream.peer_addr() {
+                Ok(_) => None,
+                // Not yet: a spurious wake-up.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Some(e),
+            },
+            Ok(Some(e)) | Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            self.shared.schedule_close(id, CloseReason::Error(e));
+            return;
+        }
+        conn.phase = Phase::Open;
+        let peer = conn.peer();
+        log::info!(target: "iomux::conn", "connected {peer}");
+        self.open(app, id);
+        // Queued output goes out; the reply may already be waiting (and on
+        // an edge-triggered backend its edge came with this event).
+        self.shared.mark_dirty(id);
+        self.shared.unfinished.push(Token(id.0));
     }
 
     /// Reads and offers input until the socket is drained, the budget is
@@ -142,6 +181,9 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         conn.set(Flags::DIRTY, false);
+        if conn.phase == Phase::Connecting {
+            return; // output waits for the connect
+        }
         let (written, outcome) = match conn.flush(now) {
             Ok(done) => done,
             Err(e) => {

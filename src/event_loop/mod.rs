@@ -102,7 +102,6 @@ pub struct EventLoop<S = ()> {
     /// Where reads land before the app sees them (one per loop, not per
     /// connection).
     scratch: Vec<u8>,
-    generation: u32,
     /// Connections adopted before the first turn, whose `on_open` is due.
     unopened: Vec<ConnId>,
     life: Life,
@@ -135,7 +134,7 @@ impl<S: Default> EventLoop<S> {
             selector,
             events: Events::with_capacity(256),
             listeners: Vec::new(),
-            shared: Shared::new(config, pool, name),
+            shared: Shared::new(config, pool, name, edge),
             states: Vec::new(),
             waker,
             stop_flag: Arc::new(AtomicBool::new(false)),
@@ -144,7 +143,6 @@ impl<S: Default> EventLoop<S> {
             spare_ids: Vec::new(),
             edge,
             scratch: vec![0; READ_CHUNK],
-            generation: 0,
             unopened: Vec::new(),
             life: Life::NotStarted,
             emfile_logged: false,
@@ -222,6 +220,11 @@ impl<S: Default> EventLoop<S> {
         }
         let owner = crate::source::unwatch(&mut self.shared.sources, &mut *self.selector, source)?;
         owner.into_any().downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// Connects to `addr` without blocking (see [`crate::Ctx::connect`]).
+    pub fn connect(&mut self, addr: std::net::SocketAddr) -> io::Result<ConnId> {
+        self.shared.connect(&mut *self.selector, addr)
     }
 
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,

@@ -40,6 +40,18 @@ impl<S: Default> EventLoop<S> {
                         self.shared.schedule_close(id, reason);
                     }
                 }
+                TimerKind::Connect(id) => {
+                    if self
+                        .shared
+                        .live(id)
+                        .is_some_and(|c| c.phase == Phase::Connecting)
+                    {
+                        let timed_out =
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                        self.shared
+                            .schedule_close(id, CloseReason::Error(timed_out));
+                    }
+                }
                 TimerKind::ResumeAccept => self.resume_accepting(),
                 TimerKind::Stats => {
                     self.log_stats();
