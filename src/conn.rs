@@ -13,8 +13,8 @@
 //! [`crate::App::on_drain`] runs).
 
 use crate::selector::Interest;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
+use crate::stream::{Peer, Stream};
+use std::io;
 use std::time::Instant;
 
 /// Identifies a connection for its whole life; never reused (it carries a
@@ -84,30 +84,6 @@ impl Flags {
     pub const SOFT_TIMER: Flags = Flags(32);
 }
 
-/// The peer's address, small when it is IPv4 (the common case).
-pub(crate) enum Peer {
-    V4(SocketAddrV4),
-    V6(Box<SocketAddrV6>),
-}
-
-impl From<SocketAddr> for Peer {
-    fn from(addr: SocketAddr) -> Peer {
-        match addr {
-            SocketAddr::V4(a) => Peer::V4(a),
-            SocketAddr::V6(a) => Peer::V6(Box::new(a)),
-        }
-    }
-}
-
-impl Peer {
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Peer::V4(a) => SocketAddr::V4(*a),
-            Peer::V6(a) => SocketAddr::V6(**a),
-        }
-    }
-}
-
 /// Output buffers above this capacity are freed when they drain, so one
 /// burst does not pin memory for the rest of a connection's life.
 const KEEP_CAPACITY: usize = 16 * 1024;
@@ -163,7 +139,7 @@ pub(crate) enum Flush {
 
 /// One connection's slot in the loop's table.
 pub(crate) struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     generation: u32,
     peer: Peer,
     pub phase: Phase,
@@ -181,11 +157,11 @@ pub(crate) struct Drained {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId) -> Conn {
+    pub fn new(stream: Stream, peer: Peer, id: ConnId) -> Conn {
         Conn {
             stream,
             generation: id.generation(),
-            peer: peer.into(),
+            peer,
             phase: Phase::Open,
             registered: Interest::NONE,
             flags: Flags::default(),
@@ -203,8 +179,14 @@ impl Conn {
         ConnId::new(index, self.generation)
     }
 
-    pub fn peer(&self) -> SocketAddr {
-        self.peer.addr()
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Closes the socket (and drops the buffers), keeping the peer's name
+    /// for the log.
+    pub fn into_peer(self) -> Peer {
+        self.peer
     }
 
     pub fn has(&self, flag: Flags) -> bool {
@@ -320,7 +302,7 @@ impl Conn {
         };
         let mut total = 0;
         while io.written < io.output.len() {
-            match (&self.stream).write(&io.output[io.written..]) {
+            match self.stream.write(&io.output[io.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     io.written += n;
@@ -357,7 +339,7 @@ impl Conn {
     /// One read into `buf`, retrying `EINTR`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match (&self.stream).read(buf) {
+            match self.stream.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
@@ -378,14 +360,16 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
 
     fn pair() -> (Conn, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (Conn::new(server, peer, ConnId::new(3, 7)), client)
+        let conn = Conn::new(Stream::Tcp(server), peer.into(), ConnId::new(3, 7));
+        (conn, client)
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::pool::{JobId, JobResult, Pool};
 use crate::selector::{Interest, Selector, Token};
 use crate::source::{SourceId, Sources};
 use crate::stats::Stats;
+use crate::stream::{Addr, Peer, Stream};
 use crate::timer::{TimerId, Timers};
 
 /// A limit a connection went over; told to [`crate::App::on_limit`] before
@@ -248,8 +249,8 @@ impl Shared {
     pub fn insert_conn(
         &mut self,
         selector: &mut dyn Selector,
-        stream: TcpStream,
-        peer: SocketAddr,
+        stream: Stream,
+        peer: Peer,
         phase: Phase,
     ) -> io::Result<ConnId> {
         self.generation = (self.generation + 1) & 0x7fff_ffff;
@@ -310,7 +311,12 @@ impl Shared {
         }
         // Even a connect that finished at once is told through the
         // writable event, so every outcome takes one path.
-        self.insert_conn(selector, stream, addr, Phase::Connecting)
+        self.insert_conn(
+            selector,
+            Stream::Tcp(stream),
+            addr.into(),
+            Phase::Connecting,
+        )
     }
 
     /// Arms a timer relative to this turn's start.
@@ -487,21 +493,34 @@ impl Ctx<'_> {
         }
     }
 
-    /// The peer's address.
+    /// The peer's TCP address (`None` for a Unix-domain connection: see
+    /// [`Ctx::peer`]).
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.shared.live(conn).map(Conn::peer)
+        self.shared.live(conn)?.peer().tcp()
     }
 
-    /// The local address the connection arrived on (one system call).
+    /// The peer, TCP or Unix-domain, for logs and protocols
+    /// (`127.0.0.1:40112`, `unix:#3`).
+    pub fn peer(&self, conn: ConnId) -> Option<Addr> {
+        self.shared.live(conn).map(|c| c.peer().addr())
+    }
+
+    /// The local TCP address the connection arrived on (one system call).
     pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.shared.live(conn)?.stream.local_addr().ok()
+        self.shared.live(conn)?.stream.tcp()?.local_addr().ok()
     }
 
-    /// The socket, for options (`set_nodelay`, `set_ttl`, and through
+    /// The TCP socket, for options (`set_nodelay`, `set_ttl`, and through
     /// `AsFd` any `setsockopt`: linger, keepalive, buffer sizes). Do not
-    /// read or write it: the loop owns its data.
+    /// read or write it: the loop owns its data. `None` for Unix-domain
+    /// connections (see [`Ctx::fd`]).
     pub fn socket(&self, conn: ConnId) -> Option<&TcpStream> {
-        self.shared.live(conn).map(|c| &c.stream)
+        self.shared.live(conn)?.stream.tcp()
+    }
+
+    /// The connection's descriptor, TCP or Unix-domain, for options.
+    pub fn fd(&self, conn: ConnId) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.shared.live(conn).map(|c| c.stream.as_fd())
     }
 
     /// Bytes queued for `conn` and not yet written.

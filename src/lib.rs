@@ -68,6 +68,7 @@ pub mod pool;
 pub mod selector;
 pub mod source;
 mod stats;
+mod stream;
 pub mod timer;
 mod waker;
 
@@ -80,5 +81,6 @@ pub use selector::{Backend, Event, Events, Interest, Selector, Token};
 pub use signal_hook::consts::{SIGINT, SIGTERM};
 pub use source::{Readiness, SourceId};
 pub use stats::Stats;
+pub use stream::Addr;
 pub use timer::TimerId;
 pub use waker::{StopHandle, Waker};

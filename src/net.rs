@@ -3,6 +3,11 @@
 use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
+use std::path::PathBuf;
+
+use crate::stream::Addr;
 
 /// Backlog asked of `listen(2)`; the kernel caps it at `somaxconn`. Large,
 /// so that thousands of clients connecting at once are queued, not dropped.
@@ -44,4 +49,95 @@ fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     bind(&fd, &addr)?;
     listen(&fd, BACKLOG)?;
     Ok(TcpListener::from(fd))
+}
+
+/// A listening Unix-domain stream socket: a file (`unix:/path`) or a name
+/// in the abstract namespace (`unix:@name`). Its file is removed when it
+/// is dropped (at the server's shutdown).
+pub struct UnixListener {
+    socket: StdUnixListener,
+    /// The file to remove, for a path socket.
+    path: Option<PathBuf>,
+    addr: Addr,
+}
+
+impl UnixListener {
+    /// Listens on `addr` (`Addr::Unix` or `Addr::Abstract`). A socket file
+    /// left by a server that is gone (nothing accepts on it) is replaced,
+    /// as other servers do; one a running server listens on is refused
+    /// (`AddrInUse`), and so is a path that is not a socket.
+    pub fn bind(addr: &Addr) -> io::Result<UnixListener> {
+        let socket = match addr {
+            Addr::Unix(path) => {
+                remove_if_stale(path)?;
+                StdUnixListener::bind(path)?
+            }
+            Addr::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let name = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                StdUnixListener::bind_addr(&name)?
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{other} is not a Unix-domain address"),
+                ));
+            }
+        };
+        let path = match addr {
+            Addr::Unix(p) => Some(p.clone()),
+            _ => None,
+        };
+        Ok(UnixListener {
+            socket,
+            path,
+            addr: addr.clone(),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        self.socket.set_nonblocking(true)
+    }
+}
+
+/// A socket file nobody accepts on is a leftover: remove it. A live one,
+/// or something else at that path, is an error.
+fn remove_if_stale(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(()); // nothing there
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a server is listening on {} already", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+impl AsFd for UnixListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -41,7 +41,7 @@ impl App for Ack {
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         if self.print
-            && let Some(addr) = ctx.peer_addr(conn)
+            && let Some(addr) = ctx.peer(conn)
         {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{addr}: {}", chunk_text(input));

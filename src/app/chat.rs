@@ -46,7 +46,7 @@ impl App for Chat {
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
-        let Some(addr) = ctx.peer_addr(conn) else {
+        let Some(addr) = ctx.peer(conn) else {
             return input.len();
         };
         let (lines, used) = split_lines(input);

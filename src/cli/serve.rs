@@ -3,9 +3,9 @@
 use clap::{Args, ValueEnum};
 use iomux::app::{Ack, App, Chat, Echo, Hash};
 use iomux::group::Threads;
-use iomux::{Backend, Config, EventLoop, Stats};
+use iomux::{Addr, Backend, Config, EventLoop, Stats};
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// Address to listen on, HOST:PORT (`localhost:8888`, `[::1]:8888`);
     /// port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
-    bind: SocketAddr,
+    bind: Addr,
     /// Readiness mechanism [default: auto, or $IOMUX_BACKEND]
     /// [possible values: auto, select, poll, epoll, epoll-et]
     #[arg(long, value_parser = parse_backend)]
@@ -95,9 +95,13 @@ fn parse_soft_limit(s: &str) -> Result<(usize, Duration), String> {
     Ok((bytes, period))
 }
 
-/// `--bind`: an address or a host name; the first address it resolves to.
-fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    super::resolve(s).map(|addrs| addrs[0])
+/// `--bind`: `unix:PATH`, `unix:@NAME`, an address, or a host name (the
+/// first address it resolves to).
+fn parse_bind(s: &str) -> Result<Addr, String> {
+    if let Some(unix) = Addr::parse_unix(s) {
+        return unix;
+    }
+    super::resolve(s).map(|addrs| Addr::Tcp(addrs[0]))
 }
 
 fn parse_max_clients(s: &str) -> Result<usize, String> {
@@ -168,10 +172,15 @@ pub fn run(args: ServeArgs) -> i32 {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
     };
-    let listening = if loops > 1 {
-        Threads::new(args.bind, loops).map(Listening::Group)
-    } else {
-        iomux::net::tcp_listener(args.bind).map(Listening::One)
+    let listening = match (&args.bind, loops) {
+        (Addr::Tcp(addr), 1) => iomux::net::tcp_listener(*addr).map(Listening::One),
+        (Addr::Tcp(addr), n) => Threads::new(*addr, n).map(Listening::Group),
+        (_, 1) => iomux::net::UnixListener::bind(&args.bind).map(Listening::Unix),
+        (_, _) => {
+            return super::usage_error(
+                "--threads above 1 needs a TCP --bind (Unix-domain sockets have no SO_REUSEPORT)",
+            );
+        }
     };
     let listening = match listening {
         Ok(l) => l,
@@ -196,7 +205,7 @@ pub fn run(args: ServeArgs) -> i32 {
 }
 
 /// Prints the start-up line.
-fn print_listening(local: SocketAddr, backend: &str, app: &str, loops: usize) {
+fn print_listening(local: impl std::fmt::Display, backend: &str, app: &str, loops: usize) {
     let mut out = std::io::stdout().lock();
     let loops = if loops > 1 {
         format!(", {loops} loops")
@@ -226,6 +235,7 @@ fn print_summary(stats: &Stats) -> i32 {
 /// Where the server listens: one loop, or a group of loops.
 enum Listening {
     One(TcpListener),
+    Unix(iomux::net::UnixListener),
     Group(Threads),
 }
 
@@ -246,7 +256,22 @@ impl Server {
             listening,
         } = self;
         let threads = match listening {
-            Listening::One(listener) => return run_one(backend, config, listener, make_app(0)),
+            Listening::One(listener) => {
+                let local = match listener.local_addr() {
+                    Ok(a) => Addr::Tcp(a),
+                    Err(e) => {
+                        eprintln!("iomux: cannot start: {e}");
+                        return 1;
+                    }
+                };
+                let listen = move |lp: &mut EventLoop<A::State>| lp.listen(listener);
+                return run_one(backend, config, local, listen, make_app(0));
+            }
+            Listening::Unix(listener) => {
+                let local = listener.local_addr().clone();
+                let listen = move |lp: &mut EventLoop<A::State>| lp.listen_unix(listener);
+                return run_one(backend, config, local, listen, make_app(0));
+            }
             Listening::Group(threads) => threads,
         };
         let (local, loops) = (threads.local_addr(), threads.loops());
@@ -263,15 +288,20 @@ impl Server {
 }
 
 /// One loop on this thread.
-fn run_one<A: App>(backend: Backend, config: Config, listener: TcpListener, mut app: A) -> i32 {
-    let setup = || -> std::io::Result<(EventLoop<A::State>, SocketAddr)> {
-        let local = listener.local_addr()?;
+fn run_one<A: App>(
+    backend: Backend,
+    config: Config,
+    local: Addr,
+    listen: impl FnOnce(&mut EventLoop<A::State>) -> std::io::Result<()>,
+    mut app: A,
+) -> i32 {
+    let setup = || -> std::io::Result<EventLoop<A::State>> {
         let mut lp = EventLoop::new(backend, config)?;
-        lp.listen(listener)?;
+        listen(&mut lp)?;
         lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        Ok((lp, local))
+        Ok(lp)
     };
-    let (mut lp, local) = match setup() {
+    let mut lp = match setup() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("iomux: cannot start the {backend} event loop: {e}");

@@ -2,7 +2,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
@@ -12,9 +13,25 @@ use crate::app::App;
 use crate::conn::{ConnId, Phase};
 use crate::ctx::TimerKind;
 use crate::selector::Interest;
+use crate::stream::{Peer, Stream};
+
+/// A listening socket of either kind.
+pub(super) enum ListenSocket {
+    Tcp(TcpListener),
+    Unix(crate::net::UnixListener),
+}
+
+impl AsFd for ListenSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ListenSocket::Tcp(l) => l.as_fd(),
+            ListenSocket::Unix(l) => l.as_fd(),
+        }
+    }
+}
 
 pub(super) struct Listener {
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// Watched by the selector (not while accepting is paused).
     pub registered: bool,
 }
@@ -40,9 +57,27 @@ fn is_per_connection(e: Errno) -> bool {
 
 impl<S: Default> EventLoop<S> {
     /// Puts a connected stream in the table and the selector.
-    pub(super) fn insert(&mut self, stream: TcpStream, peer: SocketAddr) -> io::Result<ConnId> {
+    pub(super) fn insert(&mut self, stream: Stream, peer: Peer) -> io::Result<ConnId> {
         self.shared
             .insert_conn(&mut *self.selector, stream, peer, Phase::Open)
+    }
+
+    /// Starts watching a listening socket.
+    pub(super) fn add_listener(&mut self, socket: ListenSocket) -> io::Result<()> {
+        let index = self.listeners.len();
+        let token = token::listener(index).ok_or_else(|| {
+            io::Error::other(format!(
+                "too many listeners (at most {})",
+                token::MAX_LISTENERS
+            ))
+        })?;
+        self.selector
+            .register(socket.as_fd(), token, Interest::READABLE)?;
+        self.listeners.push(Listener {
+            socket,
+            registered: true,
+        });
+        Ok(())
     }
 
     /// Tells the app a connection opened.
@@ -77,11 +112,21 @@ impl<S: Default> EventLoop<S> {
             match accepted {
                 Ok((fd, addr)) => {
                     self.emfile_logged = false;
-                    let stream = TcpStream::from(fd);
-                    let peer = addr
-                        .and_then(|a| SocketAddr::try_from(a).ok())
-                        .or_else(|| stream.peer_addr().ok());
-                    let Some(peer) = peer else { continue };
+                    let (stream, peer) = match &self.listeners[index].socket {
+                        ListenSocket::Tcp(_) => {
+                            let stream = TcpStream::from(fd);
+                            let peer = addr
+                                .and_then(|a| SocketAddr::try_from(a).ok())
+                                .or_else(|| stream.peer_addr().ok());
+                            let Some(peer) = peer else { continue };
+                            (Stream::Tcp(stream), Peer::from(peer))
+                        }
+                        // Clients rarely bind a name: number them instead.
+                        ListenSocket::Unix(_) => (
+                            Stream::Unix(UnixStream::from(fd)),
+                            Peer::UnnamedUnix(self.shared.stats.accepted.wrapping_add(1) as u32),
+                        ),
+                    };
                     self.admit(app, stream, peer);
                 }
                 Err(Errno::AGAIN) => return,
@@ -102,7 +147,7 @@ impl<S: Default> EventLoop<S> {
         }
     }
 
-    fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: TcpStream, peer: SocketAddr) {
+    fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: Stream, peer: Peer) {
         let config = &self.shared.config;
         let clients = match &self.shared.group {
             Some((group, _)) => group.clients.load(std::sync::atomic::Ordering::Relaxed),
@@ -117,15 +162,19 @@ impl<S: Default> EventLoop<S> {
             );
             return; // dropping the stream closes it
         }
-        if config.nodelay {
-            let _ = stream.set_nodelay(true);
+        if config.nodelay
+            && let Some(tcp) = stream.tcp()
+        {
+            let _ = tcp.set_nodelay(true);
         }
         match self.insert(stream, peer) {
             Ok(id) => {
-                log::info!(target: "iomux::conn", "connect {peer}");
+                if let Some(c) = self.shared.live(id) {
+                    log::info!(target: "iomux::conn", "connect {}", c.peer());
+                }
                 self.open(app, id);
             }
-            Err(e) => log::warn!(target: "iomux::conn", "cannot watch {peer}: {e}"),
+            Err(e) => log::warn!(target: "iomux::conn", "cannot watch a new connection: {e}"),
         }
     }
 

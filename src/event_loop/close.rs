@@ -41,7 +41,7 @@ impl<S: Default> EventLoop<S> {
             + usize::from(self.shared.config.idle_timeout.is_some());
         self.shared.orphan_timers += timers;
         // Closed before it is logged: a reader of the log sees the fd gone.
-        let peer = self.shared.conns.remove(id.index()).peer();
+        let peer = self.shared.conns.remove(id.index()).into_peer();
         self.shared.stats.closed += 1;
         if let Some((group, _)) = &self.shared.group {
             group

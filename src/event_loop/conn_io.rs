@@ -47,9 +47,16 @@ impl<S: Default> EventLoop<S> {
             && c.pending() == 0
             && !c.may_read(max_jobs)
         {
-            let error = c.stream.take_error().ok().flatten();
-            let error = error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
-            self.shared.schedule_close(id, CloseReason::Error(error));
+            let reason = match c.stream.take_error().ok().flatten() {
+                Some(error) => CloseReason::Error(error),
+                // A peer that ended its stream and then closed (a Unix
+                // socket reports that as a hang-up) left cleanly.
+                None if matches!(c.phase, Phase::ReadClosed | Phase::EofPending) => {
+                    CloseReason::PeerClosed
+                }
+                None => CloseReason::Error(io::ErrorKind::ConnectionReset.into()),
+            };
+            self.shared.schedule_close(id, reason);
         }
     }
 
@@ -60,10 +67,9 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         let failed = match conn.stream.take_error() {
-            Ok(None) => match conn.stream.peer_addr() {
-                Ok(_) => None,
-                // Not yet: a spurious wake-up.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Ok(None) => match conn.stream.is_connected() {
+                Ok(true) => None,
+                Ok(false) => return, // not yet: a spurious wake-up
                 Err(e) => Some(e),
             },
             Ok(Some(e)) | Err(e) => Some(e),
@@ -73,8 +79,7 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         conn.phase = Phase::Open;
-        let peer = conn.peer();
-        log::info!(target: "iomux::conn", "connected {peer}");
+        log::info!(target: "iomux::conn", "connected {}", conn.peer());
         self.open(app, id);
         // Queued output goes out; the reply may already be waiting (and on
         // an edge-triggered backend its edge came with this event).
@@ -264,7 +269,7 @@ impl<S: Default> EventLoop<S> {
             self.shared.schedule_close(id, reason);
             return;
         }
-        if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+        if let Err(e) = conn.stream.shutdown_write() {
             self.shared.schedule_close(id, CloseReason::Error(e));
             return;
         }

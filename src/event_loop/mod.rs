@@ -24,7 +24,6 @@
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -166,21 +165,16 @@ impl<S: Default> EventLoop<S> {
 
     /// Accepts connections from `listener` (made non-blocking here).
     pub fn listen(&mut self, listener: TcpListener) -> io::Result<()> {
-        let index = self.listeners.len();
-        let token = token::listener(index).ok_or_else(|| {
-            io::Error::other(format!(
-                "too many listeners (at most {})",
-                token::MAX_LISTENERS
-            ))
-        })?;
         listener.set_nonblocking(true)?;
-        self.selector
-            .register(listener.as_fd(), token, Interest::READABLE)?;
-        self.listeners.push(Listener {
-            socket: listener,
-            registered: true,
-        });
-        Ok(())
+        self.add_listener(accept::ListenSocket::Tcp(listener))
+    }
+
+    /// Accepts Unix-domain connections from `listener` (see
+    /// [`crate::net::UnixListener`]); its file is removed when the loop
+    /// stops listening.
+    pub fn listen_unix(&mut self, listener: crate::net::UnixListener) -> io::Result<()> {
+        listener.set_nonblocking()?;
+        self.add_listener(accept::ListenSocket::Unix(listener))
     }
 
     /// Adds an already connected stream (e.g. a client's outgoing
@@ -188,7 +182,7 @@ impl<S: Default> EventLoop<S> {
     pub fn adopt(&mut self, stream: TcpStream) -> io::Result<ConnId> {
         stream.set_nonblocking(true)?;
         let peer = stream.peer_addr()?;
-        let id = self.insert(stream, peer)?;
+        let id = self.insert(crate::stream::Stream::Tcp(stream), peer.into())?;
         self.unopened.push(id);
         Ok(id)
     }

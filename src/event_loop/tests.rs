@@ -35,7 +35,7 @@ fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
 }
 
 /// Waits until the server side of a socket has `n` bytes to read.
-fn wait_readable(stream: &TcpStream, n: usize) {
+fn wait_readable(stream: &impl std::os::fd::AsFd, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while rustix::io::ioctl_fionread(stream).unwrap_or(0) < n as u64 {
         assert!(std::time::Instant::now() < deadline, "data never arrived");

@@ -275,10 +275,16 @@ impl Server {
         );
         let text = server.stdout_text();
         let line = text.lines().next().unwrap_or_default().to_string();
-        let addr = line
+        let listening = line
             .strip_prefix("iomux: listening on ")
             .and_then(|rest| rest.split(' ').next())
-            .and_then(|a| a.parse().ok());
+            .unwrap_or_default();
+        // A Unix-domain server has no TCP address (`addr` stays 0.0.0.0:0).
+        let addr = match listening.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) if listening.starts_with("unix:") => Some(server.addr),
+            Err(_) => None,
+        };
         let Some(addr) = addr else {
             panic!("unexpected start-up line {line:?}");
         };

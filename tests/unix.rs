@@ -1,0 +1,188 @@
+//! `iomux serve --bind unix:PATH` and `unix:@NAME`, on every backend:
+//! echo and chat over Unix-domain sockets, peers named `unix:#N` in logs
+//! and chat lines, a stale socket file replaced, a live one refused, the
+//! file removed at shutdown.
+
+#[macro_use]
+mod common;
+
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{IO_TIMEOUT, LIVENESS, Server, run_to_exit};
+
+backend_suite! {
+    unix_echo,
+    unix_chat,
+    unix_abstract_echo,
+    unix_stale_file_replaced_live_one_refused,
+}
+
+/// `iomux serve --backend BACKEND EXTRA` (EXTRA has the `--bind`).
+fn start(backend: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["serve", "--backend", backend];
+    args.extend_from_slice(extra);
+    Server::spawn(&args, &[])
+}
+
+/// A socket path of this test's own, in a fresh directory.
+fn socket_path(test: &str, backend: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iomux-{test}-{backend}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir.join("s.sock")
+}
+
+fn connect(path: &PathBuf) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect over the Unix socket");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+fn read_exact(s: &mut UnixStream, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    s.read_exact(&mut got).expect("the reply");
+    got
+}
+
+/// Echo over a socket file: bytes come back; connect and disconnect are
+/// logged as `unix:#N`; the file is gone after the shutdown.
+fn unix_echo(backend: &str) {
+    let path = socket_path("echo", backend);
+    let bind = format!("unix:{}", path.display());
+    let mut server = start(backend, &["--app", "echo", "--bind", &bind]);
+    assert!(
+        server
+            .startup
+            .starts_with(&format!("iomux: listening on {bind} (")),
+        "{}",
+        server.startup
+    );
+    let mut c = connect(&path);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut writer = c.try_clone().unwrap();
+    let sent = data.clone();
+    let t = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    assert_eq!(read_exact(&mut c, data.len()), data);
+    t.join().unwrap();
+    assert!(
+        server.wait_for_stderr("connect unix:#", LIVENESS),
+        "{}",
+        server.stderr_text()
+    );
+    drop(c);
+    assert!(
+        server.wait_for_stderr("disconnect unix:#", LIVENESS),
+        "{}",
+        server.stderr_text()
+    );
+    assert!(
+        !server.stderr_text().contains("reset"),
+        "a clean close is not a reset: {}",
+        server.stderr_text()
+    );
+    let summary = server.stop();
+    assert_eq!(summary.clients, 1);
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+/// Chat between Unix-domain clients: each line reaches the others,
+/// prefixed with the sender's `unix:#N` name.
+fn unix_chat(backend: &str) {
+    let path = socket_path("chat", backend);
+    let bind = format!("unix:{}", path.display());
+    let mut server = start(backend, &["--app", "chat", "-q", "--bind", &bind]);
+    let mut a = connect(&path);
+    let mut b = connect(&path);
+    // Both are accepted once a line from one reaches the other.
+    let mut line = Vec::new();
+    for attempt in 0..100 {
+        a.write_all(format!("hello {attempt}\n").as_bytes())
+            .unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 256];
+        if let Ok(n) = b.read(&mut buf) {
+            line.extend_from_slice(&buf[..n]);
+            break;
+        }
+    }
+    b.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let text = String::from_utf8_lossy(&line).into_owned();
+    assert!(
+        text.starts_with("unix:#") && text.contains(": hello "),
+        "{text:?}"
+    );
+    b.write_all(b"back\n").unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(": back\n") {
+        let mut buf = [0u8; 256];
+        let n = a.read(&mut buf).expect("the line from b");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop((a, b));
+    server.stop();
+}
+
+/// The abstract namespace: no file at all, echo works.
+fn unix_abstract_echo(backend: &str) {
+    let name = format!("iomux-test-{backend}-{}", std::process::id());
+    let bind = format!("unix:@{name}");
+    let mut server = start(backend, &["--app", "echo", "-q", "--bind", &bind]);
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut c = UnixStream::connect_addr(&addr).expect("connect to the abstract name");
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(b"abstract").unwrap();
+    assert_eq!(read_exact(&mut c, 8), b"abstract");
+    drop(c);
+    server.stop();
+}
+
+/// A socket file nobody listens on (a crashed server's) is replaced; one a
+/// running server listens on is refused with one line and exit 1; a path
+/// that is not a socket is refused too.
+fn unix_stale_file_replaced_live_one_refused(backend: &str) {
+    let path = socket_path("stale", backend);
+    drop(UnixListener::bind(&path).unwrap()); // leaves the file behind
+    assert!(path.exists());
+    let bind = format!("unix:{}", path.display());
+    let mut server = start(backend, &["--app", "echo", "-q", "--bind", &bind]);
+    let mut c = connect(&path);
+    c.write_all(b"x").unwrap();
+    assert_eq!(read_exact(&mut c, 1), b"x");
+    let second = run_to_exit(
+        &["serve", "--backend", backend, "--bind", &bind],
+        &[],
+        LIVENESS,
+    );
+    assert_eq!(second.status.code(), Some(1), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("listening on") && second.stderr.contains("already"),
+        "{}",
+        second.stderr
+    );
+    // The running server is unharmed.
+    c.write_all(b"y").unwrap();
+    assert_eq!(read_exact(&mut c, 1), b"y");
+    drop(c);
+    server.stop();
+    let file = path.with_file_name("plain");
+    std::fs::write(&file, b"not a socket").unwrap();
+    let bind = format!("unix:{}", file.display());
+    let refused = run_to_exit(
+        &["serve", "--backend", backend, "--bind", &bind],
+        &[],
+        LIVENESS,
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is not a socket"),
+        "{}",
+        refused.stderr
+    );
+    assert!(file.exists(), "a file that is not a socket is left alone");
+}
