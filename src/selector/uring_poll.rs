@@ -154,9 +154,22 @@ impl UringPoll {
         if std::env::var_os("IOMUX_NO_URING").is_some_and(|v| !v.is_empty() && v != "0") {
             return Err(unavailable("disabled by IOMUX_NO_URING"));
         }
+        // Completions are run only when the loop thread waits (it is the
+        // only one to touch the ring: a `Box<dyn Selector>` is not `Send`),
+        // which saves the kernel interrupting it for each (Linux 6.1;
+        // `COOP_TASKRUN` on 5.19; neither before).
         let ring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
             .build(SQ_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .setup_coop_taskrun()
+                    .build(SQ_ENTRIES)
+            })
+            .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))
             .map_err(setup_error)?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
@@ -274,10 +287,14 @@ impl UringPoll {
         let leftover = !self.ring.completion().is_empty();
         let submitter = self.ring.submitter();
         let result = match super::timeout_ms(timeout) {
+            -1 if queued && !leftover => submitter.submit_and_wait(1),
             // Completions left over from the last wait: collect them, do
-            // not sleep.
-            _ if !queued || leftover => submitter.submit(),
-            -1 => submitter.submit_and_wait(1),
+            // not sleep (a zero wait, not a bare submit: deferred
+            // completions run only in a wait).
+            _ if !queued || leftover => {
+                let ts = types::Timespec::new();
+                submitter.submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+            }
             ms => {
                 let ms = ms as u64;
                 let ts = types::Timespec::new()
