@@ -169,7 +169,11 @@ impl UringPoll {
                     .setup_coop_taskrun()
                     .build(SQ_ENTRIES)
             })
-            .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .build(SQ_ENTRIES)
+            })
             .map_err(setup_error)?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
