@@ -43,7 +43,8 @@ fn runs_here(backend: &str, test: &str) -> bool {
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
                 panic!("{test} on {backend}: IOMUX_REQUIRE_URING is set but {e}");
             }
-            let _ = writeln!(io::stderr(), "{test} on {backend}: skipped: {e}");
+            let line = format!("{test} on {backend}: skipped: {e}\n");
+            let _ = io::stderr().write_all(line.as_bytes());
             false
         }
         Err(e) => panic!("{test}: opening {backend}: {e}"),

@@ -388,7 +388,8 @@ impl FromStr for Backend {
 /// True (after saying so on the terminal) when `backend` cannot run here:
 /// io_uring unavailable. The message goes straight to stderr, past the test
 /// harness's capture, so a skipped case is visible in every run; with
-/// `IOMUX_REQUIRE_URING=1` (CI) it is a failure instead.
+/// `IOMUX_REQUIRE_URING=1` (CI) it is a failure instead. One `write` per
+/// line, so that lines of tests running in parallel do not interleave.
 #[cfg(test)]
 pub(crate) fn skip_unavailable(backend: Backend, test: &str) -> bool {
     if backend != Backend::UringPoll {
@@ -401,7 +402,8 @@ pub(crate) fn skip_unavailable(backend: Backend, test: &str) -> bool {
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
                 panic!("{test}: IOMUX_REQUIRE_URING is set but {e}");
             }
-            let _ = writeln!(io::stderr(), "{test}: skipped: {e}");
+            let line = format!("{test}: skipped: {e}\n");
+            let _ = io::stderr().write_all(line.as_bytes());
             true
         }
         Err(e) => panic!("{test}: opening {backend}: {e}"),

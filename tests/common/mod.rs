@@ -55,7 +55,8 @@ pub fn skip_unavailable(backend: &str, test: &str) -> bool {
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
                 panic!("{test}: IOMUX_REQUIRE_URING is set but {e}");
             }
-            let _ = writeln!(io::stderr(), "{test}: skipped: {e}");
+            let line = format!("{test}: skipped: {e}\n");
+            let _ = io::stderr().write_all(line.as_bytes());
             true
         }
         Err(e) => panic!("{test}: opening {backend}: {e}"),
