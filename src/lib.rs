@@ -2,9 +2,9 @@
 //!
 //! The model, in the order data flows:
 //!
-//! kernel event → [`selector`] (select, poll, epoll, epoll-et; chosen at
-//! run time by [`Backend`]) → [`EventLoop`] (token → connection, stale
-//! tokens dropped) → connection buffers (read budget, back-pressure) →
+//! kernel event → [`selector`] (select, poll, epoll, epoll-et, uring-poll;
+//! chosen at run time by [`Backend`]) → [`EventLoop`] (token → connection,
+//! stale tokens dropped) → connection buffers (read budget, back-pressure) →
 //! [`App`] (your protocol) → connection output → socket.
 //!
 //! ```no_run

@@ -1044,7 +1044,7 @@ mod cli {
     fn unknown_backend_exits_2_listing_names() {
         let done = run_to_exit(&["serve", "--backend", "nope"], &[], QUICK);
         assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
-        for name in ["auto", "select", "poll", "epoll", "epoll-et"] {
+        for name in ["auto", "select", "poll", "epoll", "epoll-et", "uring-poll"] {
             assert!(
                 done.stderr.contains(name),
                 "{name} missing:\n{}",
@@ -1103,6 +1103,25 @@ mod cli {
         assert_eq!(lines.len(), 1, "stderr:\n{}", done.stderr);
         assert!(lines[0].contains(&addr), "{}", lines[0]);
         assert!(lines[0].to_lowercase().contains("in use"), "{}", lines[0]);
+        assert!(done.stdout.is_empty(), "stdout:\n{}", done.stdout);
+    }
+
+    /// Where io_uring cannot be set up (here forced by `IOMUX_NO_URING`;
+    /// the same path as `kernel.io_uring_disabled` or a seccomp filter),
+    /// uring-poll fails with one line naming the reason, exit 1.
+    #[test]
+    fn uring_unavailable_exits_1_naming_the_reason() {
+        let args = ["serve", "--bind", "127.0.0.1:0", "--backend", "uring-poll"];
+        let done = run_to_exit(&args, &[("IOMUX_NO_URING", "1")], QUICK);
+        assert_eq!(done.status.code(), Some(1), "stderr:\n{}", done.stderr);
+        let lines: Vec<&str> = done.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "stderr:\n{}", done.stderr);
+        assert!(
+            lines[0].contains("uring-poll")
+                && lines[0].contains("io_uring unavailable: disabled by IOMUX_NO_URING"),
+            "{}",
+            lines[0]
+        );
         assert!(done.stdout.is_empty(), "stdout:\n{}", done.stdout);
     }
 

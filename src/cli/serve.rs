@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
     bind: Addr,
     /// Readiness mechanism [default: auto, or $IOMUX_BACKEND]
-    /// [possible values: auto, select, poll, epoll, epoll-et]
+    /// [possible values: auto, select, poll, epoll, epoll-et, uring-poll]
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// What the server does with the bytes.

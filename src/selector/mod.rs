@@ -1,7 +1,8 @@
 //! The selector interface: watch file descriptors, learn which are ready.
 //!
 //! One trait, [`Selector`], with one implementation per kernel mechanism
-//! (`select`, `poll`, `epoll` level- and edge-triggered), chosen at run time
+//! (`select`, `poll`, `epoll` level- and edge-triggered, io_uring poll
+//! requests), chosen at run time
 //! by [`Backend`]. The contract follows Python's `selectors` and mio's `Poll`:
 //!
 //! - `register` an fd with a [`Token`] and an [`Interest`]; registering the
@@ -29,10 +30,12 @@ use std::time::{Duration, Instant};
 mod epoll;
 mod poll;
 mod select;
+mod uring_poll;
 
 pub use self::epoll::Epoll;
 pub use self::poll::Poll;
 pub use self::select::Select;
+pub use self::uring_poll::UringPoll;
 
 /// Caller-chosen value that comes back with every event of a registration.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,7 +122,8 @@ impl Event {
     }
     /// The peer is known to have closed its write side, so a short read does
     /// not prove the socket is drained: the end of stream is still queued.
-    /// Only epoll tells this (`EPOLLRDHUP`); others report plain readability.
+    /// Only epoll (`EPOLLRDHUP`) and uring-poll (`POLLRDHUP`) tell this;
+    /// others report plain readability.
     pub fn is_read_closed(&self) -> bool {
         self.flags & (Self::READ_CLOSED | Self::HUP | Self::ERROR) != 0
     }
@@ -287,17 +291,22 @@ pub enum Backend {
     Epoll,
     /// `epoll(7)`, edge-triggered (`EPOLLET`).
     EpollEt,
+    /// `io_uring(7)` poll requests, level-triggered (re-armed one-shot
+    /// polls); fails to open where io_uring is unavailable.
+    UringPoll,
 }
 
 impl Backend {
     /// Every name [`Backend::from_str`] accepts.
-    pub const NAMES: [&'static str; 5] = ["auto", "select", "poll", "epoll", "epoll-et"];
+    pub const NAMES: [&'static str; 6] =
+        ["auto", "select", "poll", "epoll", "epoll-et", "uring-poll"];
     /// Every concrete backend (no `Auto`), for tests and reports.
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 5] = [
         Backend::Select,
         Backend::Poll,
         Backend::Epoll,
         Backend::EpollEt,
+        Backend::UringPoll,
     ];
 
     /// The name of this backend.
@@ -308,6 +317,7 @@ impl Backend {
             Backend::Poll => "poll",
             Backend::Epoll => "epoll",
             Backend::EpollEt => "epoll-et",
+            Backend::UringPoll => "uring-poll",
         }
     }
     /// What `Auto` stands for here; other backends are themselves.
@@ -324,12 +334,14 @@ impl Backend {
             _ => Ok(Backend::Auto),
         }
     }
-    /// Creates the selector.
+    /// Creates the selector. `UringPoll` fails with an `Unsupported` error
+    /// saying why where io_uring is unavailable.
     pub fn open(self) -> io::Result<Box<dyn Selector>> {
         Ok(match self.resolve() {
             Backend::Select => Box::new(Select::new()),
             Backend::Poll => Box::new(Poll::new()),
             Backend::EpollEt => Box::new(Epoll::new(true)?),
+            Backend::UringPoll => Box::new(UringPoll::new()?),
             Backend::Epoll | Backend::Auto => Box::new(Epoll::new(false)?),
         })
     }
@@ -367,8 +379,34 @@ impl FromStr for Backend {
             "poll" => Backend::Poll,
             "epoll" => Backend::Epoll,
             "epoll-et" => Backend::EpollEt,
+            "uring-poll" => Backend::UringPoll,
             _ => return Err(UnknownBackend(s.to_string())),
         })
+    }
+}
+
+/// True (after saying so on the terminal) when `backend` cannot run here:
+/// io_uring unavailable. The message goes straight to stderr, past the test
+/// harness's capture, so a skipped case is visible in every run; with
+/// `IOMUX_REQUIRE_URING=1` (CI) it is a failure instead. One `write` per
+/// line, so that lines of tests running in parallel do not interleave.
+#[cfg(test)]
+pub(crate) fn skip_unavailable(backend: Backend, test: &str) -> bool {
+    if backend != Backend::UringPoll {
+        return false;
+    }
+    match backend.open() {
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            use std::io::Write;
+            if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
+                panic!("{test}: IOMUX_REQUIRE_URING is set but {e}");
+            }
+            let line = format!("{test}: skipped: {e}\n");
+            let _ = io::stderr().write_all(line.as_bytes());
+            true
+        }
+        Err(e) => panic!("{test}: opening {backend}: {e}"),
     }
 }
 

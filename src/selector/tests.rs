@@ -106,6 +106,7 @@ fn name_and_mode(backend: Backend) {
     let sel = open(backend);
     assert_eq!(sel.name(), backend.name());
     assert_eq!(sel.edge_triggered(), backend == Backend::EpollEt);
+    assert!(Backend::ALL.contains(&backend));
     assert_eq!(backend.name().parse::<Backend>(), Ok(backend));
 }
 
@@ -264,6 +265,103 @@ fn reused_fd_number_gets_the_new_token(backend: Backend) {
     assert!(wait(&mut *sel, QUIET_MS).is_empty(), "fd {old} was reused");
     put(&w, b"y");
     only(&wait(&mut *sel, 1000), Token(2));
+}
+
+/// A wait that filled `events` may leave readiness behind (uring-poll keeps
+/// the completions in its ring): deregistering the fd, closing it and
+/// reusing its number must not let the old readiness through, under either
+/// token.
+fn deregister_drops_readiness_left_from_a_full_wait(backend: Backend) {
+    let mut sel = open(backend);
+    let (r1, w1) = pipe();
+    let (r2, w2) = pipe();
+    sel.register(r1.as_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    sel.register(r2.as_fd(), Token(2), Interest::READABLE)
+        .unwrap();
+    put(&w1, b"x");
+    put(&w2, b"y");
+    let mut events = Events::with_capacity(1);
+    sel.wait_once(&mut events, Some(Duration::from_secs(1)))
+        .unwrap();
+    let first = only(
+        &events.iter().copied().collect::<Vec<_>>(),
+        events.list[0].token,
+    );
+    // The other one is still ready (or its completion is still queued).
+    let (other_r, other_w, other_token) = if first.token == Token(1) {
+        (r2, w2, Token(2))
+    } else {
+        (r1, w1, Token(1))
+    };
+    let number = other_r.as_raw_fd();
+    sel.deregister(other_r.as_fd()).unwrap();
+    drop((other_r, other_w));
+    let (r3, w3) = pipe();
+    sel.register(r3.as_fd(), Token(3), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(8);
+    for _ in 0..3 {
+        events.clear();
+        sel.wait_once(&mut events, Some(Duration::from_millis(QUIET_MS)))
+            .unwrap();
+        assert!(
+            events.iter().all(|e| e.token == first.token),
+            "fd {number} (reused: {}) reported stale readiness: {:?}",
+            r3.as_raw_fd() == number,
+            events.iter().collect::<Vec<_>>()
+        );
+        assert!(events.iter().all(|e| e.token != other_token));
+    }
+    put(&w3, b"z");
+    let ev = wait_for(&mut *sel, Token(3));
+    assert!(raw_readable(&ev), "{ev:?}");
+}
+
+/// The peer shut its write side: a registration that does not ask for
+/// reading hears nothing of it (uring-poll's polls always carry
+/// `POLLRDHUP`, which must neither be reported nor make a wait return at
+/// once), and writability is still reported.
+fn half_closed_peer_without_read_interest(backend: Backend) {
+    let mut sel = open(backend);
+    let (client, server) = tcp_pair();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    sel.register(server.as_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    assert!(wait_for(&mut *sel, Token(1)).is_readable());
+    assert_eq!((&server).read(&mut [0u8; 8]).unwrap(), 0);
+    sel.reregister(server.as_fd(), Token(2), Interest::NONE)
+        .unwrap();
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert!(wait(&mut *sel, QUIET_MS).is_empty());
+        assert!(
+            start.elapsed() >= Duration::from_millis(QUIET_MS),
+            "the wait returned early: nothing asked for is ready"
+        );
+    }
+    sel.reregister(server.as_fd(), Token(3), Interest::WRITABLE)
+        .unwrap();
+    let ev = wait_for(&mut *sel, Token(3));
+    assert!(raw_writable(&ev) && !raw_readable(&ev), "{ev:?}");
+    if !sel.edge_triggered() {
+        let ev = only(&wait(&mut *sel, 1000), Token(3));
+        assert!(raw_writable(&ev), "level-triggered: again: {ev:?}");
+    }
+    // Still told when the peer goes away entirely.
+    drop(client);
+    (&server).write_all(b"to a closed peer").unwrap();
+    let start = Instant::now();
+    loop {
+        let events = wait(&mut *sel, 100);
+        if events.iter().any(|e| e.is_error() || e.is_hup()) || backend == Backend::Select {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no error or hang-up: {events:?}"
+        );
+    }
 }
 
 fn register_twice_is_already_exists(backend: Backend) {
@@ -441,8 +539,11 @@ fn tcp_peer_shutdown_is_readable(backend: Backend) {
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let ev = wait_for(&mut *sel, Token(1));
     assert!(ev.is_readable(), "{ev:?}");
-    if matches!(backend, Backend::Epoll | Backend::EpollEt) {
-        // EPOLLRDHUP: the end of stream is queued.
+    if matches!(
+        backend,
+        Backend::Epoll | Backend::EpollEt | Backend::UringPoll
+    ) {
+        // EPOLLRDHUP / POLLRDHUP: the end of stream is queued.
         assert!(ev.is_read_closed(), "{ev:?}");
     }
     assert_eq!((&server).read(&mut [0u8; 8]).unwrap(), 0);
@@ -626,7 +727,8 @@ fn backend_names_round_trip() {
         assert_eq!(backend.name(), name);
         assert_eq!(backend.to_string(), name);
     }
-    assert_eq!(Backend::ALL.len(), 4);
+    assert_eq!(Backend::ALL.len(), 5);
+    assert_eq!(Backend::NAMES.len(), Backend::ALL.len() + 1);
     assert!(!Backend::ALL.contains(&Backend::Auto));
     assert_eq!(Backend::Auto.resolve(), Backend::Epoll);
     for b in Backend::ALL {
@@ -648,7 +750,7 @@ fn unknown_backend_lists_the_valid_names() {
     }
     assert_eq!(
         "io_uring".parse::<Backend>().unwrap_err().to_string(),
-        "unknown backend 'io_uring' (valid: auto, select, poll, epoll, epoll-et)"
+        "unknown backend 'io_uring' (valid: auto, select, poll, epoll, epoll-et, uring-poll)"
     );
 }
 
@@ -681,13 +783,18 @@ macro_rules! for_each_backend {
         for_each_backend!(@mod poll, Poll, $($test),*);
         for_each_backend!(@mod epoll, Epoll, $($test),*);
         for_each_backend!(@mod epoll_et, EpollEt, $($test),*);
+        for_each_backend!(@mod uring_poll, UringPoll, $($test),*);
     };
     (@mod $module:ident, $backend:ident, $($test:ident),*) => {
         mod $module {
             $(
                 #[test]
                 fn $test() {
-                    super::$test(super::Backend::$backend)
+                    let backend = super::Backend::$backend;
+                    if super::skip_unavailable(backend, concat!(stringify!($module), "::", stringify!($test))) {
+                        return;
+                    }
+                    super::$test(backend)
                 }
             )*
         }
@@ -705,6 +812,8 @@ for_each_backend!(
     reregister_changes_interest_and_token,
     deregister_stops_events,
     reused_fd_number_gets_the_new_token,
+    deregister_drops_readiness_left_from_a_full_wait,
+    half_closed_peer_without_read_interest,
     register_twice_is_already_exists,
     unregistered_fd_is_not_found,
     timeout_waits_at_least_the_timeout,

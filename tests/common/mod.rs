@@ -15,12 +15,16 @@ macro_rules! backend_suite {
         backend_suite!(@backend poll, "poll", $($name),*);
         backend_suite!(@backend epoll, "epoll", $($name),*);
         backend_suite!(@backend epoll_et, "epoll-et", $($name),*);
+        backend_suite!(@backend uring_poll, "uring-poll", $($name),*);
     };
     (@backend $module:ident, $backend:literal, $($name:ident),*) => {
         mod $module {
             $(
                 #[test]
                 fn $name() {
+                    if crate::common::skip_unavailable($backend, concat!(stringify!($module), "::", stringify!($name))) {
+                        return;
+                    }
                     super::$name($backend)
                 }
             )*
@@ -36,7 +40,28 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Every concrete backend; each behaviour is tested on all of them.
-pub const BACKENDS: [&str; 4] = ["select", "poll", "epoll", "epoll-et"];
+pub const BACKENDS: [&str; 5] = ["select", "poll", "epoll", "epoll-et", "uring-poll"];
+
+/// True (after saying so on the terminal) when `backend` cannot run on this
+/// machine: io_uring unavailable. Written straight to stderr, past the test
+/// harness's capture, so a skipped case shows in every run as
+/// `NAME: skipped: io_uring unavailable: REASON`. With
+/// `IOMUX_REQUIRE_URING=1` (CI, where it must run) it fails instead.
+pub fn skip_unavailable(backend: &str, test: &str) -> bool {
+    let backend: iomux::Backend = backend.parse().expect("a backend name");
+    match backend.open() {
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
+                panic!("{test}: IOMUX_REQUIRE_URING is set but {e}");
+            }
+            let line = format!("{test}: skipped: {e}\n");
+            let _ = io::stderr().write_all(line.as_bytes());
+            true
+        }
+        Err(e) => panic!("{test}: opening {backend}: {e}"),
+    }
+}
 
 /// A generous bound for anything that should happen "promptly". Reaching it
 /// means the server is stuck, not slow.
