@@ -65,7 +65,7 @@ pub(crate) enum Phase {
 
 /// Bits of a connection that are not its phase.
 #[derive(Copy, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u8);
+pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Listed for the end-of-turn flush.
@@ -82,6 +82,13 @@ impl Flags {
     pub const WRITE_TIMER: Flags = Flags(16);
     /// A soft output limit timer is armed.
     pub const SOFT_TIMER: Flags = Flags(32);
+    /// Stays open after the peer's end of stream (until the app closes it
+    /// or its write side is shut).
+    pub const KEEP_OPEN: Flags = Flags(64);
+    /// Shut the write side once the pending output is written.
+    pub const SHUT_AFTER_FLUSH: Flags = Flags(128);
+    /// The write side is shut: the peer has seen our end of stream.
+    pub const WRITE_SHUT: Flags = Flags(256);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one
@@ -270,10 +277,15 @@ impl Conn {
         }
     }
 
-    /// Closes once nothing more is owed: the peer finished and was told,
-    /// or the connection is draining.
+    /// Closes once nothing more is owed: the peer finished and was told
+    /// (unless the app keeps it open for more output, and its write side
+    /// is still open), or the connection is draining.
     pub fn finished_when_flushed(&self) -> bool {
-        matches!(self.phase, Phase::ReadClosed | Phase::Draining)
+        match self.phase {
+            Phase::Draining => true,
+            Phase::ReadClosed => !self.has(Flags::KEEP_OPEN) || self.has(Flags::WRITE_SHUT),
+            _ => false,
+        }
     }
 
     /// Queues bytes for the peer; marks the connection full when the

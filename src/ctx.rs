@@ -366,8 +366,9 @@ impl Ctx<'_> {
         let Some(c) = live_in(&mut self.shared.conns, conn).filter(|c| c.is_active()) else {
             return false;
         };
-        if c.phase == Phase::Draining && !reply {
-            // Over a limit, or closing after its last reply.
+        if (c.phase == Phase::Draining && !reply) || c.has(Flags::SHUT_AFTER_FLUSH) {
+            // Over a limit, closing after its last reply, or its write side
+            // is (about to be) shut.
             return false;
         }
         c.queue(data, high, now);
@@ -451,6 +452,28 @@ impl Ctx<'_> {
     pub fn close_because(&mut self, conn: ConnId, why: impl Into<String>) {
         self.shared
             .schedule_close(conn, CloseReason::AppError(why.into()));
+    }
+
+    /// Once `conn`'s pending output is written, shuts its write side (the
+    /// peer sees end of stream: a half-close) and goes on reading. Nothing
+    /// more can be sent to it. A proxy passes a client's half-close on this
+    /// way.
+    pub fn shutdown_after_flush(&mut self, conn: ConnId) {
+        if let Some(c) = self.shared.active_mut(conn)
+            && c.raise(Flags::SHUT_AFTER_FLUSH)
+        {
+            self.shared.mark_dirty(conn);
+        }
+    }
+
+    /// Keeps `conn` open after its peer's end of stream (normally it
+    /// closes once it owes nothing), for output other connections still
+    /// produce: it closes when the app closes it or its write side is shut
+    /// ([`Ctx::shutdown_after_flush`]).
+    pub fn keep_open(&mut self, conn: ConnId) {
+        if let Some(c) = self.shared.active_mut(conn) {
+            c.set(Flags::KEEP_OPEN, true);
+        }
     }
 
     /// Closes `conn` once its pending output is written; nothing more is

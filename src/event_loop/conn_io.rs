@@ -231,6 +231,15 @@ impl<S: Default> EventLoop<S> {
                 |app, ctx, st| app.on_drain(ctx, id, st),
             );
         }
+        if outcome == Flush::Done
+            && let Some(conn) = self.shared.live_mut(id)
+            && conn.has(Flags::SHUT_AFTER_FLUSH)
+            && conn.raise(Flags::WRITE_SHUT)
+            && let Err(e) = conn.stream.shutdown_write()
+        {
+            self.shared.schedule_close(id, CloseReason::Error(e));
+            return;
+        }
         let Some(conn) = self.shared.live(id) else {
             return;
         };
