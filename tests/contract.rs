@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 backend_suite! {
     one_request_per_call_gets_every_reply,
     leftover_is_offered_before_eof,
+    bounded_app_is_not_stranded_by_the_read_budget,
     deep_pipeline_small_values_read_slowly,
     deep_pipeline_large_values_read_slowly,
     replies_are_not_bound_by_max_output,
@@ -422,6 +423,67 @@ fn leftover_is_offered_before_eof(backend: &str) {
         let offers = events.iter().filter(|e| matches!(e, Ev::Data(_))).count();
         assert!(offers > count, "{offers} offers for {count} lines + tail");
     }
+    lp.stop(LIVENESS);
+}
+
+/// Answers at most `per_call` lines per call, echoing them; `big` gets 1 MiB
+/// instead (far over the high-water mark). Receive buffers are made roomy
+/// (through `Ctx::socket`), so a client's burst waits whole in the kernel.
+struct Bounded {
+    per_call: usize,
+}
+
+impl App for Bounded {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "bounded"
+    }
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        if let Some(socket) = ctx.socket(conn) {
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, 1 << 20);
+        }
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        let mut used = 0;
+        for _ in 0..self.per_call {
+            let Some(end) = input[used..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            if &input[used..used + end] == b"big" {
+                ctx.send(conn, &vec![b'b'; 1 << 20]);
+            } else {
+                ctx.send(conn, &input[used..=used + end]);
+            }
+            used += end + 1;
+        }
+        used
+    }
+}
+
+/// An app that answers a bounded number of requests per call is never
+/// stranded when one read uses up the read budget and empties the socket:
+/// the input it left is offered again without new bytes on every backend
+/// (a level-triggered one gets no new event for bytes already read).
+/// Regression: on select, poll and level epoll the rest waited for the
+/// client's next bytes.
+fn bounded_app_is_not_stranded_by_the_read_budget(backend: &str) {
+    let mut config = Config::default();
+    // One full read uses the budget up.
+    config.read_budget = 64 * 1024;
+    let lp = LoopThread::start(backend, config, Bounded { per_call: 10 });
+    let mut c = lp.connect();
+    // While the big reply fills the connection the loop does not read, so
+    // the burst below is read later in one full read.
+    c.write_all(b"big\n").unwrap();
+    let first = read_n(&mut c, 1);
+    let requests: String = (0..8192).map(|i| format!("{i:07}\n")).collect();
+    assert_eq!(requests.len(), 64 * 1024);
+    c.write_all(requests.as_bytes()).unwrap();
+    let big = read_n(&mut c, (1 << 20) - 1);
+    assert!(first.iter().chain(&big).all(|&b| b == b'b'));
+    let got = read_n(&mut c, requests.len());
+    assert_eq!(String::from_utf8_lossy(&got), requests);
+    drop(c);
     lp.stop(LIVENESS);
 }
 

@@ -98,7 +98,13 @@ impl<S: Default> EventLoop<S> {
                     // behind it (then read on to see it; no edge would come).
                     let drained = n < READ_CHUNK && !peer_shut;
                     if !drained && budget == 0 {
-                        if self.edge {
+                        // Edge-triggered, the socket may hold more and no
+                        // new edge comes. On any backend, input the app left
+                        // for a re-offer is no longer in the socket (which
+                        // this read may have emptied), so no event would
+                        // bring it back: serve both next turn.
+                        let reoffer = self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER));
+                        if self.edge || reoffer {
                             self.shared.unfinished.push(Token(id.0));
                         }
                         return;
