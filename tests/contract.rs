@@ -40,6 +40,7 @@ backend_suite! {
     state_is_per_connection_and_returned_on_close,
     back_pressure_and_pause_are_not_idle,
     write_timeout_closes_a_non_reader,
+    jobs_in_flight_are_not_idle,
     wake_calls_on_wake_but_job_results_do_not,
     run_once_returns_in_time_and_stops,
     invalid_config_is_refused,
@@ -1598,13 +1599,17 @@ fn state_is_per_connection_and_returned_on_close(backend: &str) {
 
 /// `flood`: answers with 1 MiB at once (far over the high-water mark) and
 /// again on every `on_drain`, so the connection stays full once the kernel
-/// buffers are. `pause`: pauses reading for good, answers `paused`.
+/// buffers are. `burst`: 8 MiB once. `pause`: pauses reading for good, answers `paused`.
 /// Anything else: `ok`. The state says whether the connection floods.
 struct Flooder {
     rec: Rec,
 }
 
 const FLOOD: usize = 1 << 20;
+
+/// More than the kernel buffers of a connection take, so some stays
+/// pending in the loop until the client reads.
+const BURST: usize = 8 << 20;
 
 impl App for Flooder {
     type State = bool;
@@ -1629,6 +1634,9 @@ impl App for Flooder {
                 "flood" => {
                     *flooding = true;
                     ctx.send(conn, &vec![b'f'; FLOOD]);
+                }
+                "burst" => {
+                    ctx.send(conn, &vec![b'f'; BURST]);
                 }
                 "pause" => {
                     ctx.pause_reading(conn);
@@ -1673,7 +1681,9 @@ const IDLE: Duration = Duration::from_millis(300);
 /// The idle timeout measures the peer's silence: a connection the loop is
 /// not reading because its output is full (the client never reads a big
 /// reply) or because the app paused it is not closed as `Idle`, even after
-/// several idle periods; a silent client is, after the timeout (logged).
+/// several idle periods, and one that then drains its output has a whole
+/// idle period from then on; a silent client is closed as `Idle` after the
+/// timeout (logged).
 fn back_pressure_and_pause_are_not_idle(backend: &str) {
     capture_logs();
     let journal = Journal::default();
@@ -1681,7 +1691,9 @@ fn back_pressure_and_pause_are_not_idle(backend: &str) {
     let silent = lp.connect();
     let mut flooded = lp.connect();
     let mut paused = lp.connect();
+    let mut burst = lp.connect();
     flooded.write_all(b"flood\n").unwrap();
+    burst.write_all(b"burst\n").unwrap();
     assert_eq!(ask(&mut paused, "pause"), "paused");
     let quiet_since = Instant::now();
     let peers = [peer_of(&silent), peer_of(&flooded), peer_of(&paused)];
@@ -1708,7 +1720,15 @@ fn back_pressure_and_pause_are_not_idle(backend: &str) {
         journal.of(peers[1]).contains(&Ev::Data(b"flood".to_vec())),
         "the flood was asked for"
     );
-    drop((silent, flooded, paused, probe));
+
+    // Full for three idle periods, then read: the silence starts when the
+    // output drains, so it has most of an idle period left afterwards.
+    let got = read_n(&mut burst, BURST);
+    assert!(got.iter().all(|&b| b == b'f'));
+    thread::sleep(IDLE / 3);
+    assert_eq!(ask(&mut burst, "still here"), "ok");
+    assert_eq!(journal.closed(peer_of(&burst)), None);
+    drop((silent, flooded, paused, probe, burst));
     lp.stop(LIVENESS);
 }
 
@@ -1733,6 +1753,94 @@ fn write_timeout_closes_a_non_reader(backend: &str) {
     assert_eq!(logged_reasons(peer), ["write timeout (client not reading)"]);
     drop(flooded);
     lp.stop(LIVENESS);
+}
+
+/// `sleep MS`: a job that sleeps MS ms, answered `slept MS`; at the job
+/// limit the request is left for when a job is back.
+struct Sleepy {
+    rec: Rec,
+}
+
+impl App for Sleepy {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "sleepy"
+    }
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        self.rec.open(ctx, conn);
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        let mut used = 0;
+        while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+            if !ctx.can_offload(conn) {
+                break;
+            }
+            let line = String::from_utf8_lossy(&input[used..used + end]).into_owned();
+            used += end + 1;
+            let ms: u64 = line
+                .strip_prefix("sleep ")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
+            ctx.offload(conn, move || {
+                thread::sleep(Duration::from_millis(ms));
+                Box::new(ms) as JobResult
+            });
+        }
+        used
+    }
+    fn on_job_done(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _: &mut (),
+        _: JobId,
+        result: JobResult,
+    ) {
+        let ms = result.downcast::<u64>().map_or(u64::MAX, |ms| *ms);
+        self.rec.note(ctx, conn, Ev::JobDone);
+        ctx.send(conn, format!("slept {ms}\n").as_bytes());
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
+        self.rec.close(ctx, conn, reason);
+    }
+}
+
+/// A client waiting for the answers to its requests is not idle: neither
+/// one whose request waits for its job limit (the loop is not reading it)
+/// nor one whose job is still running (the loop owes it a reply), though
+/// it sends nothing for three idle timeouts. Once answered and silent, it
+/// is closed as `Idle`. Regression: a job in flight under the job limit did
+/// not stop the idle timeout, which closed the connection and dropped the
+/// result.
+fn jobs_in_flight_are_not_idle(backend: &str) {
+    for max_jobs in [1, 64] {
+        let journal = Journal::default();
+        let mut config = Config::default();
+        config.workers = 1;
+        config.max_jobs_per_conn = max_jobs;
+        config.idle_timeout = Some(IDLE);
+        let app = Sleepy {
+            rec: Rec::new(&journal),
+        };
+        let lp = LoopThread::start(backend, config, app);
+        let mut c = lp.connect();
+        let peer = peer_of(&c);
+        let long = 3 * IDLE.as_millis();
+        c.write_all(format!("sleep {long}\nsleep 1\n").as_bytes())
+            .unwrap();
+        assert_eq!(
+            read_line(&mut c),
+            format!("slept {long}"),
+            "max_jobs {max_jobs}"
+        );
+        assert_eq!(read_line(&mut c), "slept 1", "max_jobs {max_jobs}");
+        let answered = Instant::now();
+        let (closed_at, reason) = journal.wait_closed(peer);
+        assert_eq!(reason, Reason::Idle, "max_jobs {max_jobs}");
+        assert!(closed_at + Duration::from_millis(5) >= answered);
+        drop(c);
+        lp.stop(LIVENESS);
+    }
 }
 
 // ---------------------------------------------------------------------

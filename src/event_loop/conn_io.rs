@@ -152,6 +152,12 @@ impl<S: Default> EventLoop<S> {
         let arm_write_timer =
             outcome == Flush::Blocked && write_timeout.is_some() && conn.raise(Flags::WRITE_TIMER);
         let drained = conn.after_write(low_water).below_low_water;
+        if drained && let Some(io) = conn.io_mut() {
+            // The peer could not be heard while its output was full: its
+            // silence starts now (else the idle check, which skipped the
+            // full time, could close it at once and drop what is left).
+            io.last_read = now;
+        }
         if drained && conn.has_input() {
             conn.set(Flags::REOFFER, true);
         }

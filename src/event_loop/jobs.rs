@@ -12,12 +12,16 @@ impl<S: Default> EventLoop<S> {
         let Some(pool) = &self.shared.pool else {
             return;
         };
+        let now = self.shared.now;
         for (job, id, result) in pool.take_done() {
             let Some(conn) = self.shared.live_mut(id) else {
                 continue;
             };
             if let Some(io) = conn.io_mut() {
                 io.jobs = io.jobs.saturating_sub(1);
+                // Its peer was waiting for this result, not silent: the
+                // idle clock starts again now.
+                io.last_read = now;
             }
             let has_input = conn.has_input();
             if has_input {
