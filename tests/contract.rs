@@ -45,6 +45,7 @@ backend_suite! {
     run_once_returns_in_time_and_stops,
     invalid_config_is_refused,
     local_addr_and_socket_options,
+    the_library_logs_through_the_log_facade,
     many_listeners_all_accept,
 }
 
@@ -1806,7 +1807,8 @@ impl App for Sleepy {
 }
 
 /// A client waiting for the answers to its requests is not idle: neither
-/// one whose request waits for its job limit (the loop is not reading it)
+/// one whose request waits for its job limit (the loop is not reading it;
+/// the request is offered again, without new bytes, when the job is back)
 /// nor one whose job is still running (the loop owes it a reply), though
 /// it sends nothing for three idle timeouts. Once answered and silent, it
 /// is closed as `Idle`. Regression: a job in flight under the job limit did
@@ -2085,6 +2087,66 @@ fn local_addr_and_socket_options(backend: &str) {
         drop(c);
         lp.stop(LIVENESS);
     }
+}
+
+/// `slow`: holds the loop thread for 60 ms. Anything else: `ok`.
+struct Slow;
+
+impl App for Slow {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        let (lines, used) = lines(input);
+        for line in lines {
+            if line == "slow" {
+                thread::sleep(Duration::from_millis(60));
+            }
+            ctx.send(conn, b"ok\n");
+        }
+        used
+    }
+}
+
+/// The library prints nothing itself: connection events, stalls and
+/// stats go to the `log` facade under `iomux::conn`, `iomux::stall` and
+/// `iomux::stats`, where a program's logger (here, this test binary's)
+/// picks them up.
+fn the_library_logs_through_the_log_facade(backend: &str) {
+    capture_logs();
+    let mut config = Config::default();
+    config.stall_threshold = Some(Duration::from_millis(20));
+    config.stats_interval = Some(Duration::from_millis(50));
+    let lp = LoopThread::start(backend, config, Slow);
+    let mut c = lp.connect();
+    let peer = peer_of(&c);
+    assert_eq!(ask(&mut c, "slow"), "ok");
+    drop(c);
+    let has = |target: &str, needle: &str| {
+        CAPTURED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(t, line)| t == target && line.contains(needle))
+    };
+    let deadline = Instant::now() + LIVENESS;
+    let wanted = [
+        ("iomux::conn", format!("connect {peer}")),
+        ("iomux::conn", format!("disconnect {peer}")),
+        ("iomux::stall", format!("slow handler for {peer} ran ")),
+        ("iomux::stats", "clients=".to_string()),
+    ];
+    for (target, needle) in &wanted {
+        while !has(target, needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {target} line with {needle:?}"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    lp.stop(LIVENESS);
 }
 
 /// 1,100 listeners on one loop all accept, each connection on its own
