@@ -1725,9 +1725,10 @@ fn back_pressure_and_pause_are_not_idle(backend: &str) {
     // Full for three idle periods, then read: the silence starts when the
     // output drains, so it has most of an idle period left afterwards.
     let got = read_n(&mut burst, BURST);
-    assert!(got.iter().all(|&b| b == b'f'));
-    thread::sleep(IDLE / 3);
+    thread::sleep(IDLE / 6);
     assert_eq!(ask(&mut burst, "still here"), "ok");
+    // Checked after the round trip: 8 MiB take a while in a debug build.
+    assert!(got.iter().all(|&b| b == b'f'));
     assert_eq!(journal.closed(peer_of(&burst)), None);
     drop((silent, flooded, paused, probe, burst));
     lp.stop(LIVENESS);
@@ -1836,10 +1837,20 @@ fn jobs_in_flight_are_not_idle(backend: &str) {
             "max_jobs {max_jobs}"
         );
         assert_eq!(read_line(&mut c), "slept 1", "max_jobs {max_jobs}");
-        let answered = Instant::now();
         let (closed_at, reason) = journal.wait_closed(peer);
         assert_eq!(reason, Reason::Idle, "max_jobs {max_jobs}");
-        assert!(closed_at + Duration::from_millis(5) >= answered);
+        let last_job = journal
+            .timed(peer)
+            .into_iter()
+            .filter(|(_, e)| *e == Ev::JobDone)
+            .map(|(at, _)| at)
+            .next_back()
+            .expect("jobs came back");
+        assert!(
+            closed_at - last_job >= IDLE,
+            "max_jobs {max_jobs}: closed {:?} after its last job came back",
+            closed_at - last_job
+        );
         drop(c);
         lp.stop(LIVENESS);
     }
