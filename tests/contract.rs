@@ -32,6 +32,7 @@ backend_suite! {
     replies_are_not_bound_by_max_output,
     pushed_output_hard_limit_closes_non_reader,
     pushed_output_soft_limit_closes_after_its_period,
+    last_reply_to_a_non_reader_waits_at_most_the_grace,
     oversized_request_answered_before_close,
     oversized_request_without_reply_closes_promptly,
     pause_and_resume_reading,
@@ -720,11 +721,14 @@ fn replies_are_not_bound_by_max_output(backend: &str) {
 /// output) and answers `pushed`; `ping` answers `pong`. Connections' send
 /// buffers are made small (through `Ctx::socket`) so the kernel absorbs
 /// little. After a push, notes each connection whose pending output is
-/// over one of the `watch` marks (`Note(NAME)`, once per mark).
+/// over one of the `watch` marks (`Note(NAME)`, once per mark). Answers a
+/// limit with `limit_reply`, if any.
 struct Pusher {
     rec: Rec,
     watch: Vec<(usize, &'static str)>,
     noted: Vec<(ConnId, &'static str)>,
+    /// Sent from `on_limit`.
+    limit_reply: Option<&'static [u8]>,
 }
 
 impl App for Pusher {
@@ -764,6 +768,9 @@ impl App for Pusher {
     }
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), limit: Limit) {
         self.rec.note(ctx, conn, Ev::Limit(limit));
+        if let Some(reply) = self.limit_reply {
+            ctx.send(conn, reply);
+        }
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
         self.rec.close(ctx, conn, reason);
@@ -840,6 +847,7 @@ fn pushed_output_hard_limit_closes_non_reader(backend: &str) {
         rec: Rec::new(&journal),
         watch: Vec::new(),
         noted: Vec::new(),
+        limit_reply: None,
     };
     let mut config = Config::default();
     config.max_output = 256 * 1024;
@@ -907,6 +915,7 @@ fn pushed_output_soft_limit_closes_after_its_period(backend: &str) {
         // take enough more to bring it back under.
         watch: vec![(soft, "over"), (soft + DEEP, "deep")],
         noted: Vec::new(),
+        limit_reply: None,
     };
     let mut config = Config::default();
     config.max_output = 64 << 20;
@@ -991,6 +1000,71 @@ fn pushed_output_soft_limit_closes_after_its_period(backend: &str) {
     );
     assert_eq!(ask(&mut publisher, "ping"), "pong");
     drop((reader, sleeper, late));
+    lp.stop(LIVENESS);
+}
+
+/// A last reply queued in `on_limit` for a peer that does not read can
+/// never be written: the connection still closes, with `Limit(Output)`,
+/// once the grace period is over (not before, not never); nothing more is
+/// pushed to it meanwhile, and a reading receiver is unaffected.
+fn last_reply_to_a_non_reader_waits_at_most_the_grace(backend: &str) {
+    let journal = Journal::default();
+    let app = Pusher {
+        rec: Rec::new(&journal),
+        // What it can hold: up to the limit, the push that went over, the
+        // last reply; more would be pushes queued after the limit.
+        watch: vec![(256 * 1024 + PUSH + 64, "grew")],
+        noted: Vec::new(),
+        limit_reply: Some(b"-ERR you are not reading\n"),
+    };
+    let grace = Duration::from_millis(300);
+    let mut config = Config::default();
+    config.max_output = 256 * 1024;
+    config.shutdown_grace = grace;
+    let lp = LoopThread::start(backend, config, app);
+    let mut publisher = lp.connect();
+    let reader = Reader::start(lp.connect());
+    let sleeper = lp.connect();
+    let (reader_peer, sleeper_peer) = (peer_of(&reader.stream), peer_of(&sleeper));
+    journal.wait_open(reader_peer);
+    journal.wait_open(sleeper_peer);
+    let limit = Limit::Output { max: 256 * 1024 };
+    let mut pushes = 0;
+    while !journal.of(sleeper_peer).contains(&Ev::Limit(limit)) {
+        assert!(pushes < 2000, "never over the limit");
+        push(&mut publisher);
+        pushes += 1;
+        reader.wait_for(pushes * PUSH);
+    }
+    let limit_at = journal
+        .timed(sleeper_peer)
+        .into_iter()
+        .find(|(_, e)| *e == Ev::Limit(limit))
+        .map(|(at, _)| at)
+        .expect("just seen");
+    // Pushes go on meanwhile; they are not queued for it.
+    for _ in 0..4 {
+        push(&mut publisher);
+        pushes += 1;
+        reader.wait_for(pushes * PUSH);
+    }
+    let (closed_at, reason) = journal.wait_closed(sleeper_peer);
+    assert_eq!(reason, Reason::Limit(limit));
+    assert!(
+        closed_at - limit_at >= grace,
+        "closed after {:?}",
+        closed_at - limit_at
+    );
+    assert_eq!(
+        journal.of(sleeper_peer),
+        [Ev::Open, Ev::Limit(limit), Ev::Close(Reason::Limit(limit))]
+    );
+    assert_eq!(
+        journal.closed(reader_peer),
+        None,
+        "the reader is unaffected"
+    );
+    drop((reader, sleeper));
     lp.stop(LIVENESS);
 }
 
