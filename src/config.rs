@@ -22,7 +22,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Close a connection whose peer sent nothing for this long. Time the
     /// loop spends not reading it (back-pressure, [`crate::Ctx::pause_reading`],
-    /// its job limit) is not the peer's silence. Default off.
+    /// its job limit) or running its jobs is not the peer's silence. Default
+    /// off.
     pub idle_timeout: Option<Duration>,
     /// Close a connection that has output pending and has taken none of it
     /// for this long (a peer that stopped reading). Default off.

@@ -16,15 +16,14 @@
 #[macro_use]
 mod common;
 
-use common::{LIVENESS, Server, parse_summary, read_to_end};
+use common::{LIVENESS, LoopThread, Server, parse_summary, read_to_end};
 use iomux::app::{App, iterated_sha256_hex, split_lines};
 use iomux::pool::{JobId, JobPanicked, JobResult};
-use iomux::{Backend, Config, ConnId, Ctx, EventLoop, StopHandle};
+use iomux::{Config, ConnId, Ctx};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -973,59 +972,6 @@ impl App for Upper {
             }
         };
         ctx.send(conn, reply.as_bytes());
-    }
-}
-
-/// An `EventLoop` over `backend` running `app` in its own thread.
-struct LoopThread<A> {
-    addr: SocketAddr,
-    stop: StopHandle,
-    done: mpsc::Receiver<(io::Result<()>, A)>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl<A: App + Send + 'static> LoopThread<A> {
-    fn start(backend: &str, config: Config, mut app: A) -> LoopThread<A> {
-        let backend: Backend = backend.parse().expect("a backend name");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let mut lp: EventLoop<A::State> =
-                EventLoop::new(backend, config).expect("create the loop");
-            lp.listen(listener).unwrap();
-            ready_tx.send((addr, lp.stop_handle())).unwrap();
-            let result = lp.run(&mut app);
-            let _ = done_tx.send((result, app));
-        });
-        let (addr, stop) = ready_rx
-            .recv_timeout(LIVENESS)
-            .expect("the loop thread started");
-        LoopThread {
-            addr,
-            stop,
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        common::set_timeouts(&s, common::IO_TIMEOUT);
-        s
-    }
-
-    /// Stops the loop and waits (bounded) for `run` to return.
-    fn stop(mut self, within: Duration) -> A {
-        self.stop.stop();
-        let (result, app) = self
-            .done
-            .recv_timeout(within)
-            .expect("the loop did not stop in time");
-        result.expect("the loop failed");
-        self.thread.take().unwrap().join().unwrap();
-        app
     }
 }
 

@@ -153,7 +153,13 @@ impl<S: Default> EventLoop<S> {
                     // behind it (then read on to see it; no edge would come).
                     let drained = n < READ_CHUNK && !peer_shut;
                     if !drained && budget == 0 {
-                        if self.edge {
+                        // Edge-triggered, the socket may hold more and no
+                        // new edge comes. On any backend, input the app left
+                        // for a re-offer is no longer in the socket (which
+                        // this read may have emptied), so no event would
+                        // bring it back: serve both next turn.
+                        let reoffer = self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER));
+                        if self.edge || reoffer {
                             self.shared.unfinished.push(Token(id.0));
                         }
                         return;
@@ -204,6 +210,12 @@ impl<S: Default> EventLoop<S> {
         let arm_write_timer =
             outcome == Flush::Blocked && write_timeout.is_some() && conn.raise(Flags::WRITE_TIMER);
         let drained = conn.after_write(low_water).below_low_water;
+        if drained && let Some(io) = conn.io_mut() {
+            // The peer could not be heard while its output was full: its
+            // silence starts now (else the idle check, which skipped the
+            // full time, could close it at once and drop what is left).
+            io.last_read = now;
+        }
         if drained && conn.has_input() {
             conn.set(Flags::REOFFER, true);
         }

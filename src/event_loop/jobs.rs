@@ -17,6 +17,7 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         let max_jobs = self.shared.config.max_jobs_per_conn;
+        let now = self.shared.now;
         for (job, id, result) in pool.take_done() {
             let Some(conn) = self.shared.live_mut(id) else {
                 continue;
@@ -24,6 +25,9 @@ impl<S: Default> EventLoop<S> {
             let at_limit = conn.jobs() >= max_jobs;
             if let Some(io) = conn.io_mut() {
                 io.jobs = io.jobs.saturating_sub(1);
+                // Its peer was waiting for this result, not silent: the
+                // idle clock starts again now.
+                io.last_read = now;
             }
             let has_input = conn.has_input();
             if has_input {

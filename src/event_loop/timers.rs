@@ -89,7 +89,7 @@ impl<S: Default> EventLoop<S> {
 
     /// The idle timeout measures the peer's silence: time the loop was not
     /// reading the connection (back-pressure, a pause, its job limit, or it
-    /// is past reading) does not count.
+    /// is past reading), or owed it the result of a job, does not count.
     fn check_idle(&mut self, id: ConnId) {
         let Some(timeout) = self.shared.config.idle_timeout else {
             return;
@@ -99,7 +99,10 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
-        let listening = conn.phase == Phase::Open && conn.may_read(max_jobs);
+        // A peer whose job is still running waits for its reply: closing it
+        // would drop the result it is owed (`Ctx::offload` promises the
+        // connection stays open until its jobs are done).
+        let listening = conn.phase == Phase::Open && conn.may_read(max_jobs) && conn.jobs() == 0;
         if !listening {
             // Not the peer's silence: look again a full timeout from now.
             if let Some(io) = conn.io_mut() {

@@ -315,6 +315,34 @@ impl UringPoll {
         }
     }
 
+    /// Submits what is queued (the removals first) and runs completions
+    /// without sleeping.
+    fn release_now(&mut self) -> io::Result<()> {
+        match self.queue_requests() {
+            Ok(()) => {}
+            // A full completion ring: the removal goes in with the next wait.
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::BUSY) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let ts = types::Timespec::new();
+        match self
+            .ring
+            .submitter()
+            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    Errno::from_io_error(&e),
+                    Some(Errno::TIME | Errno::BUSY | Errno::INTR)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Turns completions into events, at most `events.capacity()`; the rest
     /// stay in the ring.
     fn harvest(&mut self, events: &mut Events) {
@@ -436,10 +464,17 @@ impl Selector for UringPoll {
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let fd = fd.as_raw_fd();
         let reg = *self.registration(fd)?;
+        self.regs[fd as usize] = None;
         if matches!(reg.state, State::Armed | State::Parked) {
             self.to_remove.push(key(fd, reg.generation));
+            // An armed poll holds a reference to the file: until it is
+            // removed, closing the fd does not close the socket (the peer
+            // would see no end of stream). So remove it now, and run the
+            // removal's completion (deferred task work runs only in a wait
+            // for events): one `io_uring_enter` per close, as epoll's
+            // `EPOLL_CTL_DEL`. Its completions are stale and dropped later.
+            self.release_now()?;
         }
-        self.regs[fd as usize] = None;
         Ok(())
     }
 

@@ -32,9 +32,11 @@ macro_rules! backend_suite {
     };
 }
 
+use iomux::{App, Backend, Config, EventLoop, StopHandle, Waker};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -604,4 +606,93 @@ pub fn seed(test: &str, backend: &str) -> u64 {
         h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
     }
     h
+}
+
+/// An `EventLoop` over `backend` running `app` in its own thread, listening
+/// on one or more ports of 127.0.0.1 (each bound to port 0).
+pub struct LoopThread<A> {
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// Every listener's address, in the order they were added.
+    pub addrs: Vec<SocketAddr>,
+    pub stop: StopHandle,
+    pub waker: Waker,
+    done: mpsc::Receiver<(io::Result<()>, A)>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl<A: App + Send + 'static> LoopThread<A> {
+    /// One listener.
+    pub fn start(backend: &str, config: Config, app: A) -> LoopThread<A> {
+        LoopThread::start_listening(backend, config, 1, app)
+    }
+
+    /// `listeners` listeners on one loop. Fails the test if the loop cannot
+    /// be built or refuses a listener.
+    pub fn start_listening(
+        backend: &str,
+        config: Config,
+        listeners: usize,
+        mut app: A,
+    ) -> LoopThread<A> {
+        let backend: Backend = backend.parse().expect("a backend name");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let mut lp: EventLoop<A::State> =
+                EventLoop::new(backend, config).expect("create the loop");
+            let mut addrs = Vec::with_capacity(listeners);
+            for _ in 0..listeners {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+                addrs.push(listener.local_addr().expect("a listener's address"));
+                lp.listen(listener).expect("the loop takes the listener");
+            }
+            ready_tx
+                .send((addrs, lp.stop_handle(), lp.waker()))
+                .expect("the test waits for the loop");
+            let result = lp.run(&mut app);
+            let _ = done_tx.send((result, app));
+        });
+        let (addrs, stop, waker) = ready_rx
+            .recv_timeout(LIVENESS)
+            .expect("the loop thread started");
+        LoopThread {
+            addr: addrs[0],
+            addrs,
+            stop,
+            waker,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// A client of the first listener, with read and write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect to the loop");
+        set_timeouts(&s, IO_TIMEOUT);
+        s
+    }
+
+    /// Stops the loop and waits (bounded) for `run` to return.
+    pub fn stop(mut self, within: Duration) -> A {
+        self.stop.stop();
+        let (result, app) = self
+            .done
+            .recv_timeout(within)
+            .expect("the loop did not stop in time");
+        result.expect("the loop failed");
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the loop thread panicked");
+        }
+        app
+    }
+}
+
+impl<A> Drop for LoopThread<A> {
+    /// A test that failed early still stops its loop (without waiting).
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop.stop();
+        }
+    }
 }
