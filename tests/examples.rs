@@ -12,15 +12,14 @@ mod http;
 mod resp;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, LIVENESS};
-use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, StopHandle};
+use common::{LIVENESS, LoopThread};
+use iomux::{App, Config, ConnId, Ctx, Limit};
 
 backend_suite! {
     http_requests_and_errors,
@@ -57,43 +56,6 @@ impl<A: App> App for Watched<A> {
     }
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, st: &mut A::State, limit: Limit) {
         self.inner.on_limit(ctx, conn, st, limit)
-    }
-}
-
-/// A loop serving `app` in its own thread, on 127.0.0.1.
-struct Served {
-    addr: SocketAddr,
-    stop: StopHandle,
-    done: mpsc::Receiver<io::Result<()>>,
-}
-
-impl Served {
-    fn start<A: App + Send + 'static>(backend: &str, config: Config, mut app: A) -> Served {
-        let backend: Backend = backend.parse().expect("a backend name");
-        let (ready_tx, ready) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        thread::spawn(move || {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("address");
-            let mut lp: EventLoop<A::State> = EventLoop::new(backend, config).expect("the loop");
-            lp.listen(listener).expect("listen");
-            ready_tx.send((addr, lp.stop_handle())).expect("ready");
-            let _ = done_tx.send(lp.run(&mut app));
-        });
-        let (addr, stop) = ready.recv_timeout(LIVENESS).expect("the loop started");
-        Served { addr, stop, done }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect");
-        common::set_timeouts(&s, IO_TIMEOUT);
-        s
-    }
-
-    fn stop(self) {
-        self.stop.stop();
-        let result = self.done.recv_timeout(LIVENESS).expect("the loop stopped");
-        result.expect("the loop ran without error");
     }
 }
 
@@ -158,7 +120,7 @@ fn http_response(status: &str, body: &str, connection: &str) -> String {
 /// Keep-alive requests on one connection, a body echoed, 404, 405; then a
 /// malformed request gets 400 and the connection closes.
 fn http_requests_and_errors(backend: &str) {
-    let server = Served::start(backend, http::config(), http::Http::default());
+    let server = LoopThread::start(backend, http::config(), http::Http::default());
     let mut c = server.connect();
     let hello = http_response("200 OK", "Hello from iomux\n", "keep-alive");
     for _ in 0..3 {
@@ -185,12 +147,12 @@ fn http_requests_and_errors(backend: &str) {
     d.write_all(head.as_bytes()).unwrap();
     let too_large = http_response("431 Request Header Fields Too Large", "", "close");
     assert_eq!(read_to_close(&mut d), too_large.as_bytes());
-    server.stop();
+    server.stop(LIVENESS);
 }
 
 /// `Connection: close` and HTTP/1.0 get one response and end of stream.
 fn http_connection_close_and_http_1_0(backend: &str) {
-    let server = Served::start(backend, http::config(), http::Http::default());
+    let server = LoopThread::start(backend, http::config(), http::Http::default());
     for request in [
         &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
         b"GET / HTTP/1.0\r\n\r\n",
@@ -200,7 +162,7 @@ fn http_connection_close_and_http_1_0(backend: &str) {
         let want = http_response("200 OK", "Hello from iomux\n", "close");
         assert_eq!(read_to_close(&mut c), want.as_bytes());
     }
-    server.stop();
+    server.stop(LIVENESS);
 }
 
 /// 2,000 pipelined `GET /bytes/10000` (20 MB of replies) written at once
@@ -217,7 +179,7 @@ fn http_deep_pipeline_read_slowly(backend: &str) {
     };
     let config = http::config();
     let high_water = config.high_water;
-    let server = Served::start(backend, config, app);
+    let server = LoopThread::start(backend, config, app);
     let mut c = server.connect();
     let request = format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: t\r\n\r\n");
     let writer = write_all_in_background(&c, request.repeat(REQUESTS).into_bytes());
@@ -245,7 +207,7 @@ fn http_deep_pipeline_read_slowly(backend: &str) {
     c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let hello = http_response("200 OK", "Hello from iomux\n", "keep-alive");
     assert_eq!(read_exactly(&mut c, hello.len()), hello.as_bytes());
-    server.stop();
+    server.stop(LIVENESS);
 }
 
 fn resp_command(args: &[&[u8]]) -> Vec<u8> {
@@ -261,7 +223,7 @@ fn resp_command(args: &[&[u8]]) -> Vec<u8> {
 /// The commands a Redis client sends, multi-bulk and inline, and a
 /// protocol error that closes.
 fn resp_commands(backend: &str) {
-    let server = Served::start(backend, Config::default(), resp::Resp::default());
+    let server = LoopThread::start(backend, Config::default(), resp::Resp::default());
     let mut c = server.connect();
     let mut script = Vec::new();
     script.extend(resp_command(&[b"PING"]));
@@ -278,7 +240,7 @@ fn resp_commands(backend: &str) {
     c.write_all(b"*1\r\n$x\r\n").unwrap();
     let got = String::from_utf8(read_to_close(&mut c)).unwrap();
     assert!(got.starts_with("-ERR Protocol error"), "{got:?}");
-    server.stop();
+    server.stop(LIVENESS);
 }
 
 /// The case from the issue: 20,000 pipelined `GET` of a 1,000-byte value
@@ -294,7 +256,7 @@ fn resp_deep_pipeline_read_slowly(backend: &str) {
     let mut config = Config::default();
     config.max_output = 64 * 1024;
     let high_water = config.high_water;
-    let server = Served::start(backend, config, app);
+    let server = LoopThread::start(backend, config, app);
     let mut c = server.connect();
     let value = vec![b'v'; 1000];
     c.write_all(&resp_command(&[b"SET", b"key", &value]))
@@ -317,7 +279,7 @@ fn resp_deep_pipeline_read_slowly(backend: &str) {
     );
     c.write_all(b"PING\r\n").unwrap();
     assert_eq!(read_exactly(&mut c, 7), b"+PONG\r\n");
-    server.stop();
+    server.stop(LIVENESS);
 }
 
 /// A 200 KiB `SET` over a 64 KiB `max_input`: the client gets `-ERR`
@@ -325,7 +287,7 @@ fn resp_deep_pipeline_read_slowly(backend: &str) {
 fn resp_over_limit_command_gets_an_error(backend: &str) {
     let mut config = Config::default();
     config.max_input = 64 * 1024;
-    let server = Served::start(backend, config, resp::Resp::default());
+    let server = LoopThread::start(backend, config, resp::Resp::default());
     let mut other = server.connect();
     let mut c = server.connect();
     let value = vec![b'v'; 200 * 1024];
@@ -340,5 +302,5 @@ fn resp_over_limit_command_gets_an_error(backend: &str) {
     let _ = c.shutdown(Shutdown::Both);
     other.write_all(b"PING\r\n").unwrap();
     assert_eq!(read_exactly(&mut other, 7), b"+PONG\r\n");
-    server.stop();
+    server.stop(LIVENESS);
 }

@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, LIVENESS};
-use iomux::{App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop, StopHandle};
+use common::{IO_TIMEOUT, LIVENESS, LoopThread};
+use iomux::{App, CloseReason, Config, ConnId, Ctx};
 
 backend_suite! {
     proxy_copies_both_ways,
@@ -67,54 +67,17 @@ impl App for Watched {
 }
 
 /// A proxy loop in a thread in front of `upstream`.
-struct Running {
-    addr: SocketAddr,
-    stop: StopHandle,
-    done: mpsc::Receiver<io::Result<()>>,
-    max_pending: Arc<AtomicUsize>,
-}
-
-fn start(backend: &str, upstream: SocketAddr) -> Running {
-    let backend: Backend = backend.parse().expect("a backend");
-    let max_pending = Arc::new(AtomicUsize::new(0));
-    let mut app = Watched {
+fn start(backend: &str, upstream: SocketAddr) -> LoopThread<Watched> {
+    let app = Watched {
         inner: proxy::Proxy::new(upstream),
-        max_pending: max_pending.clone(),
+        max_pending: Arc::new(AtomicUsize::new(0)),
     };
-    let (ready_tx, ready) = mpsc::channel();
-    let (done_tx, done) = mpsc::channel();
-    thread::spawn(move || {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut lp: EventLoop<proxy::Side> =
-            EventLoop::new(backend, Config::default()).expect("loop");
-        lp.listen(listener).expect("listen");
-        ready_tx.send((addr, lp.stop_handle())).expect("ready");
-        let _ = done_tx.send(lp.run(&mut app));
-    });
-    let (addr, stop) = ready.recv_timeout(LIVENESS).expect("the proxy started");
-    Running {
-        addr,
-        stop,
-        done,
-        max_pending,
-    }
+    LoopThread::start(backend, Config::default(), app)
 }
 
-impl Running {
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect to the proxy");
-        common::set_timeouts(&s, IO_TIMEOUT);
-        s
-    }
-    fn stop(self) -> usize {
-        self.stop.stop();
-        self.done
-            .recv_timeout(LIVENESS)
-            .expect("the proxy stopped")
-            .expect("the proxy ran");
-        self.max_pending.load(Ordering::SeqCst)
-    }
+/// Stops the proxy; the most output it ever had pending.
+fn stop(p: LoopThread<Watched>) -> usize {
+    p.stop(LIVENESS).max_pending.load(Ordering::SeqCst)
 }
 
 /// An upstream that accepts one connection and hands it to `serve`.
@@ -181,7 +144,7 @@ fn proxy_copies_both_ways(backend: &str) {
     assert!(got == data, "the echo through the proxy differs");
     drop(c);
     t.join().unwrap();
-    p.stop();
+    stop(p);
 }
 
 /// The client sends a request and half-closes; the upstream sees end of
@@ -204,7 +167,7 @@ fn proxy_passes_a_half_close_through(backend: &str) {
         .expect("the answer, then end of stream");
     assert_eq!(reply, b"answer");
     t.join().unwrap();
-    p.stop();
+    stop(p);
 }
 
 /// The upstream sends 16 MiB to a client that reads slowly: all of it
@@ -218,7 +181,7 @@ fn proxy_slow_client_reader(backend: &str) {
     assert!(got == pattern(N), "the download differs");
     drop(c);
     t.join().unwrap();
-    let peak = p.stop();
+    let peak = stop(p);
     let bound = Config::default().high_water + 64 * 1024;
     assert!(peak <= bound, "{peak} bytes pending (bound {bound})");
 }
@@ -244,7 +207,7 @@ fn proxy_slow_upstream_reader(backend: &str) {
     writer.join().unwrap();
     drop(c);
     t.join().unwrap();
-    let peak = p.stop();
+    let peak = stop(p);
     let bound = Config::default().high_water + 64 * 1024;
     assert!(peak <= bound, "{peak} bytes pending (bound {bound})");
 }
@@ -261,5 +224,5 @@ fn proxy_upstream_refused(backend: &str) {
     let mut got = Vec::new();
     let _ = c.read_to_end(&mut got);
     assert!(got.is_empty());
-    p.stop();
+    stop(p);
 }

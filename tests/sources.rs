@@ -6,15 +6,14 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, LIVENESS};
+use common::{IO_TIMEOUT, LIVENESS, LoopThread};
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Interest, Readiness, SourceId};
 
 backend_suite! {
@@ -113,27 +112,6 @@ impl App for Shout {
     }
 }
 
-/// Runs `app` on a loop in a thread, with a TCP listener; returns its
-/// address and a way to stop it and wait.
-fn serve<A: App + Send + 'static>(backend: &str, app: A) -> (std::net::SocketAddr, impl FnOnce()) {
-    let backend: Backend = backend.parse().expect("a backend");
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let mut app = app;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut lp: EventLoop<A::State> = EventLoop::new(backend, Config::default()).expect("loop");
-        tx.send((listener.local_addr().expect("addr"), lp.stop_handle()))
-            .expect("ready");
-        lp.listen(listener).expect("listen");
-        lp.run(&mut app).expect("the loop ran");
-    });
-    let (addr, stop) = rx.recv_timeout(LIVENESS).expect("the loop started");
-    (addr, move || {
-        stop.stop();
-        handle.join().expect("the loop thread");
-    })
-}
-
 /// Lines written into a pipe reach a TCP client through the loop; the
 /// pipe's end of stream is seen and the pipe unwatched.
 fn a_pipe_feeds_tcp_clients(backend: &str) {
@@ -145,9 +123,8 @@ fn a_pipe_feeds_tcp_clients(backend: &str) {
         source: None,
         ended: ended.clone(),
     };
-    let (addr, stop) = serve(backend, app);
-    let mut client = TcpStream::connect(addr).expect("connect");
-    common::set_timeouts(&client, IO_TIMEOUT);
+    let server = LoopThread::start(backend, Config::default(), app);
+    let mut client = server.connect();
     // The loop may take a moment to accept; a line written before that
     // goes to nobody, so repeat until one arrives.
     let deadline = Instant::now() + LIVENESS;
@@ -187,7 +164,7 @@ fn a_pipe_feeds_tcp_clients(backend: &str) {
         thread::sleep(Duration::from_millis(2));
     }
     drop(client);
-    stop();
+    server.stop(LIVENESS);
 }
 
 /// A UDP socket in the loop answers a burst of datagrams (drained per
@@ -196,12 +173,10 @@ fn a_udp_socket_answers_datagrams(backend: &str) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     socket.set_nonblocking(true).unwrap();
     let server_addr = socket.local_addr().unwrap();
-    let (_addr, stop) = serve(
-        backend,
-        Shout {
-            socket: Some(socket),
-        },
-    );
+    let app = Shout {
+        socket: Some(socket),
+    };
+    let server = LoopThread::start(backend, Config::default(), app);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     for i in 0..50 {
@@ -220,7 +195,7 @@ fn a_udp_socket_answers_datagrams(backend: &str) {
     let mut want: Vec<String> = (0..50).map(|i| format!("HI {i}")).collect();
     want.sort();
     assert_eq!(got, want);
-    stop();
+    server.stop(LIVENESS);
 }
 
 /// `EventLoop::unwatch` gives the descriptor back, deregistered, as the
