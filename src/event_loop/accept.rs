@@ -85,16 +85,9 @@ impl<S: Default> EventLoop<S> {
         if self.shared.live(id).is_none() {
             return;
         }
-        let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(
-            &mut self.shared,
-            &mut *self.selector,
-            state,
-            app,
-            id,
-            false,
-            |app, ctx, st| app.on_open(ctx, id, st),
-        );
+        self.call_for(app, id, watch::Sends::Pushes, |app, ctx, st| {
+            app.on_open(ctx, id, st)
+        });
     }
 
     pub(super) fn accept<A: App<State = S>>(&mut self, app: &mut A, index: usize) {

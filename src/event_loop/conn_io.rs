@@ -232,16 +232,9 @@ impl<S: Default> EventLoop<S> {
             self.shared.unfinished.push(Token(id.0));
         }
         if tell_drain {
-            let state = Self::state_slot(&mut self.states, id.index());
-            watch::call_conn(
-                &mut self.shared,
-                &mut *self.selector,
-                state,
-                app,
-                id,
-                true,
-                |app, ctx, st| app.on_drain(ctx, id, st),
-            );
+            self.call_for(app, id, watch::Sends::Replies, |app, ctx, st| {
+                app.on_drain(ctx, id, st)
+            });
         }
         if outcome == Flush::Done
             && let Some(conn) = self.shared.live_mut(id)

@@ -29,7 +29,7 @@ impl<S: Default> EventLoop<S> {
                 state,
                 app,
                 id,
-                true,
+                watch::Sends::Replies,
                 |app, ctx, st| app.on_data(ctx, id, st, fresh),
             )
             .min(n);
@@ -49,7 +49,7 @@ impl<S: Default> EventLoop<S> {
                 state,
                 app,
                 id,
-                true,
+                watch::Sends::Replies,
                 |app, ctx, st| app.on_data(ctx, id, st, &input),
             )
             .min(input.len());
@@ -80,16 +80,9 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         conn.phase = Phase::ReadClosed;
-        let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(
-            &mut self.shared,
-            &mut *self.selector,
-            state,
-            app,
-            id,
-            true,
-            |app, ctx, st| app.on_eof(ctx, id, st),
-        );
+        self.call_for(app, id, watch::Sends::Replies, |app, ctx, st| {
+            app.on_eof(ctx, id, st)
+        });
         self.shared.mark_dirty(id);
     }
 
@@ -104,16 +97,9 @@ impl<S: Default> EventLoop<S> {
         if let (Limit::Input { .. }, Some(io)) = (limit, conn.io_mut()) {
             io.input = Vec::new();
         }
-        let state = Self::state_slot(&mut self.states, id.index());
-        watch::call_conn(
-            &mut self.shared,
-            &mut *self.selector,
-            state,
-            app,
-            id,
-            true,
-            |app, ctx, st| app.on_limit(ctx, id, st, limit),
-        );
+        self.call_for(app, id, watch::Sends::Replies, |app, ctx, st| {
+            app.on_limit(ctx, id, st, limit)
+        });
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };

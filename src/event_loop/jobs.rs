@@ -41,16 +41,9 @@ impl<S: Default> EventLoop<S> {
                 self.shared.unfinished.push(Token(id.0));
             }
             if active {
-                let state = Self::state_slot(&mut self.states, id.index());
-                watch::call_conn(
-                    &mut self.shared,
-                    &mut *self.selector,
-                    state,
-                    app,
-                    id,
-                    true,
-                    |app, ctx, st| app.on_job_done(ctx, id, st, job, result),
-                );
+                self.call_for(app, id, watch::Sends::Replies, |app, ctx, st| {
+                    app.on_job_done(ctx, id, st, job, result)
+                });
             }
             // It may now owe nothing more (half-closed, shutting down).
             self.shared.mark_dirty(id);

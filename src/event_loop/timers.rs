@@ -71,16 +71,9 @@ impl<S: Default> EventLoop<S> {
                     if let Some(io) = conn.io_mut() {
                         io.timers = io.timers.saturating_sub(1);
                     }
-                    let state = Self::state_slot(&mut self.states, id.index());
-                    watch::call_conn(
-                        &mut self.shared,
-                        &mut *self.selector,
-                        state,
-                        app,
-                        id,
-                        false,
-                        |app, ctx, st| app.on_conn_timer(ctx, id, st, t),
-                    );
+                    self.call_for(app, id, watch::Sends::Pushes, |app, ctx, st| {
+                        app.on_conn_timer(ctx, id, st, t)
+                    });
                 }
             }
             self.reap(app);

@@ -60,21 +60,20 @@ pub(super) fn call<A: App, R>(
     })
 }
 
-/// Calls a handler of connection `id` with its state. With `reply`, what
-/// the handler sends to `id` counts as a reply (flow-controlled), not as
-/// pushed output.
+/// Calls a handler of connection `id` with its state; `sends` says whether
+/// what it sends to `id` is a reply (flow-controlled) or pushed output.
 pub(super) fn call_conn<A: App, R>(
     shared: &mut Shared,
     selector: &mut dyn Selector,
     state: &mut A::State,
     app: &mut A,
     id: ConnId,
-    reply: bool,
+    sends: Sends,
     f: impl FnOnce(&mut A, &mut Ctx<'_>, &mut A::State) -> R,
 ) -> R {
     let name = app.name();
     let outer = shared.serving;
-    shared.serving = reply.then_some(id);
+    shared.serving = (sends == Sends::Replies).then_some(id);
     let result = timed(shared, name, Some(id), |shared| {
         f(app, &mut Ctx { shared, selector }, state)
     });
@@ -82,7 +81,36 @@ pub(super) fn call_conn<A: App, R>(
     result
 }
 
+/// Who a connection's handler is speaking for: what it sends to its own
+/// connection is a reply (flow-controlled) or pushed output.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub(super) enum Sends {
+    Replies,
+    Pushes,
+}
+
 impl<S: Default> EventLoop<S> {
+    /// Calls a handler of connection `id` with its state (see
+    /// [`call_conn`]); for handlers that need nothing else of the loop.
+    pub(super) fn call_for<A: App<State = S>, R>(
+        &mut self,
+        app: &mut A,
+        id: ConnId,
+        sends: Sends,
+        f: impl FnOnce(&mut A, &mut Ctx<'_>, &mut S) -> R,
+    ) -> R {
+        let state = Self::state_slot(&mut self.states, id.index());
+        call_conn(
+            &mut self.shared,
+            &mut *self.selector,
+            state,
+            app,
+            id,
+            sends,
+            f,
+        )
+    }
+
     /// The state slot of connection index `index`, grown on demand.
     pub(super) fn state_slot(states: &mut Vec<S>, index: usize) -> &mut S {
         if states.len() <= index {
