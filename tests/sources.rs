@@ -5,6 +5,9 @@
 #[macro_use]
 mod common;
 
+#[path = "../examples/lines.rs"]
+mod lines;
+
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::fd::AsFd;
@@ -20,6 +23,7 @@ backend_suite! {
     a_pipe_feeds_tcp_clients,
     a_udp_socket_answers_datagrams,
     unwatch_hands_the_descriptor_back,
+    the_lines_example_reads_stdin_and_udp,
 }
 
 fn nonblocking(fd: impl AsFd) {
@@ -213,4 +217,37 @@ fn unwatch_hands_the_descriptor_back(backend: &str) {
     // Watched again after being handed back: a fresh registration.
     let again = lp.watch(back, Interest::READABLE).unwrap();
     assert_ne!(again, id);
+}
+
+/// The `lines` example: a pipe standing in for stdin and a UDP socket in
+/// one loop; every line and datagram is printed with its source, each
+/// datagram answered, and stdin's end stops the loop.
+fn the_lines_example_reads_stdin_and_udp(backend: &str) {
+    let (reader, mut writer) = io::pipe().expect("a pipe");
+    nonblocking(&reader);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let app = lines::Lines::new(lines::Stdin(reader.into()), udp, Vec::new());
+    let server = LoopThread::start(backend, Config::default(), app);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    for i in 1..=3 {
+        client
+            .send_to(format!("datagram {i}").as_bytes(), udp_addr)
+            .unwrap();
+        let mut buf = [0u8; 32];
+        let (n, _) = client.recv_from(&mut buf).expect("an answer");
+        assert_eq!(&buf[..n], format!("ok {i}\n").as_bytes());
+    }
+    writer.write_all(b"first line\nsecond ").unwrap();
+    writer.write_all(b"line\nno newline at the end").unwrap();
+    drop(writer);
+    let out = String::from_utf8(server.stop(LIVENESS).out).unwrap();
+    let from = client.local_addr().unwrap();
+    let want = format!(
+        "udp {from}: datagram 1\nudp {from}: datagram 2\nudp {from}: datagram 3\n\
+         stdin: first line\nstdin: second line\nstdin: no newline at the end\n"
+    );
+    assert_eq!(out, want);
 }
