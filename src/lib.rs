@@ -45,6 +45,9 @@
 //! input offered again, limits told before they close, per-connection
 //! [`App::State`], timers, pause/resume) is written out in [`app`]; the
 //! `examples/` directory has an HTTP/1.1 and a RESP2 server built on it.
+//! Beyond accepted TCP: outbound connects ([`Ctx::connect`]), Unix-domain
+//! sockets ([`net::UnixListener`], [`Addr`]), and any descriptor
+//! ([`Ctx::watch`], [`source`]). One loop per core: [`group::Threads`].
 //! The library prints nothing: it reports through the [`log`] facade.
 //!
 //! A handler too heavy for the loop thread goes to the offload pool
