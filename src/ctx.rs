@@ -1,40 +1,39 @@
 //! What an app sees of the loop: [`Ctx`], handed to every callback, and
 //! the reasons and limits it is told about.
 //!
-//! `Ctx` is a view over the part of the loop apps may touch (`Shared`):
-//! connections' buffers and flags, timers, counters, the pool. Never the
-//! selector nor a file descriptor to read or write: output goes through
-//! the connection's buffer, so flow control and ordering hold.
+//! `Ctx` is a view over the part of the loop apps may touch (`Shared`, in
+//! shared.rs): connections' buffers and flags, timers, counters, the pool,
+//! the app's own sources. Never a connection's file descriptor to read or
+//! write: output goes through the connection's buffer, so flow control and
+//! ordering hold.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
-
-use crate::config::Config;
 use crate::conn::{Conn, ConnId, Flags, Phase};
-use crate::group::{Group, Message};
+use crate::group::Message;
 use crate::pool::{JobId, JobResult, Pool};
 use crate::selector::{Interest, Selector, Token};
-use crate::source::{SourceId, Sources};
+use crate::shared::{Shared, TimerKind, live_in};
+use crate::source::SourceId;
 use crate::stats::Stats;
-use crate::stream::{Addr, Peer, Stream};
-use crate::timer::{TimerId, Timers};
+use crate::stream::Addr;
+use crate::timer::TimerId;
 
 /// A limit a connection went over; told to [`crate::App::on_limit`] before
 /// the loop closes the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Limit {
-    /// Unconsumed input passed [`Config::max_input`] bytes (a request too
+    /// Unconsumed input passed [`crate::Config::max_input`] bytes (a request too
     /// large for the app to take).
     Input {
         /// The limit, in bytes.
         max: usize,
     },
-    /// Output pushed to the connection passed [`Config::max_output`] bytes
+    /// Output pushed to the connection passed [`crate::Config::max_output`] bytes
     /// (it does not read what it is sent).
     Output {
         /// The limit, in bytes.
@@ -94,249 +93,6 @@ impl CloseReason {
     }
 }
 
-/// What a timer of the loop is for.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum TimerKind {
-    /// Check a connection's silence.
-    Idle(ConnId),
-    /// Check that a connection with pending output takes some of it.
-    Write(ConnId),
-    /// Check that pushed output is still over the soft limit.
-    SoftLimit(ConnId),
-    /// A lingering or draining connection gives up waiting for its peer.
-    Linger(ConnId),
-    /// An outbound connect gives up.
-    Connect(ConnId),
-    ResumeAccept,
-    Stats,
-    /// [`Ctx::set_timer`].
-    App(u64),
-    /// [`Ctx::set_conn_timer`].
-    Conn(ConnId, u64),
-}
-
-impl TimerKind {
-    /// The connection a timer belongs to, if any.
-    pub fn owner(&self) -> Option<ConnId> {
-        match *self {
-            TimerKind::Idle(id)
-            | TimerKind::Write(id)
-            | TimerKind::SoftLimit(id)
-            | TimerKind::Linger(id)
-            | TimerKind::Connect(id)
-            | TimerKind::Conn(id, _) => Some(id),
-            TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
-        }
-    }
-}
-
-/// The part of the loop apps may touch: everything but the selector, the
-/// listeners and the per-connection app state.
-pub(crate) struct Shared {
-    pub conns: Slab<Conn>,
-    pub config: Config,
-    pub stats: Stats,
-    /// When this turn's work started.
-    pub now: Instant,
-    /// Connections with new output or a changed interest, flushed before
-    /// the loop sleeps.
-    pub dirty: Vec<ConnId>,
-    /// Connections to close, with why.
-    pub closing: Vec<(ConnId, CloseReason)>,
-    /// Connections over a limit, to be told to the app and then closed.
-    pub over_limit: Vec<(ConnId, Limit)>,
-    /// Why connections that close later than it was decided (lingering,
-    /// writing a last reply) will close.
-    pub close_reasons: Vec<(ConnId, CloseReason)>,
-    /// Served next turn without a new event: connections with input to
-    /// offer again, edge-triggered fds left unfinished by a budget.
-    pub unfinished: Vec<Token>,
-    pub timers: Timers<TimerKind>,
-    /// Timers of connections that closed with them still armed; swept
-    /// once they add up.
-    pub orphan_timers: usize,
-    pub stop_requested: bool,
-    pub pool: Option<Pool>,
-    /// The backend's name, for stall lines.
-    pub backend: &'static str,
-    /// The connection whose own callback runs now: what is sent to it
-    /// is a reply (bounded by flow control), not pushed output.
-    pub serving: Option<ConnId>,
-    /// The app's own descriptors.
-    pub sources: Sources,
-    /// Generation of the newest connection id.
-    generation: u32,
-    /// The selector is edge-triggered.
-    pub edge: bool,
-    /// The group this loop belongs to, and its index there.
-    pub group: Option<(std::sync::Arc<Group>, usize)>,
-    /// Scratch for [`Ctx::broadcast`].
-    broadcast_ids: Vec<ConnId>,
-}
-
-/// The connection `id` names in `conns`, if live (see [`Shared::live`]);
-/// borrowing only the table, so other fields stay usable.
-pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
-    conns
-        .get_mut(id.index())
-        .filter(|c| c.is(id) && c.is_live())
-}
-
-impl Shared {
-    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str, edge: bool) -> Shared {
-        Shared {
-            conns: Slab::new(),
-            config,
-            stats: Stats::default(),
-            now: Instant::now(),
-            dirty: Vec::new(),
-            closing: Vec::new(),
-            over_limit: Vec::new(),
-            close_reasons: Vec::new(),
-            unfinished: Vec::new(),
-            timers: Timers::default(),
-            orphan_timers: 0,
-            stop_requested: false,
-            pool,
-            backend,
-            serving: None,
-            group: None,
-            generation: 0,
-            edge,
-            sources: Sources::default(),
-            broadcast_ids: Vec::new(),
-        }
-    }
-
-    /// The one lookup: the connection `id` names, if it is still in its
-    /// slot and not scheduled for close.
-    pub fn live(&self, id: ConnId) -> Option<&Conn> {
-        self.conns
-            .get(id.index())
-            .filter(|c| c.is(id) && c.is_live())
-    }
-
-    /// [`Shared::live`], mutable.
-    pub fn live_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        live_in(&mut self.conns, id)
-    }
-
-    /// A connection the app may send to and act on (live, not lingering).
-    pub fn active_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.live_mut(id).filter(|c| c.is_active())
-    }
-
-    /// Schedules `id` for close (once; later reasons are dropped).
-    pub fn schedule_close(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(c) = self.live_mut(id) {
-            c.phase = Phase::Closing;
-            self.closing.push((id, reason));
-        }
-    }
-
-    /// Lists `id` for the end-of-turn flush (and interest update).
-    pub fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.live_mut(id)
-            && c.raise(Flags::DIRTY)
-        {
-            self.dirty.push(id);
-        }
-    }
-
-    /// Puts a stream in the table and the selector, in `phase` (`Open`, or
-    /// `Connecting` for an outbound connect in progress). Its app state
-    /// slot is already `Default`: a closing connection's state is taken.
-    pub fn insert_conn(
-        &mut self,
-        selector: &mut dyn Selector,
-        stream: Stream,
-        peer: Peer,
-        phase: Phase,
-    ) -> io::Result<ConnId> {
-        self.generation = (self.generation + 1) & 0x7fff_ffff;
-        let entry = self.conns.vacant_entry();
-        let id = ConnId::new(entry.key(), self.generation);
-        let interest = if self.edge {
-            // Registered once for both: no epoll_ctl per state change.
-            Interest::BOTH
-        } else if phase == Phase::Connecting {
-            // A connect completes when the socket turns writable.
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        selector.register(stream.as_fd(), Token(id.0), interest)?;
-        let mut conn = Conn::new(stream, peer, id);
-        conn.registered = interest;
-        conn.phase = phase;
-        entry.insert(conn);
-        self.stats.accepted += 1;
-        if let Some((group, _)) = &self.group {
-            group
-                .clients
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(timeout) = self.config.idle_timeout {
-            self.add_timer(timeout, TimerKind::Idle(id));
-        }
-        if phase == Phase::Connecting
-            && let Some(timeout) = self.config.connect_timeout
-        {
-            self.add_timer(timeout, TimerKind::Connect(id));
-        }
-        Ok(id)
-    }
-
-    /// Starts a non-blocking connect to `addr`; the connection is
-    /// `Connecting` until its socket turns writable.
-    pub fn connect(&mut self, selector: &mut dyn Selector, addr: SocketAddr) -> io::Result<ConnId> {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        let family = match addr {
-            SocketAddr::V4(_) => AddressFamily::INET,
-            SocketAddr::V6(_) => AddressFamily::INET6,
-        };
-        let fd = rustix::net::socket_with(
-            family,
-            SocketType::STREAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )?;
-        match rustix::net::connect(&fd, &addr) {
-            Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let stream = TcpStream::from(fd);
-        if self.config.nodelay {
-            let _ = stream.set_nodelay(true);
-        }
-        // Even a connect that finished at once is told through the
-        // writable event, so every outcome takes one path.
-        self.insert_conn(
-            selector,
-            Stream::Tcp(stream),
-            addr.into(),
-            Phase::Connecting,
-        )
-    }
-
-    /// Arms a timer relative to this turn's start.
-    pub fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
-        let at = self.now.checked_add(after)?;
-        Some(self.timers.add(at, kind))
-    }
-
-    /// Tells the loop a connection went over `limit`; it stops taking
-    /// part in the protocol until the app has been told.
-    pub fn note_limit(&mut self, id: ConnId, limit: Limit) {
-        if let Some(c) = self.active_mut(id)
-            && c.phase != Phase::Draining
-        {
-            c.phase = Phase::Draining;
-            self.over_limit.push((id, limit));
-        }
-    }
-}
-
 /// The handle an [`crate::App`] gets in every callback.
 pub struct Ctx<'a> {
     pub(crate) shared: &'a mut Shared,
@@ -354,7 +110,7 @@ impl Ctx<'_> {
     /// `on_limit`, `data` is a reply: flow control bounds it (check
     /// [`Ctx::output_full`] between requests). Sent from anywhere else
     /// (another connection's callback, a timer, a wake-up) it is pushed
-    /// output, and [`Config::max_output`] guards against a peer that does
+    /// output, and [`crate::Config::max_output`] guards against a peer that does
     /// not read it.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> bool {
         let reply = self.shared.serving == Some(conn);
@@ -637,7 +393,7 @@ impl Ctx<'_> {
     /// Connects to `addr` without blocking the loop: the id is returned at
     /// once, [`crate::App::on_open`] runs when the connection is
     /// established, and [`crate::App::on_close`] with the error when it is
-    /// not (refused, unreachable, or [`Config::connect_timeout`] passed).
+    /// not (refused, unreachable, or [`crate::Config::connect_timeout`] passed).
     /// Data sent before it is established waits in its buffer. Then it is
     /// a connection like an accepted one.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
@@ -700,7 +456,7 @@ impl Ctx<'_> {
     }
 
     /// True if `conn` may hand another job to the pool now (there is a
-    /// pool and the connection is under [`Config::max_jobs_per_conn`]).
+    /// pool and the connection is under [`crate::Config::max_jobs_per_conn`]).
     /// When it may not, leave the request unconsumed: the input is offered
     /// again once one of its jobs is back.
     pub fn can_offload(&self, conn: ConnId) -> bool {

@@ -69,6 +69,7 @@ pub mod limits;
 pub mod net;
 pub mod pool;
 pub mod selector;
+mod shared;
 pub mod source;
 mod stats;
 mod stream;

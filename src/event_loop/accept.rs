@@ -11,8 +11,8 @@ use rustix::net::SocketFlags;
 use super::{EventLoop, Life, token, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Phase};
-use crate::ctx::TimerKind;
 use crate::selector::Interest;
+use crate::shared::TimerKind;
 use crate::stream::{Peer, Stream};
 
 /// A listening socket of either kind.

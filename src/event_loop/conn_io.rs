@@ -13,8 +13,9 @@ use std::os::fd::AsFd;
 use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Flush, Phase};
-use crate::ctx::{CloseReason, TimerKind};
+use crate::ctx::CloseReason;
 use crate::selector::{Event, Token};
+use crate::shared::TimerKind;
 
 /// Offers of unconsumed input (without new bytes) per connection per
 /// event, before others get a go.

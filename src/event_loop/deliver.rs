@@ -5,7 +5,8 @@
 use super::{EventLoop, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
-use crate::ctx::{CloseReason, Limit, TimerKind};
+use crate::ctx::{CloseReason, Limit};
+use crate::shared::TimerKind;
 
 impl<S: Default> EventLoop<S> {
     /// Offers the connection's unconsumed input followed by

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::config::Config;
 use crate::conn::ConnId;
-use crate::ctx::{Shared, TimerKind};
 use crate::pool::Pool;
 use crate::selector::{Backend, Event, Events, Interest, Selector, Token};
+use crate::shared::{Shared, TimerKind};
 use crate::stats::{Stats, TurnTimes};
 use crate::waker::{SignalPipe, StopHandle, Waker};
 

@@ -4,7 +4,8 @@
 use super::{EventLoop, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
-use crate::ctx::{CloseReason, Limit, TimerKind};
+use crate::ctx::{CloseReason, Limit};
+use crate::shared::TimerKind;
 
 impl<S: Default> EventLoop<S> {
     /// Timers of closed connections are dropped when they come due; with

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use super::EventLoop;
 use crate::app::App;
 use crate::conn::ConnId;
-use crate::ctx::{Ctx, Shared};
+use crate::ctx::Ctx;
 use crate::pool::Pool;
 use crate::selector::Selector;
+use crate::shared::Shared;
 use crate::stats::TurnTimes;
 
 /// The coarse monotonic clock (a few ms resolution, and cheaper than

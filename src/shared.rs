@@ -1,0 +1,266 @@
+//! The part of the loop apps may touch, behind [`crate::Ctx`]: the
+//! connection table, timers, counters, the pool, the app's own sources, the
+//! group. The loop holds it beside the selector, the listeners and the
+//! per-connection app state, so a callback can borrow it and its own
+//! connection's state at once.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnId, Flags, Phase};
+use crate::ctx::{CloseReason, Limit};
+use crate::group::Group;
+use crate::pool::Pool;
+use crate::selector::{Interest, Selector, Token};
+use crate::source::Sources;
+use crate::stats::Stats;
+use crate::stream::{Peer, Stream};
+use crate::timer::{TimerId, Timers};
+
+/// What a timer of the loop is for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TimerKind {
+    /// Check a connection's silence.
+    Idle(ConnId),
+    /// Check that a connection with pending output takes some of it.
+    Write(ConnId),
+    /// Check that pushed output is still over the soft limit.
+    SoftLimit(ConnId),
+    /// A lingering or draining connection gives up waiting for its peer.
+    Linger(ConnId),
+    /// An outbound connect gives up.
+    Connect(ConnId),
+    ResumeAccept,
+    Stats,
+    /// [`Ctx::set_timer`].
+    App(u64),
+    /// [`Ctx::set_conn_timer`].
+    Conn(ConnId, u64),
+}
+
+impl TimerKind {
+    /// The connection a timer belongs to, if any.
+    pub fn owner(&self) -> Option<ConnId> {
+        match *self {
+            TimerKind::Idle(id)
+            | TimerKind::Write(id)
+            | TimerKind::SoftLimit(id)
+            | TimerKind::Linger(id)
+            | TimerKind::Connect(id)
+            | TimerKind::Conn(id, _) => Some(id),
+            TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
+        }
+    }
+}
+
+/// The part of the loop apps may touch: everything but the selector, the
+/// listeners and the per-connection app state.
+pub(crate) struct Shared {
+    pub conns: Slab<Conn>,
+    pub config: Config,
+    pub stats: Stats,
+    /// When this turn's work started.
+    pub now: Instant,
+    /// Connections with new output or a changed interest, flushed before
+    /// the loop sleeps.
+    pub dirty: Vec<ConnId>,
+    /// Connections to close, with why.
+    pub closing: Vec<(ConnId, CloseReason)>,
+    /// Connections over a limit, to be told to the app and then closed.
+    pub over_limit: Vec<(ConnId, Limit)>,
+    /// Why connections that close later than it was decided (lingering,
+    /// writing a last reply) will close.
+    pub close_reasons: Vec<(ConnId, CloseReason)>,
+    /// Served next turn without a new event: connections with input to
+    /// offer again, edge-triggered fds left unfinished by a budget.
+    pub unfinished: Vec<Token>,
+    pub timers: Timers<TimerKind>,
+    /// Timers of connections that closed with them still armed; swept
+    /// once they add up.
+    pub orphan_timers: usize,
+    pub stop_requested: bool,
+    pub pool: Option<Pool>,
+    /// The backend's name, for stall lines.
+    pub backend: &'static str,
+    /// The connection whose own callback runs now: what is sent to it
+    /// is a reply (bounded by flow control), not pushed output.
+    pub serving: Option<ConnId>,
+    /// The app's own descriptors.
+    pub sources: Sources,
+    /// Generation of the newest connection id.
+    generation: u32,
+    /// The selector is edge-triggered.
+    pub edge: bool,
+    /// The group this loop belongs to, and its index there.
+    pub group: Option<(std::sync::Arc<Group>, usize)>,
+    /// Scratch for [`Ctx::broadcast`].
+    pub broadcast_ids: Vec<ConnId>,
+}
+
+/// The connection `id` names in `conns`, if live (see [`Shared::live`]);
+/// borrowing only the table, so other fields stay usable.
+pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.index())
+        .filter(|c| c.is(id) && c.is_live())
+}
+
+impl Shared {
+    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str, edge: bool) -> Shared {
+        Shared {
+            conns: Slab::new(),
+            config,
+            stats: Stats::default(),
+            now: Instant::now(),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            over_limit: Vec::new(),
+            close_reasons: Vec::new(),
+            unfinished: Vec::new(),
+            timers: Timers::default(),
+            orphan_timers: 0,
+            stop_requested: false,
+            pool,
+            backend,
+            serving: None,
+            group: None,
+            generation: 0,
+            edge,
+            sources: Sources::default(),
+            broadcast_ids: Vec::new(),
+        }
+    }
+
+    /// The one lookup: the connection `id` names, if it is still in its
+    /// slot and not scheduled for close.
+    pub fn live(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index())
+            .filter(|c| c.is(id) && c.is_live())
+    }
+
+    /// [`Shared::live`], mutable.
+    pub fn live_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        live_in(&mut self.conns, id)
+    }
+
+    /// A connection the app may send to and act on (live, not lingering).
+    pub fn active_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.live_mut(id).filter(|c| c.is_active())
+    }
+
+    /// Schedules `id` for close (once; later reasons are dropped).
+    pub fn schedule_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(c) = self.live_mut(id) {
+            c.phase = Phase::Closing;
+            self.closing.push((id, reason));
+        }
+    }
+
+    /// Lists `id` for the end-of-turn flush (and interest update).
+    pub fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.live_mut(id)
+            && c.raise(Flags::DIRTY)
+        {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Puts a stream in the table and the selector, in `phase` (`Open`, or
+    /// `Connecting` for an outbound connect in progress). Its app state
+    /// slot is already `Default`: a closing connection's state is taken.
+    pub fn insert_conn(
+        &mut self,
+        selector: &mut dyn Selector,
+        stream: Stream,
+        peer: Peer,
+        phase: Phase,
+    ) -> io::Result<ConnId> {
+        self.generation = (self.generation + 1) & 0x7fff_ffff;
+        let entry = self.conns.vacant_entry();
+        let id = ConnId::new(entry.key(), self.generation);
+        let interest = if self.edge {
+            // Registered once for both: no epoll_ctl per state change.
+            Interest::BOTH
+        } else if phase == Phase::Connecting {
+            // A connect completes when the socket turns writable.
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        selector.register(stream.as_fd(), Token(id.0), interest)?;
+        let mut conn = Conn::new(stream, peer, id);
+        conn.registered = interest;
+        conn.phase = phase;
+        entry.insert(conn);
+        self.stats.accepted += 1;
+        if let Some((group, _)) = &self.group {
+            group
+                .clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(timeout) = self.config.idle_timeout {
+            self.add_timer(timeout, TimerKind::Idle(id));
+        }
+        if phase == Phase::Connecting
+            && let Some(timeout) = self.config.connect_timeout
+        {
+            self.add_timer(timeout, TimerKind::Connect(id));
+        }
+        Ok(id)
+    }
+
+    /// Starts a non-blocking connect to `addr`; the connection is
+    /// `Connecting` until its socket turns writable.
+    pub fn connect(&mut self, selector: &mut dyn Selector, addr: SocketAddr) -> io::Result<ConnId> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::INET,
+            SocketAddr::V6(_) => AddressFamily::INET6,
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let stream = TcpStream::from(fd);
+        if self.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        // Even a connect that finished at once is told through the
+        // writable event, so every outcome takes one path.
+        self.insert_conn(
+            selector,
+            Stream::Tcp(stream),
+            addr.into(),
+            Phase::Connecting,
+        )
+    }
+
+    /// Arms a timer relative to this turn's start.
+    pub fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
+        let at = self.now.checked_add(after)?;
+        Some(self.timers.add(at, kind))
+    }
+
+    /// Tells the loop a connection went over `limit`; it stops taking
+    /// part in the protocol until the app has been told.
+    pub fn note_limit(&mut self, id: ConnId, limit: Limit) {
+        if let Some(c) = self.active_mut(id)
+            && c.phase != Phase::Draining
+        {
+            c.phase = Phase::Draining;
+            self.over_limit.push((id, limit));
+        }
+    }
+}
