@@ -19,6 +19,7 @@ backend_suite! {
     unix_chat,
     unix_abstract_echo,
     unix_stale_file_replaced_live_one_refused,
+    bench_over_unix_sockets,
 }
 
 /// `iomux serve --backend BACKEND EXTRA` (EXTRA has the `--bind`).
@@ -188,4 +189,83 @@ fn unix_stale_file_replaced_live_one_refused(backend: &str) {
         refused.stderr
     );
     assert!(file.exists(), "a file that is not a socket is left alone");
+}
+
+/// `iomux bench --addr unix:PATH` loads a Unix-domain server (idle
+/// connections included) and checks every reply; one the server closes
+/// for idleness is counted.
+fn bench_over_unix_sockets(backend: &str) {
+    let path = socket_path("bench", backend);
+    let bind = format!("unix:{}", path.display());
+    let mut server = start(backend, &["--app", "echo", "-q", "--bind", &bind]);
+    let args = [
+        "bench",
+        "--addr",
+        &bind,
+        "--backend",
+        backend,
+        "-c",
+        "4",
+        "--idle",
+        "3",
+        "-d",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    let done = run_to_exit(&args, &[], LIVENESS);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}\n{}",
+        done.stdout,
+        done.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("JSON");
+    assert!(json["requests"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert_eq!(json["errors"]["connect_failures"], 0, "{json}");
+    assert_eq!(json["addr"], bind.as_str());
+    let summary = server.stop();
+    assert_eq!(summary.clients, 7);
+    // A server that closes idle clients: the bench says so.
+    let mut server = start(
+        backend,
+        &[
+            "--app",
+            "echo",
+            "-q",
+            "--bind",
+            &bind,
+            "--idle-timeout",
+            "0.2",
+        ],
+    );
+    let args = [
+        "bench",
+        "--addr",
+        &bind,
+        "--backend",
+        backend,
+        "-c",
+        "2",
+        "--idle",
+        "3",
+        "-d",
+        "0.6",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    let done = run_to_exit(&args, &[], LIVENESS);
+    assert_eq!(
+        done.status.code(),
+        Some(1),
+        "{}\n{}",
+        done.stdout,
+        done.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("JSON");
+    assert_eq!(json["errors"]["idle_closed"], 3, "{json}");
+    server.stop();
 }

@@ -7,10 +7,9 @@
 use super::{BenchConfig, BenchResult, Errors, Interval, Mode, Observer, Phase, proc, stats};
 use hdrhistogram::Histogram;
 use iomux::app::App;
-use iomux::{CloseReason, ConnId, Ctx};
+use iomux::{Addr, CloseReason, ConnId, Ctx};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +112,7 @@ impl Rate {
 }
 
 pub(crate) struct LoadGen {
-    addr: SocketAddr,
+    addr: Addr,
     mode: Mode,
     size: usize,
     pipeline: usize,
@@ -221,7 +220,7 @@ fn nanos(d: Duration) -> u64 {
 impl LoadGen {
     pub(crate) fn new(
         config: &BenchConfig,
-        addr: SocketAddr,
+        addr: Addr,
         leader: bool,
         observer: Option<Observer>,
         shared: Arc<Shared>,
@@ -715,7 +714,7 @@ impl LoadGen {
         let _ = err.flush();
     }
 
-    pub(crate) fn finish(self, addr: SocketAddr) -> BenchResult {
+    pub(crate) fn finish(self, addr: Addr) -> BenchResult {
         let window = match (self.window_start, self.window_end) {
             (Some(a), Some(b)) => b - a,
             (Some(a), None) => a.elapsed(),

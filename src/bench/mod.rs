@@ -26,10 +26,12 @@ pub mod report;
 pub mod stats;
 
 use hdrhistogram::Histogram;
-use iomux::{Backend, Config, EventLoop};
+use iomux::{Addr, Backend, Config, EventLoop};
 use load::{LoadGen, Shared};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -63,7 +65,7 @@ pub struct BenchConfig {
     /// Where the server may be, in order (a host name can resolve to
     /// several addresses); the first that accepts a connection is used for
     /// every connection.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<Addr>,
     /// The server as the user named it, for messages.
     pub target: String,
     pub conns: usize,
@@ -101,7 +103,7 @@ impl BenchConfig {
     /// The defaults of `iomux bench` against `addr`.
     pub fn new(addr: SocketAddr) -> BenchConfig {
         BenchConfig {
-            addrs: vec![addr],
+            addrs: vec![Addr::Tcp(addr)],
             target: addr.to_string(),
             conns: 100,
             pipeline: 1,
@@ -203,7 +205,7 @@ impl Errors {
 /// The outcome of a run (measured window only).
 pub struct BenchResult {
     /// The address every connection went to.
-    pub addr: SocketAddr,
+    pub addr: Addr,
     pub requests: u64,
     /// Measured requests sent (open loop: due), answered or not.
     pub sent: u64,
@@ -279,7 +281,7 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     if let Some(o) = &observer {
         o(Phase::IdleOpen);
     }
-    let mut active: Vec<(TcpStream, bool)> = connector
+    let mut active: Vec<(Connected, bool)> = connector
         .open(config.conns, "active")?
         .into_iter()
         .map(|s| (s, false))
@@ -289,7 +291,10 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
         active.extend(heavy.into_iter().map(|s| (s, true)));
     }
     let connect_time = connect_started.elapsed();
-    let addr = connector.chosen.unwrap_or(config.addrs[0]);
+    let addr = connector
+        .chosen
+        .clone()
+        .unwrap_or_else(|| config.addrs[0].clone());
     if active.is_empty() {
         return Err(io::Error::other(format!(
             "could not connect to {addr}: no active connection opened"
@@ -297,7 +302,7 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     }
     let threads = config.threads.clamp(1, active.len());
     let light_total = active.iter().filter(|(_, heavy)| !heavy).count();
-    let mut groups: Vec<Vec<(TcpStream, bool)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<(Connected, bool)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, s) in active.into_iter().enumerate() {
         groups[i % threads].push(s);
     }
@@ -317,7 +322,7 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
                 .rate
                 .map(|r| r * light as f64 / light_total.max(1) as f64);
             let observer = if i == 0 { observer.clone() } else { None };
-            let shared = shared.clone();
+            let (shared, addr) = (shared.clone(), addr.clone());
             std::thread::spawn(move || run_thread(&config, addr, streams, i == 0, observer, shared))
         })
         .collect();
@@ -375,23 +380,8 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
 
 /// Idle connections the server closed or reset (read end of stream or an
 /// error). Nothing is read from the live ones.
-fn idle_closed(idle: &[TcpStream]) -> u64 {
-    let mut closed = 0;
-    for s in idle {
-        if s.set_nonblocking(true).is_err() {
-            closed += 1;
-            continue;
-        }
-        let mut byte = [0u8; 1];
-        match s.peek(&mut byte) {
-            Ok(0) => closed += 1,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => closed += 1,
-            // The server sent something to a silent client; not a close.
-            Ok(_) => {}
-        }
-    }
-    closed
+fn idle_closed(idle: &[Connected]) -> u64 {
+    idle.iter().filter(|c| c.closed_by_peer()).count() as u64
 }
 
 pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
@@ -482,12 +472,74 @@ pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
     Ok(())
 }
 
+/// An open connection to the server, TCP or Unix-domain.
+pub(crate) enum Connected {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Connected {
+    /// Whether the server closed it (end of stream or an error waiting);
+    /// nothing is consumed.
+    fn closed_by_peer(&self) -> bool {
+        let fd = match self {
+            Connected::Tcp(s) => s.as_fd(),
+            Connected::Unix(s) => s.as_fd(),
+        };
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd, &mut byte[..], flags) {
+            Ok((0, _)) => true,
+            Ok(_) => false, // the server sent something to a silent client
+            Err(rustix::io::Errno::AGAIN) => false,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Connects to a Unix-domain socket within `timeout` (a full backlog
+/// makes a non-blocking connect fail with `EAGAIN`: retried until then).
+fn connect_unix(addr: &Addr, timeout: Duration) -> io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let target = match addr {
+        Addr::Unix(path) => SocketAddrUnix::new(path.as_path())?,
+        Addr::Abstract(name) => SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} is not a Unix-domain address"),
+            ));
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match rustix::net::connect(&fd, &target) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(rustix::io::Errno::AGAIN) => return Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Opens connections one after another, at most `connect_rate` a second,
 /// each within the connect timeout.
 struct Connector<'a> {
     config: &'a BenchConfig,
     /// The address that accepted the first connection.
-    chosen: Option<SocketAddr>,
+    chosen: Option<Addr>,
     started: Instant,
     opened: u64,
     errors: Errors,
@@ -533,34 +585,42 @@ impl Connector<'_> {
         Ok(())
     }
 
-    fn connect(&mut self) -> Result<TcpStream, (SocketAddr, io::Error)> {
-        let timeout = self.config.connect_timeout;
-        if let Some(addr) = self.chosen {
-            return TcpStream::connect_timeout(&addr, timeout).map_err(|e| (addr, e));
-        }
-        let mut last = None;
-        for &addr in &self.config.addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => {
-                    self.chosen = Some(addr);
-                    return Ok(s);
-                }
-                Err(e) => last = Some((addr, e)),
+    fn connect_to(addr: &Addr, timeout: Duration) -> io::Result<Connected> {
+        match addr {
+            Addr::Tcp(a) => {
+                let s = TcpStream::connect_timeout(a, timeout)?;
+                let _ = s.set_nodelay(true);
+                Ok(Connected::Tcp(s))
             }
+            other => connect_unix(other, timeout).map(Connected::Unix),
         }
-        Err(last.unwrap_or_else(|| (self.config.addrs[0], io::ErrorKind::NotFound.into())))
     }
 
-    fn open(&mut self, n: usize, what: &str) -> io::Result<Vec<TcpStream>> {
+    fn connect(&mut self) -> Result<Connected, (Addr, io::Error)> {
+        let timeout = self.config.connect_timeout;
+        if let Some(addr) = &self.chosen {
+            return Self::connect_to(addr, timeout).map_err(|e| (addr.clone(), e));
+        }
+        let mut last = None;
+        for addr in &self.config.addrs {
+            match Self::connect_to(addr, timeout) {
+                Ok(s) => {
+                    self.chosen = Some(addr.clone());
+                    return Ok(s);
+                }
+                Err(e) => last = Some((addr.clone(), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| (self.config.addrs[0].clone(), io::ErrorKind::NotFound.into())))
+    }
+
+    fn open(&mut self, n: usize, what: &str) -> io::Result<Vec<Connected>> {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             self.pace()?;
             self.opened += 1;
             match self.connect() {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    out.push(s);
-                }
+                Ok(s) => out.push(s),
                 Err((addr, e)) => {
                     let errno = e.raw_os_error();
                     if errno == Some(rustix::io::Errno::MFILE.raw_os_error())
@@ -611,8 +671,8 @@ impl Connector<'_> {
 
 fn run_thread(
     config: &BenchConfig,
-    addr: SocketAddr,
-    streams: Vec<(TcpStream, bool)>,
+    addr: Addr,
+    streams: Vec<(Connected, bool)>,
     leader: bool,
     observer: Option<Observer>,
     shared: Arc<Shared>,
@@ -625,9 +685,13 @@ fn run_thread(
     // At the end, requests a server never read must not hold the bench.
     loop_config.shutdown_grace = Duration::from_millis(100);
     let mut lp = EventLoop::new(config.backend, loop_config)?;
-    let mut load = LoadGen::new(config, addr, leader, observer, shared.clone());
+    let mut load = LoadGen::new(config, addr.clone(), leader, observer, shared.clone());
     for (s, heavy) in streams {
-        match lp.adopt(s) {
+        let adopted = match s {
+            Connected::Tcp(s) => lp.adopt(s),
+            Connected::Unix(s) => lp.adopt_unix(s),
+        };
+        match adopted {
             Ok(id) => load.add(id, heavy),
             Err(e) => {
                 // The server closed it between connect and start.

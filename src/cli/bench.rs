@@ -2,9 +2,8 @@
 
 use crate::bench::{self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats};
 use clap::{Args, ValueEnum};
-use iomux::Backend;
+use iomux::{Addr, Backend};
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,11 +19,12 @@ pub enum ModeName {
     Hash,
 }
 
-/// A server address as given (`HOST:PORT`) and what it resolves to.
+/// A server address as given (`HOST:PORT`, `unix:PATH`, `unix:@NAME`)
+/// and what it resolves to.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub text: String,
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<Addr>,
 }
 
 fn parse_requests(s: &str) -> Result<u64, String> {
@@ -35,15 +35,20 @@ fn parse_requests(s: &str) -> Result<u64, String> {
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
+    let addrs = match Addr::parse_unix(s) {
+        Some(unix) => vec![unix?],
+        None => super::resolve(s)?.into_iter().map(Addr::Tcp).collect(),
+    };
     Ok(Target {
         text: s.to_string(),
-        addrs: super::resolve(s)?,
+        addrs,
     })
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server address, HOST:PORT (`localhost:8888`, `[::1]:8888`).
+    /// Server address: HOST:PORT (`localhost:8888`, `[::1]:8888`), or a
+    /// Unix-domain socket (`unix:/tmp/iomux.sock`, `unix:@name`).
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_target)]
     pub addr: Target,
     /// Active connections.

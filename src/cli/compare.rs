@@ -310,7 +310,7 @@ enum Outcome {
 
 fn bench_config(base: &BenchConfig, cell: &Cell, addr: SocketAddr) -> BenchConfig {
     BenchConfig {
-        addrs: vec![addr],
+        addrs: vec![iomux::Addr::Tcp(addr)],
         target: addr.to_string(),
         idle: cell.idle,
         pipeline: cell.pipeline,

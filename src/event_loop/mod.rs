@@ -182,7 +182,28 @@ impl<S: Default> EventLoop<S> {
     pub fn adopt(&mut self, stream: TcpStream) -> io::Result<ConnId> {
         stream.set_nonblocking(true)?;
         let peer = stream.peer_addr()?;
-        let id = self.insert(crate::stream::Stream::Tcp(stream), peer.into())?;
+        self.adopt_stream(crate::stream::Stream::Tcp(stream), peer.into())
+    }
+
+    /// [`EventLoop::adopt`] for a connected Unix-domain stream; the peer is
+    /// named by the socket's path when it has one.
+    pub fn adopt_unix(&mut self, stream: std::os::unix::net::UnixStream) -> io::Result<ConnId> {
+        stream.set_nonblocking(true)?;
+        let peer = match stream.peer_addr()?.as_pathname() {
+            Some(path) => crate::stream::Peer::from(crate::Addr::Unix(path.to_path_buf())),
+            None => {
+                crate::stream::Peer::UnnamedUnix(self.shared.stats.accepted.wrapping_add(1) as u32)
+            }
+        };
+        self.adopt_stream(crate::stream::Stream::Unix(stream), peer)
+    }
+
+    fn adopt_stream(
+        &mut self,
+        stream: crate::stream::Stream,
+        peer: crate::stream::Peer,
+    ) -> io::Result<ConnId> {
+        let id = self.insert(stream, peer)?;
         self.unopened.push(id);
         Ok(id)
     }
