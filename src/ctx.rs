@@ -323,15 +323,12 @@ impl Ctx<'_> {
     /// `conn` is gone.
     pub fn set_conn_timer(&mut self, conn: ConnId, after: Duration, id: u64) -> Option<TimerId> {
         let now = self.shared.now;
-        let c = self.shared.active_mut(conn)?;
-        c.io_or_new(now).timers += 1;
-        let timer = self.shared.add_timer(after, TimerKind::Conn(conn, id));
-        if timer.is_none()
-            && let Some(io) = self.shared.live_mut(conn).and_then(Conn::io_mut)
-        {
-            io.timers -= 1;
+        self.shared.active_mut(conn)?;
+        let timer = self.shared.add_timer(after, TimerKind::Conn(conn, id))?;
+        if let Some(c) = self.shared.active_mut(conn) {
+            c.io_or_new(now).timers += 1;
         }
-        timer
+        Some(timer)
     }
 
     /// Disarms a timer set with [`Ctx::set_timer`] or

@@ -38,10 +38,64 @@ struct Mailbox {
     waker: OnceLock<Waker>,
 }
 
-/// A loop's counters, published for the group's stats line.
+/// What one loop tells the group's stats line.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LoopSnapshot {
+    pub stats: Stats,
+    pub clients: usize,
+    pub turn_p99_us: u64,
+    pub pending: usize,
+}
+
+/// A loop's [`LoopSnapshot`], as atomics another loop can read.
 #[derive(Default)]
 struct Published {
-    values: [AtomicU64; 10],
+    accepted: AtomicU64,
+    closed: AtomicU64,
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    turns: AtomicU64,
+    stalls: AtomicU64,
+    clients: AtomicU64,
+    turn_p99_us: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl Published {
+    fn store(&self, s: &LoopSnapshot) {
+        let put = |cell: &AtomicU64, v: u64| cell.store(v, Ordering::Relaxed);
+        put(&self.accepted, s.stats.accepted);
+        put(&self.closed, s.stats.closed);
+        put(&self.requests, s.stats.requests);
+        put(&self.bytes_in, s.stats.bytes_in);
+        put(&self.bytes_out, s.stats.bytes_out);
+        put(&self.turns, s.stats.turns);
+        put(&self.stalls, s.stats.stalls);
+        put(&self.clients, s.clients as u64);
+        put(&self.turn_p99_us, s.turn_p99_us);
+        put(&self.pending, s.pending as u64);
+    }
+
+    fn load(&self) -> LoopSnapshot {
+        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        let stats = Stats {
+            accepted: get(&self.accepted),
+            closed: get(&self.closed),
+            requests: get(&self.requests),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            turns: get(&self.turns),
+            stalls: get(&self.stalls),
+            ..Stats::default()
+        };
+        LoopSnapshot {
+            stats,
+            clients: get(&self.clients) as usize,
+            turn_p99_us: get(&self.turn_p99_us),
+            pending: get(&self.pending) as usize,
+        }
+    }
 }
 
 /// What the loops of a group share.
@@ -100,40 +154,16 @@ impl Group {
         }
     }
 
-    /// Publishes loop `index`'s counters and client count.
-    pub fn publish(
-        &self,
-        index: usize,
-        stats: &Stats,
-        clients: usize,
-        turn_p99_us: u64,
-        pending: usize,
-    ) {
-        let values = [
-            stats.accepted,
-            stats.closed,
-            stats.requests,
-            stats.bytes_in,
-            stats.bytes_out,
-            stats.turns,
-            clients as u64,
-            turn_p99_us,
-            stats.stalls,
-            pending as u64,
-        ];
+    /// Publishes loop `index`'s counters for the group's stats line.
+    pub fn publish(&self, index: usize, snapshot: &LoopSnapshot) {
         if let Some(slot) = self.published.get(index) {
-            for (cell, v) in slot.values.iter().zip(values) {
-                cell.store(v, Ordering::Relaxed);
-            }
+            slot.store(snapshot);
         }
     }
 
-    /// Every loop's published counters, in [`Group::publish`]'s order.
-    pub fn published(&self) -> Vec<[u64; 10]> {
-        self.published
-            .iter()
-            .map(|slot| std::array::from_fn(|i| slot.values[i].load(Ordering::Relaxed)))
-            .collect()
+    /// Every loop's last published counters, by loop index.
+    pub fn published(&self) -> Vec<LoopSnapshot> {
+        self.published.iter().map(Published::load).collect()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
 use std::path::PathBuf;
@@ -31,6 +31,22 @@ pub(crate) fn bind_probe(addr: SocketAddr) -> io::Result<()> {
     sockopt::set_socket_reuseaddr(&fd, true)?;
     bind(&fd, &addr)?;
     Ok(())
+}
+
+/// A non-blocking TCP socket whose connect to `addr` has started (or, on
+/// loopback, sometimes already finished): it turns writable when the
+/// outcome is known.
+pub(crate) fn tcp_connect_started(addr: SocketAddr) -> io::Result<TcpStream> {
+    let fd = socket_with(
+        family(addr),
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Ok(TcpStream::from(fd)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn family(addr: SocketAddr) -> AddressFamily {

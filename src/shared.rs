@@ -4,8 +4,9 @@
 //! per-connection app state, so a callback can borrow it and its own
 //! connection's state at once.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,7 @@ pub(crate) struct Shared {
     pub over_limit: Vec<(ConnId, Limit)>,
     /// Why connections that close later than it was decided (lingering,
     /// writing a last reply) will close.
-    pub close_reasons: Vec<(ConnId, CloseReason)>,
+    pub close_reasons: HashMap<ConnId, CloseReason>,
     /// Served next turn without a new event: connections with input to
     /// offer again, edge-triggered fds left unfinished by a budget.
     pub unfinished: Vec<Token>,
@@ -120,7 +121,7 @@ impl Shared {
             dirty: Vec::new(),
             closing: Vec::new(),
             over_limit: Vec::new(),
-            close_reasons: Vec::new(),
+            close_reasons: HashMap::new(),
             unfinished: Vec::new(),
             timers: Timers::default(),
             orphan_timers: 0,
@@ -160,6 +161,18 @@ impl Shared {
             c.phase = Phase::Closing;
             self.closing.push((id, reason));
         }
+    }
+
+    /// A name for a Unix-domain peer that bound none: numbered so log
+    /// lines tell clients apart.
+    pub fn unnamed_unix_peer(&self) -> Peer {
+        Peer::UnnamedUnix(self.stats.accepted.wrapping_add(1) as u32)
+    }
+
+    /// Records why `id` will close when it closes later (the first reason
+    /// given stands: a limit is not renamed by the shutdown that follows).
+    pub fn note_close_reason(&mut self, id: ConnId, reason: CloseReason) {
+        self.close_reasons.entry(id).or_insert(reason);
     }
 
     /// Lists `id` for the end-of-turn flush (and interest update).
@@ -218,22 +231,7 @@ impl Shared {
     /// Starts a non-blocking connect to `addr`; the connection is
     /// `Connecting` until its socket turns writable.
     pub fn connect(&mut self, selector: &mut dyn Selector, addr: SocketAddr) -> io::Result<ConnId> {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        let family = match addr {
-            SocketAddr::V4(_) => AddressFamily::INET,
-            SocketAddr::V6(_) => AddressFamily::INET6,
-        };
-        let fd = rustix::net::socket_with(
-            family,
-            SocketType::STREAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )?;
-        match rustix::net::connect(&fd, &addr) {
-            Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let stream = TcpStream::from(fd);
+        let stream = crate::net::tcp_connect_started(addr)?;
         if self.config.nodelay {
             let _ = stream.set_nodelay(true);
         }

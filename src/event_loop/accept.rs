@@ -117,7 +117,7 @@ impl<S: Default> EventLoop<S> {
                         // Clients rarely bind a name: number them instead.
                         ListenSocket::Unix(_) => (
                             Stream::Unix(UnixStream::from(fd)),
-                            Peer::UnnamedUnix(self.shared.stats.accepted.wrapping_add(1) as u32),
+                            self.shared.unnamed_unix_peer(),
                         ),
                     };
                     self.admit(app, stream, peer);

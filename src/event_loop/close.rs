@@ -27,6 +27,9 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.shared.conns.get(id.index()).filter(|c| c.is(id)) else {
             return;
         };
+        // A reason recorded for a later close is moot now (an error came
+        // first): drop it, or it would stay for ever.
+        self.shared.close_reasons.remove(&id);
         // Deregister before the fd closes (epoll watches descriptions).
         let _ = self.selector.deregister(conn.stream.as_fd());
         if conn.jobs() > 0
@@ -74,7 +77,7 @@ impl<S: Default> EventLoop<S> {
                 self.finish(id, CloseReason::Shutdown);
             } else if conn.phase != Phase::Lingering {
                 conn.phase = Phase::Draining;
-                self.shared.close_reasons.push((id, CloseReason::Shutdown));
+                self.shared.note_close_reason(id, CloseReason::Shutdown);
                 self.update_interest(id);
             }
         }

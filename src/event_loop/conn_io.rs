@@ -292,7 +292,7 @@ impl<S: Default> EventLoop<S> {
         if let Some(io) = conn.io_mut() {
             io.input = Vec::new();
         }
-        self.shared.close_reasons.push((id, reason));
+        self.shared.note_close_reason(id, reason);
         let grace = self.shared.config.shutdown_grace;
         self.shared.add_timer(grace, TimerKind::Linger(id));
         if self.edge {
@@ -305,11 +305,7 @@ impl<S: Default> EventLoop<S> {
     /// The reason recorded for a connection closing later than it was
     /// decided (a lingering close, a limit's last reply), or `default`.
     pub(super) fn take_close_reason(&mut self, id: ConnId, default: CloseReason) -> CloseReason {
-        let reasons = &mut self.shared.close_reasons;
-        match reasons.iter().position(|(c, _)| *c == id) {
-            Some(i) => reasons.swap_remove(i).1,
-            None => default,
-        }
+        self.shared.close_reasons.remove(&id).unwrap_or(default)
     }
 
     /// Level-triggered backends are told only of real changes (trap: an

@@ -106,9 +106,7 @@ impl<S: Default> EventLoop<S> {
         };
         if conn.pending() > before {
             conn.phase = Phase::Draining;
-            self.shared
-                .close_reasons
-                .push((id, CloseReason::Limit(limit)));
+            self.shared.note_close_reason(id, CloseReason::Limit(limit));
             let grace = self.shared.config.shutdown_grace;
             self.shared.add_timer(grace, TimerKind::Linger(id));
             self.shared.mark_dirty(id);

@@ -191,9 +191,7 @@ impl<S: Default> EventLoop<S> {
         stream.set_nonblocking(true)?;
         let peer = match stream.peer_addr()?.as_pathname() {
             Some(path) => crate::stream::Peer::from(crate::Addr::Unix(path.to_path_buf())),
-            None => {
-                crate::stream::Peer::UnnamedUnix(self.shared.stats.accepted.wrapping_add(1) as u32)
-            }
+            None => self.shared.unnamed_unix_peer(),
         };
         self.adopt_stream(crate::stream::Stream::Unix(stream), peer)
     }

@@ -6,6 +6,7 @@ use super::EventLoop;
 use crate::app::App;
 use crate::conn::ConnId;
 use crate::ctx::Ctx;
+use crate::group::LoopSnapshot;
 use crate::pool::Pool;
 use crate::selector::Selector;
 use crate::shared::Shared;
@@ -120,6 +121,16 @@ impl<S: Default> EventLoop<S> {
         &mut states[index]
     }
 
+    /// This loop's part of a group's stats line.
+    fn snapshot(&self, pending: usize) -> LoopSnapshot {
+        LoopSnapshot {
+            stats: self.shared.stats,
+            clients: self.shared.conns.len(),
+            turn_p99_us: self.turn_times.p99_us(),
+            pending,
+        }
+    }
+
     /// In a group with a stats line, publishes this loop's counters (a few
     /// relaxed stores per turn; pending output as of the last tick) for
     /// loop 0 to add up.
@@ -127,9 +138,7 @@ impl<S: Default> EventLoop<S> {
         if let Some((group, index)) = &self.shared.group
             && self.shared.config.stats_interval.is_some()
         {
-            let p99 = self.turn_times.p99_us();
-            let (stats, clients) = (&self.shared.stats, self.shared.conns.len());
-            group.publish(*index, stats, clients, p99, self.pending_at_tick);
+            group.publish(*index, &self.snapshot(self.pending_at_tick));
         }
     }
 
@@ -140,35 +149,30 @@ impl<S: Default> EventLoop<S> {
         let now = Instant::now();
         let (then, before) = self.last_stats;
         let secs = (now - then).as_secs_f64().max(1e-9);
-        let mut pending: usize = self.shared.conns.iter().map(|(_, c)| c.pending()).sum();
-        let queued = self.shared.pool.as_ref().map_or(0, Pool::queued);
-        let mut s = self.shared.stats;
-        let mut clients = self.shared.conns.len();
-        let mut p99 = self.turn_times.p99_us();
-        let mut per_loop = String::new();
         // Summed over the connections once per tick, not per turn.
-        self.pending_at_tick = pending;
+        self.pending_at_tick = self.shared.conns.iter().map(|(_, c)| c.pending()).sum();
+        let queued = self.shared.pool.as_ref().map_or(0, Pool::queued);
+        let mut total = self.snapshot(self.pending_at_tick);
+        let mut per_loop = String::new();
         if let Some((group, index)) = &self.shared.group {
-            group.publish(*index, &s, clients, p99, pending);
+            group.publish(*index, &total);
             if *index != 0 {
                 self.turn_times = TurnTimes::default();
                 return;
             }
             let all = group.published();
-            let sum = |i: usize| all.iter().map(|v| v[i]).sum::<u64>();
-            s.accepted = sum(0);
-            s.closed = sum(1);
-            s.requests = sum(2);
-            s.bytes_in = sum(3);
-            s.bytes_out = sum(4);
-            s.turns = sum(5);
-            clients = sum(6) as usize;
-            s.stalls = sum(8);
-            pending = sum(9) as usize;
-            p99 = all.iter().map(|v| v[7]).max().unwrap_or(p99);
-            let counts: Vec<String> = all.iter().map(|v| v[6].to_string()).collect();
+            total = LoopSnapshot::default();
+            for part in &all {
+                total.stats += &part.stats;
+                total.clients += part.clients;
+                total.pending += part.pending;
+                total.turn_p99_us = total.turn_p99_us.max(part.turn_p99_us);
+            }
+            let counts: Vec<String> = all.iter().map(|p| p.clients.to_string()).collect();
             per_loop = format!(" loops={}", counts.join("/"));
         }
+        let (s, clients, p99, pending) =
+            (total.stats, total.clients, total.turn_p99_us, total.pending);
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
         log::info!(
             target: "iomux::stats",
