@@ -89,6 +89,10 @@ impl Flags {
     pub const SHUT_AFTER_FLUSH: Flags = Flags(128);
     /// The write side is shut: the peer has seen our end of stream.
     pub const WRITE_SHUT: Flags = Flags(256);
+    /// Input came that nobody will read (the completion driver received it
+    /// after the connection stopped listening): closing must linger as if
+    /// it were still unread in the socket.
+    pub const DISCARDED: Flags = Flags(512);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one
@@ -102,6 +106,12 @@ pub(crate) struct ConnIo {
     output: Vec<u8>,
     /// Bytes of `output` already written.
     written: usize,
+    /// Bytes handed to the kernel in a send that has not completed (the
+    /// completion driver; the send owns them meanwhile).
+    in_flight: usize,
+    /// An empty buffer kept for the next send's swap (completion driver),
+    /// so a request costs no allocation.
+    spare: Vec<u8>,
     /// When the peer last sent bytes (for the idle timeout).
     pub last_read: Instant,
     /// When the socket last took output, or output became pending (for
@@ -121,6 +131,8 @@ impl ConnIo {
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
+            in_flight: 0,
+            spare: Vec::new(),
             last_read: now,
             last_progress: now,
             over_soft_since: None,
@@ -129,9 +141,10 @@ impl ConnIo {
         }
     }
 
-    /// Bytes queued but not yet written to the socket.
+    /// Bytes queued but not yet written to the socket (a send in flight
+    /// counts until it completes).
     pub fn pending(&self) -> usize {
-        self.output.len() - self.written
+        self.output.len() - self.written + self.in_flight
     }
 }
 
@@ -142,6 +155,8 @@ pub(crate) enum Flush {
     Done,
     /// The socket is full; the rest waits for writability.
     Blocked,
+    /// A send is in the kernel (completion driver); its completion goes on.
+    Sending,
 }
 
 /// One connection's slot in the loop's table.
@@ -190,10 +205,9 @@ impl Conn {
         &self.peer
     }
 
-    /// Closes the socket (and drops the buffers), keeping the peer's name
-    /// for the log.
-    pub fn into_peer(self) -> Peer {
-        self.peer
+    /// The socket and the peer's name (the buffers are dropped).
+    pub fn into_parts(self) -> (Stream, Peer) {
+        (self.stream, self.peer)
     }
 
     pub fn has(&self, flag: Flags) -> bool {
@@ -334,6 +348,45 @@ impl Conn {
             io.output = Vec::new();
         }
         Ok((total, Flush::Done))
+    }
+
+    /// Takes the pending output for a send (completion driver): the bytes
+    /// and where they start. The connection's output buffer becomes the
+    /// spare one, so what the app queues meanwhile never moves what the
+    /// kernel reads. `None` when nothing is pending or a send is in flight.
+    pub fn take_output(&mut self) -> Option<(Vec<u8>, usize)> {
+        let io = self.io.as_deref_mut()?;
+        if io.in_flight > 0 || io.written == io.output.len() {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut io.spare);
+        std::mem::swap(&mut buf, &mut io.output);
+        let off = std::mem::take(&mut io.written);
+        io.in_flight = buf.len() - off;
+        Some((buf, off))
+    }
+
+    /// A send completed with `n` bytes taken.
+    pub fn sent(&mut self, n: usize, now: Instant) {
+        if let Some(io) = self.io.as_deref_mut() {
+            io.in_flight = io.in_flight.saturating_sub(n);
+            if n > 0 {
+                io.last_progress = now;
+            }
+        }
+    }
+
+    /// A send's buffer is back and fully sent: kept for the next send
+    /// unless it grew big. Anything it did not send is counted as no
+    /// longer in flight (the caller resubmits the rest instead).
+    pub fn send_done(&mut self, mut buf: Vec<u8>) {
+        if let Some(io) = self.io.as_deref_mut() {
+            io.in_flight = 0;
+            buf.clear();
+            if buf.capacity() <= KEEP_CAPACITY && io.spare.capacity() == 0 {
+                io.spare = buf;
+            }
+        }
     }
 
     /// After output was written: a full connection that is down to the

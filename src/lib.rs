@@ -74,6 +74,7 @@ pub mod source;
 mod stats;
 mod stream;
 pub mod timer;
+mod uring;
 mod waker;
 
 pub use app::App;

@@ -97,6 +97,9 @@ pub(crate) struct Shared {
     generation: u32,
     /// The selector is edge-triggered.
     pub edge: bool,
+    /// The completion driver does the connections' I/O: they are not
+    /// registered with the selector (their receive is armed instead).
+    pub completion: bool,
     /// The group this loop belongs to, and its index there.
     pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
@@ -132,6 +135,7 @@ impl Shared {
             group: None,
             generation: 0,
             edge,
+            completion: false,
             sources: Sources::default(),
             broadcast_ids: Vec::new(),
         }
@@ -197,7 +201,10 @@ impl Shared {
         self.generation = (self.generation + 1) & 0x7fff_ffff;
         let entry = self.conns.vacant_entry();
         let id = ConnId::new(entry.key(), self.generation);
-        let interest = if self.edge {
+        let interest = if self.completion && phase != Phase::Connecting {
+            // The receive is armed by the first flush (see below).
+            Interest::NONE
+        } else if self.edge {
             // Registered once for both: no epoll_ctl per state change.
             Interest::BOTH
         } else if phase == Phase::Connecting {
@@ -206,11 +213,17 @@ impl Shared {
         } else {
             Interest::READABLE
         };
-        selector.register(stream.as_fd(), Token(id.0), interest)?;
+        if interest != Interest::NONE {
+            selector.register(stream.as_fd(), Token(id.0), interest)?;
+        }
         let mut conn = Conn::new(stream, peer, id);
         conn.registered = interest;
         conn.phase = phase;
         entry.insert(conn);
+        if interest == Interest::NONE {
+            // The flush before the loop sleeps arms its receive.
+            self.mark_dirty(id);
+        }
         self.stats.accepted += 1;
         if let Some((group, _)) = &self.group {
             group

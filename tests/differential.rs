@@ -30,15 +30,15 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-const BACKENDS: [&str; 5] = ["select", "poll", "epoll", "epoll-et", "uring-poll"];
+const BACKENDS: [&str; 6] = ["select", "poll", "epoll", "epoll-et", "uring-poll", "uring"];
 
 /// False (after saying so on stderr, past the harness's capture) when
 /// `backend` cannot run here: io_uring unavailable. With
 /// `IOMUX_REQUIRE_URING=1` that is a failure instead.
 fn runs_here(backend: &str, test: &str) -> bool {
     let parsed: iomux::Backend = backend.parse().expect("a backend name");
-    match parsed.open() {
-        Ok(_) => true,
+    match parsed.check() {
+        Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
                 panic!("{test} on {backend}: IOMUX_REQUIRE_URING is set but {e}");

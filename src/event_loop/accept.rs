@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
@@ -11,7 +11,7 @@ use rustix::net::SocketFlags;
 use super::{EventLoop, Life, token, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Phase};
-use crate::selector::Interest;
+use crate::selector::{Interest, Token};
 use crate::shared::TimerKind;
 use crate::stream::{Peer, Stream};
 
@@ -38,7 +38,7 @@ pub(super) struct Listener {
 
 /// Whether an `accept` error concerns only the connection being accepted
 /// (accept(2) says: retry), rather than the listener or the process.
-fn is_per_connection(e: Errno) -> bool {
+pub(super) fn is_per_connection(e: Errno) -> bool {
     matches!(
         e,
         Errno::INTR
@@ -59,7 +59,7 @@ impl<S: Default> EventLoop<S> {
     /// Puts a connected stream in the table and the selector.
     pub(super) fn insert(&mut self, stream: Stream, peer: Peer) -> io::Result<ConnId> {
         self.shared
-            .insert_conn(&mut *self.selector, stream, peer, Phase::Open)
+            .insert_conn(self.driver.selector(), stream, peer, Phase::Open)
     }
 
     /// Starts watching a listening socket.
@@ -71,13 +71,47 @@ impl<S: Default> EventLoop<S> {
                 token::MAX_LISTENERS
             ))
         })?;
-        self.selector
-            .register(socket.as_fd(), token, Interest::READABLE)?;
         self.listeners.push(Listener {
             socket,
-            registered: true,
+            registered: false,
         });
+        if let Err(e) = self.watch_listener(index, token) {
+            self.listeners.pop();
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Watches listener `index` (`token`): readiness of its socket, or its
+    /// multishot accept on the completion driver.
+    pub(super) fn watch_listener(&mut self, index: usize, token: Token) -> io::Result<()> {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return Ok(());
+        };
+        let fd = l.socket.as_fd();
+        match self.driver.ring() {
+            Some(ring) => ring.accept(index, fd.as_raw_fd())?,
+            None => self
+                .driver
+                .selector()
+                .register(fd, token, Interest::READABLE)?,
+        }
+        l.registered = true;
+        Ok(())
+    }
+
+    /// Stops watching listener `index` (a pause, or for good).
+    fn unwatch_listener(&mut self, index: usize) {
+        let Some(l) = self.listeners.get_mut(index).filter(|l| l.registered) else {
+            return;
+        };
+        l.registered = false;
+        match self.driver.ring() {
+            Some(ring) => ring.stop_accepting(index),
+            None => {
+                let _ = self.driver.selector().deregister(l.socket.as_fd());
+            }
+        }
     }
 
     /// Tells the app a connection opened.
@@ -105,22 +139,10 @@ impl<S: Default> EventLoop<S> {
             match accepted {
                 Ok((fd, addr)) => {
                     self.emfile_logged = false;
-                    let (stream, peer) = match &self.listeners[index].socket {
-                        ListenSocket::Tcp(_) => {
-                            let stream = TcpStream::from(fd);
-                            let peer = addr
-                                .and_then(|a| SocketAddr::try_from(a).ok())
-                                .or_else(|| stream.peer_addr().ok());
-                            let Some(peer) = peer else { continue };
-                            (Stream::Tcp(stream), Peer::from(peer))
-                        }
-                        // Clients rarely bind a name: number them instead.
-                        ListenSocket::Unix(_) => (
-                            Stream::Unix(UnixStream::from(fd)),
-                            self.shared.unnamed_unix_peer(),
-                        ),
-                    };
-                    self.admit(app, stream, peer);
+                    let addr = addr.and_then(|a| SocketAddr::try_from(a).ok());
+                    if let Some((stream, peer)) = self.accepted_stream(index, fd, addr) {
+                        self.admit(app, stream, peer);
+                    }
                 }
                 Err(Errno::AGAIN) => return,
                 Err(e) if is_per_connection(e) => {}
@@ -140,7 +162,29 @@ impl<S: Default> EventLoop<S> {
         }
     }
 
-    fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: Stream, peer: Peer) {
+    /// The stream of a socket listener `index` accepted, and its peer
+    /// (`addr` if accept said; `None` if the peer is already gone).
+    pub(super) fn accepted_stream(
+        &self,
+        index: usize,
+        fd: OwnedFd,
+        addr: Option<SocketAddr>,
+    ) -> Option<(Stream, Peer)> {
+        match &self.listeners.get(index)?.socket {
+            ListenSocket::Tcp(_) => {
+                let stream = TcpStream::from(fd);
+                let peer = addr.or_else(|| stream.peer_addr().ok())?;
+                Some((Stream::Tcp(stream), Peer::from(peer)))
+            }
+            // Clients rarely bind a name: number them instead.
+            ListenSocket::Unix(_) => Some((
+                Stream::Unix(UnixStream::from(fd)),
+                self.shared.unnamed_unix_peer(),
+            )),
+        }
+    }
+
+    pub(super) fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: Stream, peer: Peer) {
         let config = &self.shared.config;
         let clients = match &self.shared.group {
             Some((group, _)) => group.clients.load(std::sync::atomic::Ordering::Relaxed),
@@ -175,7 +219,7 @@ impl<S: Default> EventLoop<S> {
     /// listener stays readable, so accepting again at once would spin.
     /// Stop watching the listeners for a moment instead; connected clients
     /// go on being served, and closing ones free descriptors meanwhile.
-    fn pause_accepting(&mut self, error: io::Error) {
+    pub(super) fn pause_accepting(&mut self, error: io::Error) {
         if !self.emfile_logged {
             log::warn!(
                 target: "iomux::accept",
@@ -184,11 +228,8 @@ impl<S: Default> EventLoop<S> {
             );
             self.emfile_logged = true;
         }
-        for l in &mut self.listeners {
-            if l.registered {
-                let _ = self.selector.deregister(l.socket.as_fd());
-                l.registered = false;
-            }
+        for index in 0..self.listeners.len() {
+            self.unwatch_listener(index);
         }
         let backoff = self.shared.config.accept_backoff;
         self.shared.add_timer(backoff, TimerKind::ResumeAccept);
@@ -198,24 +239,21 @@ impl<S: Default> EventLoop<S> {
         if self.life != Life::Running {
             return;
         }
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if !l.registered
-                && let Some(token) = token::listener(i)
+        for index in 0..self.listeners.len() {
+            if !self.listeners[index].registered
+                && let Some(token) = token::listener(index)
+                && let Err(e) = self.watch_listener(index, token)
             {
-                l.registered = self
-                    .selector
-                    .register(l.socket.as_fd(), token, Interest::READABLE)
-                    .is_ok();
+                log::warn!(target: "iomux::accept", "cannot watch a listener again: {e}");
             }
         }
     }
 
     /// Stops accepting for good (the shutdown).
     pub(super) fn close_listeners(&mut self) {
-        for l in self.listeners.drain(..) {
-            if l.registered {
-                let _ = self.selector.deregister(l.socket.as_fd());
-            }
+        for index in 0..self.listeners.len() {
+            self.unwatch_listener(index);
         }
+        self.listeners.clear();
     }
 }

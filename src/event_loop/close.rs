@@ -31,7 +31,9 @@ impl<S: Default> EventLoop<S> {
         // first): drop it, or it would stay for ever.
         self.shared.close_reasons.remove(&id);
         // Deregister before the fd closes (epoll watches descriptions).
-        let _ = self.selector.deregister(conn.stream.as_fd());
+        if conn.registered != crate::selector::Interest::NONE || !self.shared.completion {
+            let _ = self.driver.selector().deregister(conn.stream.as_fd());
+        }
         if conn.jobs() > 0
             && let Some(pool) = &self.shared.pool
         {
@@ -44,7 +46,12 @@ impl<S: Default> EventLoop<S> {
             + usize::from(self.shared.config.idle_timeout.is_some());
         self.shared.orphan_timers += timers;
         // Closed before it is logged: a reader of the log sees the fd gone.
-        let peer = self.shared.conns.remove(id.index()).into_peer();
+        let (stream, peer) = self.shared.conns.remove(id.index()).into_parts();
+        match self.driver.ring() {
+            // Closed once what it has in the ring is cancelled.
+            Some(ring) => ring.retire(id, stream),
+            None => drop(stream),
+        }
         self.shared.stats.closed += 1;
         if let Some((group, _)) = &self.shared.group {
             group
@@ -56,7 +63,7 @@ impl<S: Default> EventLoop<S> {
         }
         log::info!(target: "iomux::conn", "disconnect {peer}");
         let state = std::mem::take(Self::state_slot(&mut self.states, id.index()));
-        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
             app.on_close(ctx, id, state, &reason)
         });
     }

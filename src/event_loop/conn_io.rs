@@ -80,6 +80,12 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         conn.phase = Phase::Open;
+        if matches!(self.driver, super::Driver::Completion(_)) {
+            // From now on the ring does its I/O (`update_interest` arms the
+            // receive); the poll that waited for the connect goes.
+            let _ = self.driver.selector().deregister(conn.stream.as_fd());
+            conn.registered = crate::selector::Interest::NONE;
+        }
         log::info!(target: "iomux::conn", "connected {}", conn.peer());
         self.open(app, id);
         // Queued output goes out; the reply may already be waiting (and on
@@ -88,11 +94,28 @@ impl<S: Default> EventLoop<S> {
         self.shared.unfinished.push(Token(id.0));
     }
 
-    /// Reads and offers input until the socket is drained, the budget is
-    /// spent, or the connection may not take more.
-    fn readable<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, peer_shut: bool) {
+    /// Offers what the connection holds, tells of the peer's end when it
+    /// is due, and (on a readiness backend) reads and offers input until
+    /// the socket is drained, the budget is spent, or the connection may
+    /// not take more. On the completion driver the ring brings the bytes
+    /// (`completion.rs`); this only keeps its receive armed as wanted.
+    pub(super) fn readable<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, peer_shut: bool) {
+        // Out of `self` while the app runs: `offer` borrows the loop.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.read_loop(app, id, peer_shut, &mut scratch);
+        self.scratch = scratch;
+    }
+
+    fn read_loop<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        id: ConnId,
+        peer_shut: bool,
+        scratch: &mut [u8],
+    ) {
         let max_jobs = self.shared.config.max_jobs_per_conn;
         let mut budget = self.shared.config.read_budget;
+        let completion = self.shared.completion;
         let mut offers = 0;
         let now = self.shared.now;
         loop {
@@ -110,7 +133,7 @@ impl<S: Default> EventLoop<S> {
                     return;
                 }
                 offers += 1;
-                self.offer(app, id, 0);
+                self.offer(app, id, &[]);
                 continue;
             }
             if conn.phase == Phase::EofPending {
@@ -122,12 +145,12 @@ impl<S: Default> EventLoop<S> {
                 self.tell_eof(app, id);
                 return;
             }
-            if !conn.may_read(max_jobs) {
+            if !conn.may_read(max_jobs) || completion {
                 self.update_interest(id);
                 return;
             }
             let lingering = conn.phase == Phase::Lingering;
-            match conn.read(&mut self.scratch) {
+            match conn.read(scratch) {
                 Ok(0) if lingering => {
                     let reason = self.take_close_reason(id, CloseReason::PeerClosed);
                     self.shared.schedule_close(id, reason);
@@ -146,7 +169,7 @@ impl<S: Default> EventLoop<S> {
                     }
                     self.shared.stats.bytes_in += n as u64;
                     if !lingering {
-                        self.offer(app, id, n);
+                        self.offer(app, id, &scratch[..n]);
                     }
                     budget = budget.saturating_sub(n);
                     // On a stream socket a short read means the receive queue
@@ -181,6 +204,34 @@ impl<S: Default> EventLoop<S> {
     /// Writes what the socket takes; then decides what the connection
     /// waits for next (or closes it when it owes nothing more).
     pub(super) fn flush<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
+        let now = self.shared.now;
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        conn.set(Flags::DIRTY, false);
+        if conn.phase == Phase::Connecting {
+            return; // output waits for the connect
+        }
+        let flushed = match self.driver.ring() {
+            Some(ring) => Self::start_send(ring, conn, id).map(|sending| (0, sending)),
+            None => conn.flush(now),
+        };
+        match flushed {
+            Ok((written, outcome)) => self.after_write(app, id, written, outcome),
+            Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+        }
+    }
+
+    /// After `written` bytes left (or a send was queued): the water marks,
+    /// the write timer, a shut write side, and what the connection waits
+    /// for next (or its close when it owes nothing more).
+    pub(super) fn after_write<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        id: ConnId,
+        written: usize,
+        outcome: Flush,
+    ) {
         let config = &self.shared.config;
         let (low_water, write_timeout, soft) = (
             config.low_water,
@@ -191,17 +242,6 @@ impl<S: Default> EventLoop<S> {
         let edge = self.edge;
         let Some(conn) = self.shared.live_mut(id) else {
             return;
-        };
-        conn.set(Flags::DIRTY, false);
-        if conn.phase == Phase::Connecting {
-            return; // output waits for the connect
-        }
-        let (written, outcome) = match conn.flush(now) {
-            Ok(done) => done,
-            Err(e) => {
-                self.shared.schedule_close(id, CloseReason::Error(e));
-                return;
-            }
         };
         if let (Some(soft), Some(io)) = (soft, conn.io_mut())
             && io.pending() <= soft
@@ -279,7 +319,9 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         let peer_done = matches!(conn.phase, Phase::ReadClosed | Phase::EofPending);
-        let unread = !peer_done && rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0);
+        let unread = !peer_done
+            && (conn.has(Flags::DISCARDED)
+                || rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0));
         if !unread {
             self.shared.schedule_close(id, reason);
             return;
@@ -289,6 +331,7 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         conn.phase = Phase::Lingering;
+        conn.set(Flags::REOFFER, false);
         if let Some(io) = conn.io_mut() {
             io.input = Vec::new();
         }
@@ -310,6 +353,8 @@ impl<S: Default> EventLoop<S> {
 
     /// Level-triggered backends are told only of real changes (trap: an
     /// `epoll_ctl` per request). Edge-triggered ones keep both interests.
+    /// On the completion driver, a receive is armed exactly while the
+    /// connection may read.
     pub(super) fn update_interest(&mut self, id: ConnId) {
         if self.edge {
             return;
@@ -318,10 +363,23 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
+        if let Some(ring) = self.driver.ring() {
+            if conn.phase == Phase::Connecting {
+                return; // its poll waits for the connect
+            }
+            // Input still to offer comes first: receiving ahead of it would
+            // let a backlog grow with every pause.
+            let want = conn.may_read(max_jobs) && !conn.has(Flags::REOFFER);
+            if let Err(e) = ring.want_recv(id, crate::uring::raw(&conn.stream), want) {
+                self.shared.schedule_close(id, CloseReason::Error(e));
+            }
+            return;
+        }
         let wanted = conn.level_interest(max_jobs);
         if wanted != conn.registered {
             match self
-                .selector
+                .driver
+                .selector()
                 .reregister(conn.stream.as_fd(), Token(id.0), wanted)
             {
                 Ok(()) => conn.registered = wanted,

@@ -2,31 +2,36 @@
 //! bytes: the unconsumed rest is kept and offered again, the end of stream
 //! is told after everything before it, limits are told before they close.
 
-use super::{EventLoop, watch};
+use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
 use crate::ctx::{CloseReason, Limit};
 use crate::shared::TimerKind;
 
 impl<S: Default> EventLoop<S> {
-    /// Offers the connection's unconsumed input followed by
-    /// `scratch[..n]` to the app, and keeps what it leaves.
-    pub(super) fn offer<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, n: usize) {
+    /// Offers the connection's unconsumed input followed by `fresh` (just
+    /// read, or a provided buffer the ring filled) to the app, and keeps
+    /// what it leaves.
+    pub(super) fn offer<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, fresh: &[u8]) {
+        let n = fresh.len();
         let now = self.shared.now;
         let max_input = self.shared.config.max_input;
+        let max_jobs = self.shared.config.max_jobs_per_conn;
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
         conn.set(Flags::REOFFER, false);
+        let conn_ended = conn.phase == Phase::EofPending;
         let io = conn.io_or_new(now);
-        let fresh = &self.scratch[..n];
         let state = Self::state_slot(&mut self.states, id.index());
-        let (used, left) = if io.input.is_empty() {
+        // `refused`: what the app was offered and left (input it was not
+        // offered yet is not its doing).
+        let (used, left, refused) = if io.input.is_empty() {
             // The common case: the bytes are offered straight from the
             // read buffer, and only an unconsumed tail is copied.
             let used = watch::call_conn(
                 &mut self.shared,
-                &mut *self.selector,
+                self.driver.selector(),
                 state,
                 app,
                 id,
@@ -40,20 +45,38 @@ impl<S: Default> EventLoop<S> {
             {
                 c.io_or_new(now).input.extend_from_slice(tail);
             }
-            (used, tail.len())
+            (used, tail.len(), tail.len())
         } else {
             let mut input = std::mem::take(&mut io.input);
             input.extend_from_slice(fresh);
-            let used = watch::call_conn(
-                &mut self.shared,
-                &mut *self.selector,
-                state,
-                app,
-                id,
-                watch::Sends::Replies,
-                |app, ctx, st| app.on_data(ctx, id, st, &input),
-            )
-            .min(input.len());
+            // A backlog (input kept while the connection could not take it;
+            // the completion driver receives ahead) is offered a window at
+            // a time, so what an app forwards of it stays within a window
+            // past the high-water mark. An app that needs more (it took
+            // nothing) gets the window doubled at once; at the end of
+            // stream it sees everything, as `Ctx::input_ended` promises.
+            let mut window = if conn_ended { usize::MAX } else { READ_CHUNK };
+            let (used, end) = loop {
+                let end = input.len().min(window);
+                let used = watch::call_conn(
+                    &mut self.shared,
+                    self.driver.selector(),
+                    &mut *state,
+                    app,
+                    id,
+                    watch::Sends::Replies,
+                    |app, ctx, st| app.on_data(ctx, id, st, &input[..end]),
+                )
+                .min(end);
+                let go_on = self
+                    .shared
+                    .live(id)
+                    .is_some_and(|c| c.may_deliver(max_jobs));
+                if used > 0 || end == input.len() || !go_on {
+                    break (used, end);
+                }
+                window = window.saturating_mul(2);
+            };
             input.drain(..used);
             let left = input.len();
             if left > 0
@@ -61,12 +84,12 @@ impl<S: Default> EventLoop<S> {
             {
                 c.io_or_new(now).input = input;
             }
-            (used, left)
+            (used, left, end - used)
         };
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
-        if left > max_input {
+        if refused > max_input {
             self.shared.note_limit(id, Limit::Input { max: max_input });
         } else if used > 0 && left > 0 {
             // Progress with input left: maybe more requests are complete.

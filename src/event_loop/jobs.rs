@@ -67,7 +67,7 @@ impl<S: Default> EventLoop<S> {
         group.take(*index, &mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
         for message in inbox.drain(..) {
-            watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+            watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
                 app.on_message(ctx, message)
             });
             self.reap(app);

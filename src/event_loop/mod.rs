@@ -39,6 +39,7 @@ use crate::waker::{SignalPipe, StopHandle, Waker};
 
 mod accept;
 mod close;
+mod completion;
 mod conn_io;
 mod deliver;
 mod jobs;
@@ -79,10 +80,51 @@ pub enum Status {
     Stopped,
 }
 
-/// A single-threaded event loop over one selector, for an app whose
+/// How the loop talks to the kernel.
+enum Driver {
+    /// A selector says which descriptors are ready; the loop does the I/O
+    /// (`conn_io.rs`).
+    Readiness(Box<dyn Selector>),
+    /// The ring does the connections' I/O (`completion.rs`); its poll
+    /// requests are the selector for everything else.
+    Completion(Box<crate::uring::Ring>),
+}
+
+impl Driver {
+    fn open(backend: Backend) -> io::Result<Driver> {
+        Ok(match backend.resolve() {
+            Backend::Uring => Driver::Completion(Box::new(crate::uring::Ring::new()?)),
+            other => Driver::Readiness(other.open()?),
+        })
+    }
+
+    /// The selector for descriptors that are not connections' data.
+    fn selector(&mut self) -> &mut dyn Selector {
+        match self {
+            Driver::Readiness(selector) => &mut **selector,
+            Driver::Completion(ring) => &mut ring.poll,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Driver::Readiness(selector) => selector.name(),
+            Driver::Completion(_) => Backend::Uring.name(),
+        }
+    }
+
+    fn ring(&mut self) -> Option<&mut crate::uring::Ring> {
+        match self {
+            Driver::Readiness(_) => None,
+            Driver::Completion(ring) => Some(ring),
+        }
+    }
+}
+
+/// A single-threaded event loop over one backend, for an app whose
 /// per-connection state is `S` ([`App::State`]).
 pub struct EventLoop<S = ()> {
-    selector: Box<dyn Selector>,
+    driver: Driver,
     events: Events,
     listeners: Vec<Listener>,
     shared: Shared,
@@ -113,6 +155,8 @@ pub struct EventLoop<S = ()> {
     inbox: Vec<crate::group::Message>,
     /// Pending output summed at the last stats tick.
     pending_at_tick: usize,
+    /// The ring's completions of this turn (reused, no allocation).
+    completions: Vec<crate::selector::uring_poll::OpCompletion>,
 }
 
 impl<S: Default> EventLoop<S> {
@@ -120,20 +164,25 @@ impl<S: Default> EventLoop<S> {
     /// [`Config::validate`]: an invalid one is an `InvalidInput` error).
     pub fn new(backend: Backend, config: Config) -> io::Result<EventLoop<S>> {
         config.validate()?;
-        let mut selector = backend.open()?;
+        let mut driver = Driver::open(backend)?;
         let waker = Waker::new()?;
-        selector.register(waker.fd(), token::WAKER, Interest::READABLE)?;
-        let name = selector.name();
-        let edge = selector.edge_triggered();
+        driver
+            .selector()
+            .register(waker.fd(), token::WAKER, Interest::READABLE)?;
+        let name = driver.name();
+        let edge = driver.selector().edge_triggered();
+        let completion = matches!(driver, Driver::Completion(_));
         let pool = match config.workers {
             0 => None,
             n => Some(Pool::new(n, waker.clone())?),
         };
+        let mut shared = Shared::new(config, pool, name, edge);
+        shared.completion = completion;
         Ok(EventLoop {
-            selector,
+            driver,
             events: Events::with_capacity(256),
             listeners: Vec::new(),
-            shared: Shared::new(config, pool, name, edge),
+            shared,
             states: Vec::new(),
             waker,
             stop_flag: Arc::new(AtomicBool::new(false)),
@@ -150,12 +199,13 @@ impl<S: Default> EventLoop<S> {
             last_stats: (Instant::now(), Stats::default()),
             inbox: Vec::new(),
             pending_at_tick: 0,
+            completions: Vec::new(),
         })
     }
 
     /// The running backend's name (`auto` resolved).
     pub fn backend_name(&self) -> &'static str {
-        self.selector.name()
+        self.driver.name()
     }
 
     /// The config the loop runs with.
@@ -215,7 +265,7 @@ impl<S: Default> EventLoop<S> {
     ) -> io::Result<crate::source::SourceId> {
         crate::source::watch(
             &mut self.shared.sources,
-            &mut *self.selector,
+            self.driver.selector(),
             Box::new(fd),
             interest,
         )
@@ -231,20 +281,22 @@ impl<S: Default> EventLoop<S> {
         if !is_t {
             return None;
         }
-        let owner = crate::source::unwatch(&mut self.shared.sources, &mut *self.selector, source)?;
+        let owner =
+            crate::source::unwatch(&mut self.shared.sources, self.driver.selector(), source)?;
         owner.into_any().downcast::<T>().ok().map(|b| *b)
     }
 
     /// Connects to `addr` without blocking (see [`crate::Ctx::connect`]).
     pub fn connect(&mut self, addr: std::net::SocketAddr) -> io::Result<ConnId> {
-        self.shared.connect(&mut *self.selector, addr)
+        self.shared.connect(self.driver.selector(), addr)
     }
 
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
     /// SIGTERM).
     pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
         let pipe = SignalPipe::new(signals)?;
-        self.selector
+        self.driver
+            .selector()
             .register(pipe.fd(), token::SIGNALS, Interest::READABLE)?;
         self.signals = Some(pipe);
         Ok(())
@@ -302,6 +354,11 @@ impl<S: Default> EventLoop<S> {
             && (self.shared.conns.is_empty() || Instant::now() >= deadline)
         {
             self.close_all(app);
+            if let Some(ring) = self.driver.ring() {
+                // Their sockets close once the ring has cancelled their
+                // receives: let it, or no later turn would.
+                ring.settle(Duration::from_secs(1));
+            }
             self.life = Life::Stopped;
             return Ok(Status::Stopped);
         }
@@ -312,7 +369,7 @@ impl<S: Default> EventLoop<S> {
         if let Some(started) = self.turn_started.take() {
             self.turn_times.record(started.elapsed());
         }
-        self.selector.select(&mut self.events, wait)?;
+        self.driver.selector().select(&mut self.events, wait)?;
         self.shared.now = Instant::now();
         if self.shared.config.stats_interval.is_some() {
             self.turn_started = Some(self.shared.now);
@@ -328,6 +385,7 @@ impl<S: Default> EventLoop<S> {
                 self.dispatch(app, event);
             }
         }
+        self.complete(app);
         for token in batch.drain(..) {
             // The edge that raised these may also have told of the peer's
             // end of stream, and was spent while the connection was paused
@@ -351,7 +409,7 @@ impl<S: Default> EventLoop<S> {
         if let Some(every) = self.shared.config.stats_interval {
             self.shared.add_timer(every, TimerKind::Stats);
         }
-        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
             app.on_start(ctx)
         });
         for id in std::mem::take(&mut self.unopened) {
@@ -382,7 +440,7 @@ impl<S: Default> EventLoop<S> {
         match token::decode(event.token) {
             Source::Waker => {
                 if self.waker.drain() {
-                    watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+                    watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
                         app.on_wake(ctx)
                     });
                 }
@@ -419,7 +477,7 @@ impl<S: Default> EventLoop<S> {
             readable: event.is_readable() || event.is_error() || event.is_hup(),
             writable: event.is_writable() || event.is_error(),
         };
-        watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
             app.on_ready(ctx, id, ready)
         });
     }

@@ -61,7 +61,7 @@ impl<S: Default> EventLoop<S> {
                     }
                 }
                 TimerKind::App(t) => {
-                    watch::call(&mut self.shared, &mut *self.selector, app, |app, ctx| {
+                    watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
                         app.on_timer(ctx, t)
                     })
                 }

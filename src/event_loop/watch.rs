@@ -104,7 +104,7 @@ impl<S: Default> EventLoop<S> {
         let state = Self::state_slot(&mut self.states, id.index());
         call_conn(
             &mut self.shared,
-            &mut *self.selector,
+            self.driver.selector(),
             state,
             app,
             id,

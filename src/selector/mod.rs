@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 mod epoll;
 mod poll;
 mod select;
-mod uring_poll;
+pub(crate) mod uring_poll;
 
 pub use self::epoll::Epoll;
 pub use self::poll::Poll;
@@ -294,19 +294,33 @@ pub enum Backend {
     /// `io_uring(7)` poll requests, level-triggered (re-armed one-shot
     /// polls); fails to open where io_uring is unavailable.
     UringPoll,
+    /// `io_uring(7)` as a completion engine: the kernel does the
+    /// connections' I/O (multishot accept and receive, sends), one
+    /// `io_uring_enter` per turn. Not a [`Selector`]: only
+    /// [`crate::EventLoop::new`] runs it (its [`Backend::open`] fails).
+    Uring,
 }
 
 impl Backend {
     /// Every name [`Backend::from_str`] accepts.
-    pub const NAMES: [&'static str; 6] =
-        ["auto", "select", "poll", "epoll", "epoll-et", "uring-poll"];
-    /// Every concrete backend (no `Auto`), for tests and reports.
-    pub const ALL: [Backend; 5] = [
+    pub const NAMES: [&'static str; 7] = [
+        "auto",
+        "select",
+        "poll",
+        "epoll",
+        "epoll-et",
+        "uring-poll",
+        "uring",
+    ];
+    /// Every concrete backend (no `Auto`), for tests and reports: the
+    /// readiness ones, then the completion driver.
+    pub const ALL: [Backend; 6] = [
         Backend::Select,
         Backend::Poll,
         Backend::Epoll,
         Backend::EpollEt,
         Backend::UringPoll,
+        Backend::Uring,
     ];
 
     /// The name of this backend.
@@ -318,6 +332,22 @@ impl Backend {
             Backend::Epoll => "epoll",
             Backend::EpollEt => "epoll-et",
             Backend::UringPoll => "uring-poll",
+            Backend::Uring => "uring",
+        }
+    }
+
+    /// Whether the kernel does the I/O (completion) rather than saying
+    /// what is ready (readiness).
+    pub fn is_completion(self) -> bool {
+        self == Backend::Uring
+    }
+
+    /// Whether this backend can run here: an `Unsupported` error names
+    /// what is missing (io_uring disabled, an old kernel).
+    pub fn check(self) -> io::Result<()> {
+        match self.resolve() {
+            Backend::Uring => crate::uring::Ring::probe(),
+            other => other.open().map(drop),
         }
     }
     /// What `Auto` stands for here; other backends are themselves.
@@ -335,9 +365,16 @@ impl Backend {
         }
     }
     /// Creates the selector. `UringPoll` fails with an `Unsupported` error
-    /// saying why where io_uring is unavailable.
+    /// saying why where io_uring is unavailable; `Uring` is not a selector
+    /// (an `InvalidInput` error).
     pub fn open(self) -> io::Result<Box<dyn Selector>> {
         Ok(match self.resolve() {
+            Backend::Uring => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the uring backend is a completion driver, not a selector: run it with EventLoop::new",
+                ));
+            }
             Backend::Select => Box::new(Select::new()),
             Backend::Poll => Box::new(Poll::new()),
             Backend::EpollEt => Box::new(Epoll::new(true)?),
@@ -380,6 +417,7 @@ impl FromStr for Backend {
             "epoll" => Backend::Epoll,
             "epoll-et" => Backend::EpollEt,
             "uring-poll" => Backend::UringPoll,
+            "uring" => Backend::Uring,
             _ => return Err(UnknownBackend(s.to_string())),
         })
     }
@@ -392,11 +430,11 @@ impl FromStr for Backend {
 /// line, so that lines of tests running in parallel do not interleave.
 #[cfg(test)]
 pub(crate) fn skip_unavailable(backend: Backend, test: &str) -> bool {
-    if backend != Backend::UringPoll {
+    if !matches!(backend, Backend::UringPoll | Backend::Uring) {
         return false;
     }
-    match backend.open() {
-        Ok(_) => false,
+    match backend.check() {
+        Ok(()) => false,
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             use std::io::Write;
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {

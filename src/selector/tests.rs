@@ -727,8 +727,14 @@ fn backend_names_round_trip() {
         assert_eq!(backend.name(), name);
         assert_eq!(backend.to_string(), name);
     }
-    assert_eq!(Backend::ALL.len(), 5);
+    assert_eq!(Backend::ALL.len(), 6);
     assert_eq!(Backend::NAMES.len(), Backend::ALL.len() + 1);
+    assert!(Backend::Uring.is_completion() && !Backend::UringPoll.is_completion());
+    let err = Backend::Uring
+        .open()
+        .err()
+        .expect("uring is not a selector");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(!Backend::ALL.contains(&Backend::Auto));
     assert_eq!(Backend::Auto.resolve(), Backend::Epoll);
     for b in Backend::ALL {
@@ -750,7 +756,7 @@ fn unknown_backend_lists_the_valid_names() {
     }
     assert_eq!(
         "io_uring".parse::<Backend>().unwrap_err().to_string(),
-        "unknown backend 'io_uring' (valid: auto, select, poll, epoll, epoll-et, uring-poll)"
+        "unknown backend 'io_uring' (valid: auto, select, poll, epoll, epoll-et, uring-poll, uring)"
     );
 }
 

@@ -55,6 +55,21 @@ const CQ_ENTRIES: u32 = 8192;
 const MAX_PASSES: usize = 8;
 /// `user_data` of removal requests, whose completions are not looked at.
 const REMOVAL: u64 = u64::MAX;
+/// `user_data` bit of the completion driver's operations (`crate::uring`);
+/// a poll's `user_data` never has it (its generation has 31 bits).
+pub(crate) const OP_BIT: u64 = 1 << 63;
+/// `user_data` of requests whose completions nobody looks at (cancels).
+pub(crate) const IGNORED: u64 = REMOVAL;
+
+/// A completion of one of the completion driver's operations, set aside
+/// by the wait for it (see [`UringPoll::take_completions`]).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct OpCompletion {
+    /// The operation's `user_data` without [`OP_BIT`].
+    pub op: u64,
+    pub result: i32,
+    pub flags: u32,
+}
 
 /// Where a registration's poll is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -90,6 +105,8 @@ pub struct UringPoll {
     /// `user_data` of polls the next wait cancels.
     to_remove: Vec<u64>,
     next_generation: u32,
+    /// Completions of operations (not polls), for the completion driver.
+    completions: Vec<OpCompletion>,
 }
 
 fn unavailable(reason: impl std::fmt::Display) -> io::Error {
@@ -202,12 +219,38 @@ impl UringPoll {
             to_arm: Vec::new(),
             to_remove: Vec::new(),
             next_generation: 0,
+            completions: Vec::new(),
         })
     }
 
+    /// The next registration generation: 31 bits, so that a poll's
+    /// `user_data` never has [`OP_BIT`].
     fn generation(&mut self) -> u32 {
-        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation = self.next_generation.wrapping_add(1) & 0x7fff_ffff;
         self.next_generation
+    }
+
+    /// The ring, for the completion driver's registrations.
+    pub(crate) fn ring(&self) -> &IoUring {
+        &self.ring
+    }
+
+    /// Queues an operation of the completion driver; its completion comes
+    /// back through [`UringPoll::take_completions`] with `op` (which must
+    /// not have [`OP_BIT`]), or not at all if its `user_data` is
+    /// [`IGNORED`].
+    ///
+    /// # Safety
+    ///
+    /// Every buffer and file the entry refers to must stay valid until its
+    /// last completion has been taken.
+    pub(crate) unsafe fn push_op(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        self.push(entry)
+    }
+
+    /// Moves the operation completions of the last wait into `out`.
+    pub(crate) fn take_completions(&mut self, out: &mut Vec<OpCompletion>) {
+        out.append(&mut self.completions);
     }
 
     fn registration(&mut self, fd: RawFd) -> io::Result<&mut Registration> {
@@ -224,7 +267,8 @@ impl UringPoll {
             // SAFETY: the requests built here (poll add, poll remove) carry
             // only an fd number, a mask and a `user_data`; no buffer or
             // other memory of ours is handed to the kernel, so nothing has
-            // to outlive the operation. An fd closed without deregistering
+            // to outlive the operation. (The completion driver's operations
+            // come through `push_op`, whose caller vouches for theirs.) An fd closed without deregistering
             // (breaking the contract) makes the kernel fail the poll with
             // `EBADF`; it takes its own reference on the file otherwise.
             let pushed = unsafe { self.ring.submission().push(&entry) };
@@ -355,6 +399,14 @@ impl UringPoll {
             if user_data == REMOVAL {
                 continue;
             }
+            if user_data & OP_BIT != 0 {
+                self.completions.push(OpCompletion {
+                    op: user_data & !OP_BIT,
+                    result: cqe.result(),
+                    flags: cqe.flags(),
+                });
+                continue;
+            }
             let fd = user_data as u32 as RawFd;
             let generation = (user_data >> 32) as u32;
             let Some(Some(reg)) = self.regs.get_mut(fd as usize) else {
@@ -394,7 +446,7 @@ impl UringPoll {
                     // generation so that the multishot's end is dropped.
                     if still_armed {
                         self.to_remove.push(user_data);
-                        self.next_generation = self.next_generation.wrapping_add(1);
+                        self.next_generation = self.next_generation.wrapping_add(1) & 0x7fff_ffff;
                         reg.generation = self.next_generation;
                     }
                     reg.state = State::Queued { parked: false };
@@ -486,7 +538,7 @@ impl Selector for UringPoll {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let timed_out = self.enter(left)?;
             self.harvest(events);
-            if !events.is_empty() || timed_out {
+            if !events.is_empty() || !self.completions.is_empty() || timed_out {
                 break;
             }
             if left == Some(Duration::ZERO) && self.to_arm.is_empty() {

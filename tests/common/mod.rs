@@ -16,6 +16,7 @@ macro_rules! backend_suite {
         backend_suite!(@backend epoll, "epoll", $($name),*);
         backend_suite!(@backend epoll_et, "epoll-et", $($name),*);
         backend_suite!(@backend uring_poll, "uring-poll", $($name),*);
+        backend_suite!(@backend uring, "uring", $($name),*);
     };
     (@backend $module:ident, $backend:literal, $($name:ident),*) => {
         mod $module {
@@ -42,7 +43,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Every concrete backend; each behaviour is tested on all of them.
-pub const BACKENDS: [&str; 5] = ["select", "poll", "epoll", "epoll-et", "uring-poll"];
+pub const BACKENDS: [&str; 6] = ["select", "poll", "epoll", "epoll-et", "uring-poll", "uring"];
 
 /// True (after saying so on the terminal) when `backend` cannot run on this
 /// machine: io_uring unavailable. Written straight to stderr, past the test
@@ -51,8 +52,8 @@ pub const BACKENDS: [&str; 5] = ["select", "poll", "epoll", "epoll-et", "uring-p
 /// `IOMUX_REQUIRE_URING=1` (CI, where it must run) it fails instead.
 pub fn skip_unavailable(backend: &str, test: &str) -> bool {
     let backend: iomux::Backend = backend.parse().expect("a backend name");
-    match backend.open() {
-        Ok(_) => false,
+    match backend.check() {
+        Ok(()) => false,
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             if std::env::var_os("IOMUX_REQUIRE_URING").is_some_and(|v| v != "0") {
                 panic!("{test}: IOMUX_REQUIRE_URING is set but {e}");
@@ -167,8 +168,33 @@ impl Captured {
 fn iomux_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     raise_fd_limit();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomux"));
-    cmd.args(args)
-        .env_remove("IOMUX_BACKEND")
+    cmd.args(args);
+    configure(cmd, env)
+}
+
+/// `iomux ARGS` started with an open-files limit of `limit` (soft and
+/// hard, so it cannot raise it), through util-linux's `prlimit`; `None`
+/// where there is no `prlimit`.
+fn iomux_command_with_fd_limit(args: &[&str], limit: u64) -> Option<Command> {
+    let found = Command::new("prlimit")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        return None;
+    }
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={limit}:{limit}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_iomux"))
+        .args(args);
+    Some(configure(cmd, &[]))
+}
+
+fn configure(mut cmd: Command, env: &[(&str, &str)]) -> Command {
+    cmd.env_remove("IOMUX_BACKEND")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -281,9 +307,21 @@ impl Server {
     /// `iomux ARGS` with `ENV`, which must start a server; waits for its
     /// start-up line (failing the test with its output if none comes).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = iomux_command(args, env)
-            .spawn()
-            .expect("spawn the iomux binary");
+        Server::spawn_command(iomux_command(args, env), args)
+    }
+
+    /// [`Server::start`] under an open-files limit of `limit` from the
+    /// start (see [`iomux_command_with_fd_limit`]); `None` without
+    /// `prlimit`.
+    pub fn start_with_fd_limit(backend: &str, extra: &[&str], limit: u64) -> Option<Server> {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--backend", backend];
+        args.extend_from_slice(extra);
+        let cmd = iomux_command_with_fd_limit(&args, limit)?;
+        Some(Server::spawn_command(cmd, &args))
+    }
+
+    fn spawn_command(mut cmd: Command, args: &[&str]) -> Server {
+        let mut child = cmd.spawn().expect("spawn the iomux binary");
         let stdout = Captured::drain(child.stdout.take().unwrap());
         let stderr = Captured::drain(child.stderr.take().unwrap());
         let mut server = Server {
