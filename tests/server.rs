@@ -1120,18 +1120,20 @@ mod cli {
     /// uring-poll fails with one line naming the reason, exit 1.
     #[test]
     fn uring_unavailable_exits_1_naming_the_reason() {
-        let args = ["serve", "--bind", "127.0.0.1:0", "--backend", "uring-poll"];
-        let done = run_to_exit(&args, &[("IOMUX_NO_URING", "1")], QUICK);
-        assert_eq!(done.status.code(), Some(1), "stderr:\n{}", done.stderr);
-        let lines: Vec<&str> = done.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "stderr:\n{}", done.stderr);
-        assert!(
-            lines[0].contains("uring-poll")
-                && lines[0].contains("io_uring unavailable: disabled by IOMUX_NO_URING"),
-            "{}",
-            lines[0]
-        );
-        assert!(done.stdout.is_empty(), "stdout:\n{}", done.stdout);
+        for backend in ["uring-poll", "uring"] {
+            let args = ["serve", "--bind", "127.0.0.1:0", "--backend", backend];
+            let done = run_to_exit(&args, &[("IOMUX_NO_URING", "1")], QUICK);
+            assert_eq!(done.status.code(), Some(1), "stderr:\n{}", done.stderr);
+            let lines: Vec<&str> = done.stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "stderr:\n{}", done.stderr);
+            assert!(
+                lines[0].contains(&format!("the {backend} event loop"))
+                    && lines[0].contains("io_uring unavailable: disabled by IOMUX_NO_URING"),
+                "{}",
+                lines[0]
+            );
+            assert!(done.stdout.is_empty(), "stdout:\n{}", done.stdout);
+        }
     }
 
     #[test]

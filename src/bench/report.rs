@@ -233,8 +233,62 @@ pub fn markdown(points: &[Point], title: &str, command: &str, notes: &[String]) 
     for n in notes {
         let _ = writeln!(s, "> {n}\n");
     }
-    s += "| server | idle | pipeline | size | rate | req/s (spread) | p50 | p99 | server CPU µs/req (spread) | vs 0 idle | RSS | RSS/idle conn | bench CPU | other load | errors |\n";
-    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for model in [Model::Readiness, Model::Completion, Model::Peer] {
+        let group: Vec<&Point> = points
+            .iter()
+            .filter(|p| Model::of(&p.target) == model)
+            .collect();
+        if !group.is_empty() {
+            let _ = writeln!(s, "**{}**\n", model.heading());
+            table(&mut s, &group);
+            s += "\n";
+        }
+    }
+    s += "Medians of the repeats; spread is ±half the range over the median (n/a with one run). \
+          Server CPU is user + system time from /proc/PID/stat over the measured window. \
+          Other load is the CPU (in cores) the machine spent on anything but this server and \
+          this bench in the window, from /proc/stat; the most of any run. With an open-loop \
+          rate, latency is from each request's due time.\n";
+    s
+}
+
+/// How a server of the report does its I/O: the table groups by it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Model {
+    Readiness,
+    Completion,
+    /// Another program (`--peer`).
+    Peer,
+}
+
+impl Model {
+    /// From a point's label: an iomux backend (`epoll`, `uring/t2`) or a
+    /// peer's label.
+    fn of(target: &str) -> Model {
+        let backend = target.split('/').next().unwrap_or(target);
+        match backend.parse::<iomux::Backend>() {
+            Ok(b) if b.is_completion() => Model::Completion,
+            Ok(_) => Model::Readiness,
+            Err(_) => Model::Peer,
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        match self {
+            Model::Readiness => {
+                "Readiness: the kernel says which sockets are ready, the loop makes the recv and send calls"
+            }
+            Model::Completion => {
+                "Completion: the loop hands the kernel the receives and sends, one io_uring_enter a turn for all"
+            }
+            Model::Peer => "Peers",
+        }
+    }
+}
+
+fn table(s: &mut String, points: &[&Point]) {
+    *s += "| server | idle | pipeline | size | rate | req/s (spread) | p50 | p99 | server CPU µs/req (spread) | vs 0 idle | RSS | RSS/idle conn | bench CPU | other load | errors |\n";
+    *s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for p in points {
         let ratio = p
             .cpu_ratio_to_zero_idle
@@ -245,7 +299,7 @@ pub fn markdown(points: &[Point], title: &str, command: &str, notes: &[String]) 
             format!("{:.0} B", p.rss_per_idle)
         };
         let _ = writeln!(
-            s,
+            *s,
             "| {} | {} | {} | {} | {} | {:.0} ({}) | {:.0} µs | {:.0} µs | {:.2} ({}) | {} | {:.1} MiB | {} | {:.0}% | {:.2} | {} |",
             p.target,
             p.idle,
@@ -266,12 +320,6 @@ pub fn markdown(points: &[Point], title: &str, command: &str, notes: &[String]) 
             p.errors
         );
     }
-    s += "\nMedians of the repeats; spread is ±half the range over the median (n/a with one run). \
-          Server CPU is user + system time from /proc/PID/stat over the measured window. \
-          Other load is the CPU (in cores) the machine spent on anything but this server and \
-          this bench in the window, from /proc/stat; the most of any run. With an open-loop \
-          rate, latency is from each request's due time.\n";
-    s
 }
 
 /// The matrix dimension a plot puts on its x axis.
@@ -617,6 +665,29 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         svg
+    }
+
+    #[test]
+    fn the_table_groups_servers_by_model() {
+        assert_eq!(Model::of("epoll"), Model::Readiness);
+        assert_eq!(Model::of("uring-poll/t2"), Model::Readiness);
+        assert_eq!(Model::of("uring"), Model::Completion);
+        assert_eq!(Model::of("uring/t2"), Model::Completion);
+        assert_eq!(Model::of("tokio"), Model::Peer);
+        let samples = vec![
+            sample("uring", 0, 0, 100.0, 3.0),
+            sample("tokio", 0, 0, 100.0, 4.0),
+            sample("epoll", 0, 0, 100.0, 4.0),
+        ];
+        let md = markdown(&aggregate(&samples), "t", "c", &[]);
+        let at = |needle: &str| md.find(needle).unwrap_or_else(|| panic!("{needle}: {md}"));
+        assert!(at("**Readiness") < at("| epoll |"));
+        assert!(at("| epoll |") < at("**Completion"));
+        assert!(at("**Completion") < at("| uring |"));
+        assert!(at("| uring |") < at("**Peers"));
+        assert!(at("**Peers") < at("| tokio |"));
+        let only_readiness = markdown(&aggregate(&samples[2..]), "t", "c", &[]);
+        assert!(!only_readiness.contains("**Completion"), "{only_readiness}");
     }
 
     #[test]

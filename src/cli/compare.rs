@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Backends to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "select,poll,epoll,epoll-et,uring-poll", value_parser = super::serve::parse_backend)]
+    #[arg(long, value_delimiter = ',', default_value = "select,poll,epoll,epoll-et,uring-poll,uring", value_parser = super::serve::parse_backend)]
     backends: Vec<Backend>,
     /// Idle-connection counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,5000,10000", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
