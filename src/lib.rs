@@ -7,6 +7,12 @@
 //! stale tokens dropped) → connection buffers (read budget, back-pressure) →
 //! [`App`] (your protocol) → connection output → socket.
 //!
+//! Or, on the completion driver (`Backend::Uring`), the kernel does the
+//! I/O itself: completion of a multishot receive into a shared ring of
+//! provided buffers → [`EventLoop`] (operation → connection) → [`App`],
+//! straight from the buffer → connection output → a send the ring owns
+//! until it completes. Same loop, same app contract, same tests.
+//!
 //! ```no_run
 //! use iomux::{app::Echo, Backend, Config, EventLoop, SIGINT, SIGTERM};
 //!

@@ -13,6 +13,13 @@
 //! app must read (or write) until `WouldBlock`, as with any edge-triggered
 //! API. Errors and hang-ups are reported as readable and writable: the next
 //! read or write says what happened.
+//!
+//! On the completion driver (`uring`) the kernel does the I/O of the
+//! loop's connections, but not of a source: what a source is and how to
+//! read it is the app's business. A source is watched there by io_uring
+//! poll requests in the same ring, re-armed after each report, so it is
+//! level-triggered exactly as on `uring-poll`: reported while it stays
+//! ready, reading until `WouldBlock` is allowed but not required.
 
 use std::any::Any;
 use std::io;

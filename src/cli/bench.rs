@@ -109,7 +109,8 @@ pub struct BenchArgs {
     /// --interval lines as CSV.
     #[arg(long, requires = "interval")]
     pub csv: bool,
-    /// The bench's own event-loop backend.
+    /// The bench's own event-loop backend (any `serve --backend` name,
+    /// `uring` included).
     #[arg(long, default_value = "epoll", value_parser = super::serve::parse_backend)]
     pub backend: Backend,
     /// Print the result (or the error) as JSON.

@@ -26,8 +26,9 @@ pub struct ServeArgs {
     /// port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
     bind: Addr,
-    /// Readiness mechanism [default: auto, or $IOMUX_BACKEND]
-    /// [possible values: auto, select, poll, epoll, epoll-et, uring-poll]
+    /// Kernel mechanism [default: auto, or $IOMUX_BACKEND] [possible
+    /// values: auto, select, poll, epoll, epoll-et, uring-poll (readiness);
+    /// uring (completion)]
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// What the server does with the bytes.
