@@ -208,7 +208,8 @@ impl<K: Eq + std::hash::Hash> Opener<K> {
         }
     }
 
-    /// The address connects go to now.
+    /// The address connects go to now. `addrs` is never empty: the run's
+    /// configuration is validated first.
     pub(crate) fn addr(&self) -> &Addr {
         &self.addrs[self.current.min(self.addrs.len() - 1)]
     }
