@@ -397,6 +397,16 @@ impl Ctx<'_> {
         self.shared.connect(&mut *self.selector, addr)
     }
 
+    /// [`Ctx::connect`] to any [`Addr`]: TCP, or a Unix-domain server
+    /// (`Addr::Unix`, `Addr::Abstract`). Errors known at once come back
+    /// here rather than in `on_close`: for a Unix-domain server that is
+    /// the usual case (no such file, nobody listening), and a full accept
+    /// queue is an error of kind `WouldBlock` (try again later; a
+    /// Unix-domain connect is never left in progress).
+    pub fn connect_addr(&mut self, addr: &Addr) -> io::Result<ConnId> {
+        self.shared.connect_addr(&mut *self.selector, addr)
+    }
+
     /// This loop's index in its group (0 for a loop on its own).
     pub fn loop_index(&self) -> usize {
         self.shared.group.as_ref().map_or(0, |(_, i)| *i)

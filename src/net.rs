@@ -49,6 +49,40 @@ pub(crate) fn tcp_connect_started(addr: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
+/// A non-blocking Unix-domain socket connected to `addr` (`Addr::Unix` or
+/// `Addr::Abstract`). Unlike TCP, a Unix-domain connect is never left in
+/// progress: it succeeds or fails at once. `EAGAIN` then means the
+/// listener's accept queue is full, a "try again later", not "in
+/// progress", so it is returned as an error of kind `WouldBlock` that
+/// says so; retrying is the caller's decision.
+pub(crate) fn unix_connect_started(addr: &Addr) -> io::Result<UnixStream> {
+    use rustix::net::SocketAddrUnix;
+    let target = match addr {
+        Addr::Unix(path) => SocketAddrUnix::new(path.as_path())?,
+        Addr::Abstract(name) => SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} is not a Unix-domain address to connect to"),
+            ));
+        }
+    };
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    match rustix::net::connect(&fd, &target) {
+        Ok(()) => Ok(UnixStream::from(fd)),
+        Err(rustix::io::Errno::AGAIN) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{addr}: the listener's accept queue is full (EAGAIN); try again"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn family(addr: SocketAddr) -> AddressFamily {
     match addr {
         SocketAddr::V4(_) => AddressFamily::INET,

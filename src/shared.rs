@@ -258,6 +258,27 @@ impl Shared {
         )
     }
 
+    /// [`Shared::connect`] for any place a server listens: TCP, a
+    /// Unix-domain path or an abstract name. A Unix-domain connect is
+    /// finished (or failed) by the time it returns, but it is told through
+    /// the writable event all the same, so every outcome takes one path.
+    pub fn connect_addr(
+        &mut self,
+        selector: &mut dyn Selector,
+        addr: &crate::stream::Addr,
+    ) -> io::Result<ConnId> {
+        if let crate::stream::Addr::Tcp(tcp) = addr {
+            return self.connect(selector, *tcp);
+        }
+        let stream = crate::net::unix_connect_started(addr)?;
+        self.insert_conn(
+            selector,
+            Stream::Unix(stream),
+            addr.clone().into(),
+            Phase::Connecting,
+        )
+    }
+
     /// Arms a timer relative to this turn's start.
     pub fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
         let at = self.now.checked_add(after)?;

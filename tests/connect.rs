@@ -14,12 +14,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{IO_TIMEOUT, LIVENESS};
-use iomux::{App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop};
+use iomux::{Addr, App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop};
 
 backend_suite! {
     connect_then_talk,
     connect_refused,
     connect_timeout,
+    connect_unix_then_talk,
+    connect_unix_errors_come_back_at_once,
 }
 
 /// What the app saw, sent to the test when the loop ends.
@@ -33,7 +35,7 @@ struct Seen {
 /// Connects to `target` at start, says `hello` before the connection is
 /// even established, stops the loop once the connection closes.
 struct Client {
-    target: SocketAddr,
+    target: Addr,
     id: Option<ConnId>,
     seen: Seen,
 }
@@ -44,7 +46,11 @@ impl App for Client {
         "client"
     }
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
-        let id = ctx.connect(self.target).expect("a connect starts");
+        let id = match &self.target {
+            Addr::Tcp(tcp) => ctx.connect(*tcp),
+            other => ctx.connect_addr(other),
+        }
+        .expect("a connect starts");
         assert!(ctx.send(id, b"hello\n"), "output may wait for the connect");
         self.id = Some(id);
     }
@@ -73,7 +79,7 @@ impl App for Client {
 fn run_client(
     backend: &str,
     config: Config,
-    target: SocketAddr,
+    target: Addr,
 ) -> mpsc::Receiver<(Option<ConnId>, Seen)> {
     let backend: Backend = backend.parse().expect("a backend");
     let (tx, rx) = mpsc::channel();
@@ -94,7 +100,11 @@ fn run_client(
 /// and the client closes after `bye`.
 fn connect_then_talk(backend: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let done = run_client(backend, Config::default(), listener.local_addr().unwrap());
+    let done = run_client(
+        backend,
+        Config::default(),
+        Addr::Tcp(listener.local_addr().unwrap()),
+    );
     let (mut server, _) = listener.accept().unwrap();
     common::set_timeouts(&server, IO_TIMEOUT);
     let mut hello = [0u8; 6];
@@ -118,7 +128,7 @@ fn connect_refused(backend: &str) {
         .unwrap()
         .local_addr()
         .unwrap();
-    let done = run_client(backend, Config::default(), closed_port);
+    let done = run_client(backend, Config::default(), Addr::Tcp(closed_port));
     let (id, seen) = done.recv_timeout(LIVENESS).expect("the client stopped");
     assert!(seen.opened.is_empty(), "{seen:?}");
     assert_eq!(
@@ -147,7 +157,7 @@ fn connect_timeout(backend: &str) {
     let mut config = Config::default();
     config.connect_timeout = Some(Duration::from_millis(300));
     let started = Instant::now();
-    let done = run_client(backend, config, addr);
+    let done = run_client(backend, config, Addr::Tcp(addr));
     let (id, seen) = done.recv_timeout(LIVENESS).expect("the client stopped");
     let took = started.elapsed();
     if seen.opened.len() == 1 {
@@ -164,4 +174,80 @@ fn connect_timeout(backend: &str) {
     );
     assert!(took >= Duration::from_millis(300), "closed after {took:?}");
     drop((filler, listener));
+}
+
+fn socket_path(test: &str, backend: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("iomux-{test}-{backend}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir.join("s.sock")
+}
+
+/// A Unix-domain connect from the loop: established at once, yet told
+/// through `on_open` like a TCP one; the early `hello` goes out first.
+fn connect_unix_then_talk(backend: &str) {
+    use std::os::unix::net::UnixListener;
+    let path = socket_path("connect-unix", backend);
+    let listener = UnixListener::bind(&path).unwrap();
+    let done = run_client(backend, Config::default(), Addr::Unix(path.clone()));
+    let (mut server, _) = listener.accept().unwrap();
+    server.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut hello = [0u8; 6];
+    server.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello\n");
+    server.write_all(b"bye\n").unwrap();
+    let mut rest = Vec::new();
+    server
+        .read_to_end(&mut rest)
+        .expect("end of stream from the client");
+    let (id, seen) = done.recv_timeout(LIVENESS).expect("the client stopped");
+    assert_eq!(seen.opened, vec![id.unwrap()]);
+    assert_eq!(seen.data, b"bye\n");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A Unix-domain connect that cannot succeed fails in the call itself:
+/// no file, nobody listening, and a full accept queue (`WouldBlock`,
+/// which for a Unix socket means "try again", not "in progress").
+fn connect_unix_errors_come_back_at_once(backend: &str) {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let path = socket_path("connect-unix-errors", backend);
+    let backend: Backend = backend.parse().expect("a backend");
+    let mut lp: EventLoop = EventLoop::new(backend, Config::default()).expect("the loop");
+    let missing = lp.connect_addr(&Addr::Unix(path.clone())).unwrap_err();
+    assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "{missing}");
+    let gone = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    drop(gone); // the file stays, nobody listens
+    let refused = lp.connect_addr(&Addr::Unix(path.clone())).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+    // Backlog 0 queues one connection; the next finds the queue full.
+    std::fs::remove_file(&path).unwrap();
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
+    rustix::net::listen(&fd, 0).unwrap();
+    let mut queued = Vec::new();
+    let full = loop {
+        match lp.connect_addr(&Addr::Unix(path.clone())) {
+            Ok(id) => queued.push(id),
+            Err(e) => break e,
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    };
+    assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "{full}");
+    assert!(full.to_string().contains("accept queue is full"), "{full}");
+    assert!(!queued.is_empty(), "the first connect was queued");
+    let invalid = lp.connect_addr(&Addr::UnnamedUnix(1)).unwrap_err();
+    assert_eq!(invalid.kind(), std::io::ErrorKind::InvalidInput);
+    drop(fd);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

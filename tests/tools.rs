@@ -1306,3 +1306,233 @@ fn bench_names_the_address_when_the_server_resets_at_once() {
     assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
     assert!(stderr.contains(&addr), "{stderr}");
 }
+
+/// A port nothing listens on (bound, then dropped).
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `N` and `M` of "... connection N of M" in `message`.
+fn connection_number(message: &str) -> (u64, u64) {
+    let rest = message
+        .split(" connection ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no connection number in {message:?}"));
+    let mut words = rest.split_whitespace();
+    let n = words.next().and_then(|w| w.parse().ok());
+    let of = words.next();
+    let m = words.next().and_then(|w| w.parse().ok());
+    match (n, of, m) {
+        (Some(n), Some("of"), Some(m)) => (n, m),
+        _ => panic!("no connection number in {message:?}"),
+    }
+}
+
+#[test]
+fn bench_connect_refused_names_the_target_and_the_addresses_tried() {
+    let port = dead_port();
+    // A name: the message gives it and what it resolved to (here at
+    // least 127.0.0.1; ::1 too where localhost has both).
+    let target = format!("localhost:{port}");
+    let (code, stdout, stderr) = run(&[
+        "bench", "--addr", &target, "-c", "4", "-t", "2", "--idle", "3", "--json",
+    ]);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let j = json_of(&stdout, &stderr);
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("cannot connect to {target} ("))
+            && error.contains(&format!("127.0.0.1:{port}"))
+            && error.contains("refused"),
+        "{error}"
+    );
+    assert!(stderr.contains(error), "{stderr}");
+    // An address as the target: named once.
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, stderr) = run(&["bench", "--addr", &addr, "-d", "0.2"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to {addr}: Connection refused")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_connect_timeout_after_the_first_connection_says_which() {
+    // Backlog 0 and nobody accepting: the first connection (or first
+    // few) waits in the accept queue, the next one's SYN is dropped.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let start = Instant::now();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "-c",
+        "3",
+        "--idle",
+        "8",
+        "-t",
+        "2",
+        "--connect-timeout",
+        "0.3",
+        "--json",
+    ]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "one timeout ends the run"
+    );
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let error = json_of(&stdout, &stderr)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "cannot connect to {addr}: connect timeout (0.3 s) on idle connection "
+        )),
+        "{error}"
+    );
+    let (n, of) = connection_number(&error);
+    assert!(n >= 2 && of == 8, "not the first: {error}");
+    drop(listener);
+}
+
+#[test]
+fn bench_unix_connect_timeout_when_the_accept_queue_stays_full() {
+    // A full Unix-domain accept queue fails a connect at once (EAGAIN):
+    // the bench tries again until the connect timeout, then says so.
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = std::env::temp_dir().join(format!("iomux-tools-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("full.sock");
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
+    rustix::net::listen(&fd, 0).unwrap();
+    let addr = format!("unix:{}", path.display());
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "-c",
+        "3",
+        "--connect-timeout",
+        "0.3",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let error = json_of(&stdout, &stderr)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "cannot connect to {addr}: connect timeout (0.3 s) on active connection "
+        )),
+        "{error}"
+    );
+    let (n, of) = connection_number(&error);
+    assert!(n >= 2 && of == 3, "the first was queued: {error}");
+    drop(fd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_counts_idle_connections_closed_by_the_server_on_every_thread() {
+    let server = Server::start(&["--app", "echo", "--idle-timeout", "0.3"]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "-t",
+        "2",
+        "--idle",
+        "5",
+        "--warmup",
+        "0",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{j} {stderr}");
+    assert_eq!(j["errors"]["idle_closed"], 5, "{j}");
+    assert_eq!(j["errors"]["resets"], 0, "{j}");
+    assert_eq!(j["threads"], 2, "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("5 of 5 idle connections were closed by the server"),
+        "{j}"
+    );
+}
+
+#[test]
+fn bench_connect_rate_paces_every_thread_idle_connections_included() {
+    let server = Server::start(&["--app", "echo"]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "4",
+        "-t",
+        "2",
+        "--idle",
+        "4",
+        "--connect-rate",
+        "40",
+    ]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    // Eight connections at 40/s in all, whichever thread opens them: the
+    // last one 7 x 25 ms after the first.
+    assert!(j["connect_secs"].as_f64().unwrap() >= 0.175, "{j}");
+}
+
+#[test]
+fn bench_sigint_while_connecting_says_so_and_exits_130() {
+    let silent = Silent::start();
+    let child = spawn(&[
+        "bench",
+        "--addr",
+        &silent.addr,
+        "-c",
+        "40",
+        "-t",
+        "2",
+        "--connect-rate",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(20), || silent
+            .accepted
+            .load(Ordering::Relaxed)
+            >= 2),
+        "the bench started connecting"
+    );
+    sigint(&child);
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(20));
+    assert_eq!(code, 130, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("interrupted while opening connections"),
+        "{stderr}"
+    );
+    let j = json_of(&stdout, &stderr);
+    assert_eq!(j["interrupted"], true, "{j}");
+    assert!(
+        silent.accepted.load(Ordering::Relaxed) < 40,
+        "it stopped early"
+    );
+}

@@ -1,17 +1,20 @@
 //! The bench's [`App`]: one `LoadGen` per thread, over its share of the
-//! active connections.
+//! connections. It opens them itself from `on_start`, on its own loop
+//! (see `open.rs`), and starts the load once every thread's are open.
 //!
 //! Per-connection response timeouts use one loop-wide check timer (every
-//! `tick`) that looks at each connection's oldest request in flight.
+//! `tick`) that looks at each connection's oldest request in flight; the
+//! same timer notices a cancel while the connections are being opened.
 
+use super::open::{Attempt, Gates, Kind, Next, Opener, Plan, Stage};
 use super::{BenchConfig, BenchResult, Errors, Interval, Mode, Observer, Phase, proc, stats};
 use hdrhistogram::Histogram;
 use iomux::app::App;
 use iomux::{Addr, CloseReason, ConnId, Ctx};
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 const TIMER_WINDOW_START: u64 = 1;
@@ -20,6 +23,14 @@ const TIMER_PROGRESS: u64 = 3;
 const TIMER_CHECK: u64 = 4;
 const TIMER_RATE: u64 = 5;
 const TIMER_INTERVAL: u64 = 6;
+/// The next connect is due (`--connect-rate`).
+const TIMER_CONNECT: u64 = 7;
+/// Unix-domain connects that found the accept queue full try again.
+const TIMER_RETRY: u64 = 8;
+
+/// How soon a Unix-domain connect that found the accept queue full is
+/// tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(1);
 
 /// What the threads of one run share.
 pub(crate) struct Shared {
@@ -32,17 +43,30 @@ pub(crate) struct Shared {
     interval: Mutex<(Histogram<u64>, u64)>,
     cancel: Arc<AtomicBool>,
     start: Instant,
+    /// Where the threads meet while opening their connections.
+    pub(crate) gates: Gates,
+    /// Told [`Phase::IdleOpen`] by the thread that opened the last idle
+    /// connection.
+    observer: Option<Observer>,
 }
 
 impl Shared {
-    pub(crate) fn new(cancel: Arc<AtomicBool>) -> Shared {
+    pub(crate) fn new(
+        cancel: Arc<AtomicBool>,
+        threads: usize,
+        idle: usize,
+        observer: Option<Observer>,
+    ) -> Shared {
+        let start = Instant::now();
         Shared {
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             first_error: Mutex::new(None),
             interval: Mutex::new((new_histogram(), 0)),
             cancel,
-            start: Instant::now(),
+            start,
+            gates: Gates::new(threads, idle, start),
+            observer,
         }
     }
 
@@ -112,7 +136,11 @@ impl Rate {
 }
 
 pub(crate) struct LoadGen {
+    /// The address connections go to (for the leader, the one being
+    /// tried until one accepts).
     addr: Addr,
+    /// The server as the user named it, for messages.
+    target: String,
     mode: Mode,
     size: usize,
     pipeline: usize,
@@ -174,6 +202,16 @@ pub(crate) struct LoadGen {
     /// Leader: the last interval's end and the error count then.
     last_interval: (Instant, u64),
     intervals: Vec<Interval>,
+    /// Opening this thread's share of the connections.
+    opener: Opener,
+    /// Its idle connections that are open.
+    idle: HashSet<ConnId>,
+    /// The first thread tells the run which address accepted.
+    chosen_tx: Option<mpsc::Sender<Addr>>,
+    connect_timeout: Duration,
+    /// The connect timer and the retry timer are armed.
+    connect_timer: bool,
+    retry_timer: bool,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -218,16 +256,31 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl LoadGen {
+    /// Thread `thread`'s share of `plan`. The first thread (the leader)
+    /// tries `addrs` in order and sends the one that accepted on
+    /// `chosen_tx`; the others get that one address.
     pub(crate) fn new(
         config: &BenchConfig,
-        addr: Addr,
-        leader: bool,
+        thread: usize,
+        plan: Plan,
+        addrs: Vec<Addr>,
+        chosen_tx: Option<mpsc::Sender<Addr>>,
         observer: Option<Observer>,
         shared: Arc<Shared>,
     ) -> LoadGen {
         let now = Instant::now();
+        let leader = thread == 0;
+        let opener = Opener::new(
+            plan,
+            thread,
+            addrs,
+            !leader,
+            config.connect_rate,
+            shared.start,
+        );
         LoadGen {
-            addr,
+            addr: opener.addr().clone(),
+            target: config.target.clone(),
             mode: config.mode.clone(),
             size: config.size,
             pipeline: config.pipeline,
@@ -285,11 +338,17 @@ impl LoadGen {
             interval_requests: 0,
             last_interval: (now, 0),
             intervals: Vec::new(),
+            opener,
+            idle: HashSet::new(),
+            chosen_tx,
+            connect_timeout: config.connect_timeout,
+            connect_timer: false,
+            retry_timer: false,
         }
     }
 
     /// A connection this thread will load.
-    pub(crate) fn add(&mut self, id: ConnId, heavy: bool) {
+    fn add(&mut self, id: ConnId, heavy: bool) {
         self.clients.insert(
             id,
             Client {
@@ -305,12 +364,8 @@ impl LoadGen {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-
     /// No connection survived until the start: an empty window.
-    pub(crate) fn finish_empty(&mut self) {
+    fn finish_empty(&mut self) {
         let now = Instant::now();
         self.window_start = Some(now);
         self.window_end = Some(now);
@@ -337,9 +392,183 @@ impl LoadGen {
             ctx.set_timer(self.warmup, TIMER_WINDOW_START);
         }
         ctx.set_timer(self.warmup + self.duration, TIMER_WINDOW_END);
-        ctx.set_timer(self.tick, TIMER_CHECK);
         if self.progress {
             ctx.set_timer(Duration::from_secs(1), TIMER_PROGRESS);
+        }
+    }
+
+    /// Moves the opening of this thread's connections along: starts the
+    /// connects that may start, and passes the gates where every thread
+    /// meets (all idle connections open, then all connections open).
+    fn advance(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            if self.stopping {
+                return;
+            }
+            if self.shared.gates.failed() {
+                // This thread or another ended the run before its load.
+                self.stop(ctx);
+                return;
+            }
+            match self.opener.stage {
+                Stage::Idle | Stage::Active => {
+                    self.start_due(ctx);
+                    if self.stopping || !self.opener.stage_complete() {
+                        return;
+                    }
+                    let idle = self.opener.stage == Stage::Idle;
+                    self.opener.advance();
+                    let gates = &self.shared.gates;
+                    if !idle {
+                        gates.all_done(self.clients.len(), &self.addr);
+                    } else if gates.idle_done(self.idle.len()) {
+                        // The last thread with idle connections to open:
+                        // the others wait until the observer has seen them.
+                        if let Some(o) = &self.shared.observer {
+                            o(Phase::IdleOpen);
+                        }
+                        gates.pass_idle();
+                    }
+                }
+                Stage::WaitIdle if self.shared.gates.idle_passed() => self.opener.advance(),
+                Stage::WaitOpen if self.shared.gates.all_open() => {
+                    self.opener.advance();
+                    self.begin_load(ctx);
+                    return;
+                }
+                Stage::WaitIdle | Stage::WaitOpen | Stage::Done => return,
+            }
+        }
+    }
+
+    /// Starts every connect that may start now, and arms the connect timer
+    /// for the next one if it is due later (`--connect-rate`).
+    fn start_due(&mut self, ctx: &mut Ctx<'_>) {
+        while !self.stopping {
+            match self.opener.next(Instant::now()) {
+                Next::Start(attempt) => self.start_connect(ctx, attempt),
+                Next::At(due) => {
+                    if !self.connect_timer {
+                        self.connect_timer = true;
+                        // Timers count from the turn's start.
+                        ctx.set_timer(due.saturating_duration_since(ctx.now()), TIMER_CONNECT);
+                    }
+                    return;
+                }
+                Next::Wait => return,
+            }
+        }
+    }
+
+    fn start_connect(&mut self, ctx: &mut Ctx<'_>, attempt: Attempt) {
+        match ctx.connect_addr(self.opener.addr()) {
+            Ok(id) => self.opener.started(id, attempt),
+            Err(e) => self.connect_failed(ctx, attempt, e),
+        }
+    }
+
+    /// A connect failed, at once or (before `on_open`) in `on_close`: it
+    /// is tried again (a full Unix-domain accept queue), the next address
+    /// is tried (none accepted yet), it is counted (another connection to
+    /// the chosen address failed), or the run ends with a message saying
+    /// why (no address accepts, a connect timeout, out of descriptors).
+    fn connect_failed(&mut self, ctx: &mut Ctx<'_>, attempt: Attempt, mut e: io::Error) {
+        let now = Instant::now();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            if now < attempt.since + self.connect_timeout {
+                self.opener.retry_later(attempt);
+                if !self.retry_timer {
+                    self.retry_timer = true;
+                    ctx.set_timer(RETRY_AFTER, TIMER_RETRY);
+                }
+                return;
+            }
+            e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out (the server's accept queue stayed full)",
+            );
+        }
+        if self.opener.next_addr() {
+            // Each address gets a connect timeout of its own.
+            self.start_connect(
+                ctx,
+                Attempt {
+                    since: now,
+                    ..attempt
+                },
+            );
+            return;
+        }
+        let addr = self.opener.addr().clone();
+        let planned = attempt.planned;
+        let what = planned.kind.name();
+        let errno = e.raw_os_error();
+        if errno == Some(rustix::io::Errno::MFILE.raw_os_error())
+            || errno == Some(rustix::io::Errno::NFILE.raw_os_error())
+        {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            let message = format!(
+                "cannot open {} {what} connections to {addr}: {e}; the open-files \
+                 limit is {} (raise it with `ulimit -n`, up to the hard limit {})",
+                planned.of,
+                limit.current.map_or("unlimited".into(), |v| v.to_string()),
+                limit.maximum.map_or("unlimited".into(), |v| v.to_string()),
+            );
+            return self.fail(ctx, io::ErrorKind::Other, message);
+        }
+        if e.kind() == io::ErrorKind::TimedOut {
+            // Each further try would cost the whole timeout.
+            let message = format!(
+                "cannot connect to {addr}: connect timeout ({} s) on {what} connection {} of {}",
+                self.connect_timeout.as_secs_f64(),
+                planned.number + 1,
+                planned.of
+            );
+            return self.fail(ctx, io::ErrorKind::TimedOut, message);
+        }
+        if !self.opener.chosen() {
+            let tried: Vec<String> = self.opener.addrs().iter().map(|a| a.to_string()).collect();
+            let target = if tried.len() > 1 || tried[0] != self.target {
+                format!("{} ({})", self.target, tried.join(", "))
+            } else {
+                self.target.clone()
+            };
+            return self.fail(ctx, e.kind(), format!("cannot connect to {target}: {e}"));
+        }
+        self.errors.connect_failures += 1;
+        self.error(format!("{addr}: {what} connection failed: {e}"));
+        self.opener.give_up();
+    }
+
+    /// Ends the run before its load, on every thread.
+    fn fail(&mut self, ctx: &mut Ctx<'_>, kind: io::ErrorKind, message: String) {
+        self.shared.gates.fail(kind, message);
+        self.stop(ctx);
+    }
+
+    /// Every thread's connections are open: the load starts.
+    fn begin_load(&mut self, ctx: &mut Ctx<'_>) {
+        if self.clients.is_empty() {
+            // None of this thread's survived until now: an empty window.
+            self.finish_empty();
+            self.stop(ctx);
+            return;
+        }
+        self.begin(ctx);
+        let heavy = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.heavy)
+            .map(|(&id, _)| id);
+        let ids: Vec<ConnId> = self.order.iter().copied().chain(heavy).collect();
+        for conn in ids {
+            if self.rate.is_some() && self.clients.get(&conn).is_some_and(|c| !c.heavy) {
+                // Open loop: requests go out when they are due.
+                continue;
+            }
+            for _ in 0..self.pipeline {
+                self.send_request(ctx, conn);
+            }
         }
     }
 
@@ -540,7 +769,9 @@ impl LoadGen {
         };
         self.measured_outstanding -= client.measured().min(self.measured_outstanding);
         self.order.retain(|&c| c != conn);
-        if self.stopping {
+        if self.stopping || !self.started {
+            // Lost while connections are still being opened: the load
+            // starts without it (or, with none left, ends at once).
             return;
         }
         if self.clients.is_empty() {
@@ -559,6 +790,10 @@ impl LoadGen {
     /// Response timeouts, a cancel, the interval merge: every `tick`.
     fn check(&mut self, ctx: &mut Ctx<'_>) {
         if self.shared.cancel.load(Ordering::Relaxed) {
+            if !self.started {
+                let why = "interrupted while opening connections".to_string();
+                return self.fail(ctx, io::ErrorKind::Interrupted, why);
+            }
             self.interrupted = true;
             if self.draining {
                 self.stop(ctx);
@@ -714,7 +949,7 @@ impl LoadGen {
         let _ = err.flush();
     }
 
-    pub(crate) fn finish(self, addr: Addr) -> BenchResult {
+    pub(crate) fn finish(self) -> BenchResult {
         let window = match (self.window_start, self.window_end) {
             (Some(a), Some(b)) => b - a,
             (Some(a), None) => a.elapsed(),
@@ -722,7 +957,7 @@ impl LoadGen {
         };
         let backlog = self.clients.values().map(|c| c.backlog.len() as u64).sum();
         BenchResult {
-            addr,
+            addr: self.addr,
             requests: self.requests,
             sent: self.sent,
             bytes_sent: self.bytes_sent,
@@ -817,17 +1052,35 @@ impl App for LoadGen {
         "bench"
     }
 
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.set_timer(self.tick, TIMER_CHECK);
+        self.advance(ctx);
+    }
+
+    /// A gate opened, or the run failed on another thread.
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        self.advance(ctx);
+    }
+
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
-        if !self.started {
-            self.begin(ctx);
-        }
-        if self.rate.is_some() && self.clients.get(&conn).is_some_and(|c| !c.heavy) {
-            // Open loop: requests go out when they are due.
+        let Some((planned, first)) = self.opener.opened(conn) else {
             return;
+        };
+        if first {
+            self.addr = self.opener.addr().clone();
+            if let Some(tx) = self.chosen_tx.take() {
+                // The other threads start now, with this address.
+                let _ = tx.send(self.addr.clone());
+            }
         }
-        for _ in 0..self.pipeline {
-            self.send_request(ctx, conn);
+        match planned.kind {
+            Kind::Idle => {
+                self.idle.insert(conn);
+            }
+            Kind::Light => self.add(conn, false),
+            Kind::Heavy => self.add(conn, true),
         }
+        self.advance(ctx);
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -889,6 +1142,14 @@ impl App for LoadGen {
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        if self.idle.remove(&conn) {
+            if !self.stopping {
+                // An idle timeout on the server, most likely.
+                self.errors.idle_closed += 1;
+            }
+            ctx.close(conn);
+            return;
+        }
         if !self.stopping
             && let Some(c) = self.clients.get(&conn)
         {
@@ -914,6 +1175,31 @@ impl App for LoadGen {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
+        if let Some(attempt) = self.opener.failed(conn) {
+            // Closed before it was established: the connect failed.
+            if !self.stopping {
+                let e = match reason {
+                    CloseReason::Error(e) => match e.raw_os_error() {
+                        Some(code) => io::Error::from_raw_os_error(code),
+                        None => io::Error::new(e.kind(), e.to_string()),
+                    },
+                    other => io::Error::other(
+                        other
+                            .describe()
+                            .unwrap_or_else(|| "closed before it was established".into()),
+                    ),
+                };
+                self.connect_failed(ctx, attempt, e);
+                self.advance(ctx);
+            }
+            return;
+        }
+        if self.idle.remove(&conn) {
+            if !self.stopping {
+                self.errors.idle_closed += 1;
+            }
+            return;
+        }
         if !self.stopping && self.clients.contains_key(&conn) {
             self.errors.resets += 1;
             let why = reason
@@ -934,6 +1220,19 @@ impl App for LoadGen {
             TIMER_WINDOW_END => self.end_window(ctx),
             TIMER_CHECK => self.check(ctx),
             TIMER_RATE => self.on_rate(ctx),
+            TIMER_CONNECT => {
+                self.connect_timer = false;
+                self.advance(ctx);
+            }
+            TIMER_RETRY => {
+                self.retry_timer = false;
+                for attempt in self.opener.take_retries() {
+                    if !self.stopping {
+                        self.start_connect(ctx, attempt);
+                    }
+                }
+                self.advance(ctx);
+            }
             TIMER_INTERVAL if !self.draining => {
                 self.report_interval();
                 if let Some(every) = self.interval {

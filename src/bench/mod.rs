@@ -19,8 +19,13 @@
 //! timeout, a reset, a wrong or cut response, an idle connection closed by
 //! the server, no response at all) is counted and described with the
 //! server's address.
+//!
+//! Each load thread opens its own connections on its loop, without
+//! blocking it, and the load starts once every thread's are open
+//! (`open.rs`): the connect time is reported apart from the window.
 
 mod load;
+mod open;
 pub mod proc;
 pub mod report;
 pub mod stats;
@@ -28,13 +33,12 @@ pub mod stats;
 use hdrhistogram::Histogram;
 use iomux::{Addr, Backend, Config, EventLoop};
 use load::{LoadGen, Shared};
+use open::Plan;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 /// What a request and its response look like.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,63 +273,56 @@ impl BenchResult {
 
 /// Opens the connections, runs the load, returns the measured window.
 ///
+/// Each load thread opens its own share of the connections on its own
+/// loop (non-blocking connects, paced by `connect_rate` with the loop's
+/// timers); the load starts once every thread's are open (see `open.rs`).
+///
 /// Errors: `InvalidInput` for a bad configuration, `Interrupted` if
 /// `cancel` was set before the load started, otherwise a message naming
 /// the address (no connection, a connect timeout, out of descriptors).
 pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<BenchResult> {
     validate(config)?;
     iomux::limits::raise_nofile_limit();
-    let connect_started = Instant::now();
-    let mut connector = Connector::new(config);
-    let idle = connector.open(config.idle, "idle")?;
-    if let Some(o) = &observer {
+    let threads = config.threads;
+    let plan = Plan {
+        idle: config.idle,
+        light: config.conns,
+        heavy: config.active() - config.conns,
+        threads,
+    };
+    let shared = Arc::new(Shared::new(
+        config.cancel.clone(),
+        threads,
+        config.idle,
+        observer.clone(),
+    ));
+    if config.idle == 0
+        && let Some(o) = &observer
+    {
+        // No idle connection to wait for: "all open" already.
         o(Phase::IdleOpen);
     }
-    let mut active: Vec<(Connected, bool)> = connector
-        .open(config.conns, "active")?
-        .into_iter()
-        .map(|s| (s, false))
-        .collect();
-    if let Mode::Hash { heavy, .. } = config.mode {
-        let heavy = connector.open(heavy, "heavy")?;
-        active.extend(heavy.into_iter().map(|s| (s, true)));
+    let spawn = |i: usize, addrs: Vec<Addr>, chosen: Option<mpsc::Sender<Addr>>| {
+        let mut config = config.clone();
+        config.requests = config
+            .requests
+            .map(|n| n / threads as u64 + u64::from((i as u64) < n % threads as u64));
+        // Each thread's share of the rate follows its share of the
+        // connections.
+        config.rate = config
+            .rate
+            .map(|r| r * plan.light_of(i) as f64 / plan.light.max(1) as f64);
+        let observer = if i == 0 { observer.clone() } else { None };
+        let shared = shared.clone();
+        std::thread::spawn(move || run_thread(&config, i, plan, addrs, chosen, observer, shared))
+    };
+    // The first thread finds the address that accepts; the others start
+    // once it is known (if the first thread fails first, they never do).
+    let (chosen_tx, chosen_rx) = mpsc::channel();
+    let mut handles = vec![spawn(0, config.addrs.clone(), Some(chosen_tx))];
+    if let Ok(addr) = chosen_rx.recv() {
+        handles.extend((1..threads).map(|i| spawn(i, vec![addr.clone()], None)));
     }
-    let connect_time = connect_started.elapsed();
-    let addr = connector
-        .chosen
-        .clone()
-        .unwrap_or_else(|| config.addrs[0].clone());
-    if active.is_empty() {
-        return Err(io::Error::other(format!(
-            "could not connect to {addr}: no active connection opened"
-        )));
-    }
-    let threads = config.threads.clamp(1, active.len());
-    let light_total = active.iter().filter(|(_, heavy)| !heavy).count();
-    let mut groups: Vec<Vec<(Connected, bool)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, s) in active.into_iter().enumerate() {
-        groups[i % threads].push(s);
-    }
-    let shared = Arc::new(Shared::new(config.cancel.clone()));
-    let handles: Vec<_> = groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, streams)| {
-            let mut config = config.clone();
-            config.requests = config
-                .requests
-                .map(|n| n / threads as u64 + u64::from((i as u64) < n % threads as u64));
-            // Each thread's share of the rate follows its share of the
-            // connections.
-            let light = streams.iter().filter(|(_, heavy)| !heavy).count();
-            config.rate = config
-                .rate
-                .map(|r| r * light as f64 / light_total.max(1) as f64);
-            let observer = if i == 0 { observer.clone() } else { None };
-            let (shared, addr) = (shared.clone(), addr.clone());
-            std::thread::spawn(move || run_thread(&config, addr, streams, i == 0, observer, shared))
-        })
-        .collect();
     let mut result: Option<BenchResult> = None;
     for h in handles {
         let part = h
@@ -354,34 +351,28 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
             }
         });
     }
+    // A failure before the load (no address accepts, a connect timeout,
+    // out of descriptors, a cancel) is the run's outcome.
+    if let Some(e) = shared.gates.failure() {
+        return Err(e);
+    }
     let mut result = result.ok_or_else(|| io::Error::other("no bench thread ran"))?;
-    result.connect_time = connect_time;
+    result.connect_time = shared.gates.connect_time();
     // A Ctrl-C also reaches the server when it shares the terminal: if its
     // connections died of it before a thread saw the flag, this run was
     // still interrupted, not failed.
     result.interrupted |= config.cancel.load(Ordering::Relaxed);
-    result.errors.add(&connector.errors);
-    let closed = idle_closed(&idle);
+    let closed = result.errors.idle_closed;
     if closed > 0 {
-        result.errors.idle_closed += closed;
         shared.note_error(format!(
-            "{addr}: {closed} of {} idle connections were closed by the server \
+            "{}: {closed} of {} idle connections were closed by the server \
              (an idle timeout on the server?)",
-            idle.len()
+            result.addr,
+            shared.gates.idle_open()
         ));
     }
-    drop(idle);
-    result.first_error = connector
-        .first_error
-        .take()
-        .or_else(|| shared.first_error());
+    result.first_error = shared.first_error();
     Ok(result)
-}
-
-/// Idle connections the server closed or reset (read end of stream or an
-/// error). Nothing is read from the live ones.
-fn idle_closed(idle: &[Connected]) -> u64 {
-    idle.iter().filter(|c| c.closed_by_peer()).count() as u64
 }
 
 pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
@@ -472,208 +463,26 @@ pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
     Ok(())
 }
 
-/// An open connection to the server, TCP or Unix-domain.
-pub(crate) enum Connected {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+/// Ends the run on every thread if this one panics, so that none waits
+/// for it at a gate.
+struct FailOnPanic<'a>(&'a Shared);
 
-impl Connected {
-    /// Whether the server closed it (end of stream or an error waiting);
-    /// nothing is consumed.
-    fn closed_by_peer(&self) -> bool {
-        let fd = match self {
-            Connected::Tcp(s) => s.as_fd(),
-            Connected::Unix(s) => s.as_fd(),
-        };
-        let mut byte = [0u8; 1];
-        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-        match rustix::net::recv(fd, &mut byte[..], flags) {
-            Ok((0, _)) => true,
-            Ok(_) => false, // the server sent something to a silent client
-            Err(rustix::io::Errno::AGAIN) => false,
-            Err(_) => true,
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .gates
+                .fail(io::ErrorKind::Other, "a bench thread panicked".into());
         }
-    }
-}
-
-/// Connects to a Unix-domain socket within `timeout` (a full backlog
-/// makes a non-blocking connect fail with `EAGAIN`: retried until then).
-fn connect_unix(addr: &Addr, timeout: Duration) -> io::Result<UnixStream> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let target = match addr {
-        Addr::Unix(path) => SocketAddrUnix::new(path.as_path())?,
-        Addr::Abstract(name) => SocketAddrUnix::new_abstract_name(name.as_bytes())?,
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{other} is not a Unix-domain address"),
-            ));
-        }
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )?;
-        match rustix::net::connect(&fd, &target) {
-            Ok(()) => {
-                let stream = UnixStream::from(fd);
-                stream.set_nonblocking(false)?;
-                return Ok(stream);
-            }
-            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(rustix::io::Errno::AGAIN) => return Err(io::ErrorKind::TimedOut.into()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Opens connections one after another, at most `connect_rate` a second,
-/// each within the connect timeout.
-struct Connector<'a> {
-    config: &'a BenchConfig,
-    /// The address that accepted the first connection.
-    chosen: Option<Addr>,
-    started: Instant,
-    opened: u64,
-    errors: Errors,
-    first_error: Option<String>,
-}
-
-impl Connector<'_> {
-    fn new(config: &BenchConfig) -> Connector<'_> {
-        Connector {
-            config,
-            chosen: None,
-            started: Instant::now(),
-            opened: 0,
-            errors: Errors::default(),
-            first_error: None,
-        }
-    }
-
-    /// Waits for the connect rate, checking for a cancel.
-    fn pace(&self) -> io::Result<()> {
-        let interrupted = || {
-            io::Error::new(
-                io::ErrorKind::Interrupted,
-                "interrupted while opening connections",
-            )
-        };
-        if let Some(rate) = self.config.connect_rate {
-            let due = self.started + Duration::from_secs_f64(self.opened as f64 / rate);
-            loop {
-                if self.config.cancel.load(Ordering::Relaxed) {
-                    return Err(interrupted());
-                }
-                let now = Instant::now();
-                if now >= due {
-                    break;
-                }
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
-            }
-        }
-        if self.config.cancel.load(Ordering::Relaxed) {
-            return Err(interrupted());
-        }
-        Ok(())
-    }
-
-    fn connect_to(addr: &Addr, timeout: Duration) -> io::Result<Connected> {
-        match addr {
-            Addr::Tcp(a) => {
-                let s = TcpStream::connect_timeout(a, timeout)?;
-                let _ = s.set_nodelay(true);
-                Ok(Connected::Tcp(s))
-            }
-            other => connect_unix(other, timeout).map(Connected::Unix),
-        }
-    }
-
-    fn connect(&mut self) -> Result<Connected, (Addr, io::Error)> {
-        let timeout = self.config.connect_timeout;
-        if let Some(addr) = &self.chosen {
-            return Self::connect_to(addr, timeout).map_err(|e| (addr.clone(), e));
-        }
-        let mut last = None;
-        for addr in &self.config.addrs {
-            match Self::connect_to(addr, timeout) {
-                Ok(s) => {
-                    self.chosen = Some(addr.clone());
-                    return Ok(s);
-                }
-                Err(e) => last = Some((addr.clone(), e)),
-            }
-        }
-        Err(last.unwrap_or_else(|| (self.config.addrs[0].clone(), io::ErrorKind::NotFound.into())))
-    }
-
-    fn open(&mut self, n: usize, what: &str) -> io::Result<Vec<Connected>> {
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            self.pace()?;
-            self.opened += 1;
-            match self.connect() {
-                Ok(s) => out.push(s),
-                Err((addr, e)) => {
-                    let errno = e.raw_os_error();
-                    if errno == Some(rustix::io::Errno::MFILE.raw_os_error())
-                        || errno == Some(rustix::io::Errno::NFILE.raw_os_error())
-                    {
-                        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-                        return Err(io::Error::other(format!(
-                            "cannot open {n} {what} connections to {addr}: {e}; the open-files \
-                             limit is {} (raise it with `ulimit -n`, up to the hard limit {})",
-                            limit.current.map_or("unlimited".into(), |v| v.to_string()),
-                            limit.maximum.map_or("unlimited".into(), |v| v.to_string()),
-                        )));
-                    }
-                    if e.kind() == io::ErrorKind::TimedOut {
-                        // Each further try would cost the whole timeout.
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!(
-                                "cannot connect to {addr}: connect timeout ({} s) on {what} \
-                                 connection {} of {n}",
-                                self.config.connect_timeout.as_secs_f64(),
-                                i + 1
-                            ),
-                        ));
-                    }
-                    if self.chosen.is_none() {
-                        let tried: Vec<String> =
-                            self.config.addrs.iter().map(|a| a.to_string()).collect();
-                        let target = if tried.len() > 1 || tried[0] != self.config.target {
-                            format!("{} ({})", self.config.target, tried.join(", "))
-                        } else {
-                            self.config.target.clone()
-                        };
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("cannot connect to {target}: {e}"),
-                        ));
-                    }
-                    self.errors.connect_failures += 1;
-                    self.first_error
-                        .get_or_insert_with(|| format!("{addr}: {what} connection failed: {e}"));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
 fn run_thread(
     config: &BenchConfig,
-    addr: Addr,
-    streams: Vec<(Connected, bool)>,
-    leader: bool,
+    thread: usize,
+    plan: Plan,
+    addrs: Vec<Addr>,
+    chosen: Option<mpsc::Sender<Addr>>,
     observer: Option<Observer>,
     shared: Arc<Shared>,
 ) -> io::Result<BenchResult> {
@@ -682,37 +491,112 @@ fn run_thread(
     // confuse a reader of the server's.
     loop_config.stall_threshold = None;
     loop_config.max_clients = usize::MAX;
+    loop_config.connect_timeout = Some(config.connect_timeout);
     // At the end, requests a server never read must not hold the bench.
     loop_config.shutdown_grace = Duration::from_millis(100);
-    let mut lp = EventLoop::new(config.backend, loop_config)?;
-    let mut load = LoadGen::new(config, addr.clone(), leader, observer, shared.clone());
-    for (s, heavy) in streams {
-        let adopted = match s {
-            Connected::Tcp(s) => lp.adopt(s),
-            Connected::Unix(s) => lp.adopt_unix(s),
-        };
-        match adopted {
-            Ok(id) => load.add(id, heavy),
-            Err(e) => {
-                // The server closed it between connect and start.
-                load.errors.resets += 1;
-                shared.note_error(format!(
-                    "{addr}: connection lost before the load started: {e}"
-                ));
-            }
+    let mut lp = match EventLoop::new(config.backend, loop_config) {
+        Ok(lp) => lp,
+        Err(e) => {
+            // The other threads must not wait for this one at a gate.
+            shared
+                .gates
+                .fail(e.kind(), format!("cannot start a bench loop: {e}"));
+            return Err(e);
         }
+    };
+    shared.gates.join(lp.waker());
+    let _guard = FailOnPanic(&shared);
+    let mut load = LoadGen::new(
+        config,
+        thread,
+        plan,
+        addrs,
+        chosen,
+        observer,
+        shared.clone(),
+    );
+    if let Err(e) = lp.run(&mut load) {
+        shared
+            .gates
+            .fail(e.kind(), format!("a bench loop failed: {e}"));
+        return Err(e);
     }
-    if load.is_empty() {
-        load.finish_empty();
-    } else {
-        lp.run(&mut load)?;
-    }
-    Ok(load.finish(addr))
+    Ok(load.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// An echo server on loopback that accepts `n` connections, or what
+    /// came within 20 s (one thread each, ending at the client's end of
+    /// stream); joining it says how many it accepted.
+    fn echo_accepting(n: usize) -> (SocketAddr, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let addr = listener.local_addr().expect("its address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let accept = move || {
+            while std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((s, _)) => return s.set_nonblocking(false).ok().map(|()| s),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => return None,
+                }
+            }
+            None
+        };
+        let server = std::thread::spawn(move || {
+            let echo = |mut s: TcpStream| {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            };
+            let conns: Vec<_> = (0..n)
+                .map_while(|_| accept())
+                .map(|s| std::thread::spawn(move || echo(s)))
+                .collect();
+            let accepted = conns.len();
+            for c in conns {
+                let _ = c.join();
+            }
+            accepted
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn the_first_address_that_accepts_serves_every_thread() {
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let (live, server) = echo_accepting(6);
+        let config = BenchConfig {
+            addrs: vec![Addr::Tcp(dead), Addr::Tcp(live)],
+            target: "twice".into(),
+            conns: 4,
+            idle: 2,
+            threads: 2,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(200),
+            ..BenchConfig::new(live)
+        };
+        let result = run(&config, None).expect("the live address is found");
+        assert_eq!(result.addr, Addr::Tcp(live));
+        assert_eq!(result.errors.total(), 0, "{:?}", result.first_error);
+        assert!(result.requests > 0);
+        assert_eq!(result.threads, 2);
+        // Exactly the asked connections, no probe: the refused address
+        // was tried once, the first that accepted was used by all.
+        assert_eq!(server.join().expect("the server thread"), 6);
+    }
 
     #[test]
     fn errors_total_counts_every_kind() {

@@ -291,6 +291,12 @@ impl<S: Default> EventLoop<S> {
         self.shared.connect(self.driver.selector(), addr)
     }
 
+    /// Connects to a TCP or Unix-domain `addr` without blocking (see
+    /// [`crate::Ctx::connect_addr`]).
+    pub fn connect_addr(&mut self, addr: &crate::Addr) -> io::Result<ConnId> {
+        self.shared.connect_addr(&mut *self.selector, addr)
+    }
+
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
     /// SIGTERM).
     pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
