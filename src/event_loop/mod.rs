@@ -294,7 +294,7 @@ impl<S: Default> EventLoop<S> {
     /// Connects to a TCP or Unix-domain `addr` without blocking (see
     /// [`crate::Ctx::connect_addr`]).
     pub fn connect_addr(&mut self, addr: &crate::Addr) -> io::Result<ConnId> {
-        self.shared.connect_addr(&mut *self.selector, addr)
+        self.shared.connect_addr(self.driver.selector(), addr)
     }
 
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
