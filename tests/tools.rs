@@ -110,6 +110,47 @@ fn bench_echo_run_counts_requests_and_no_errors() {
     assert!(j["bench_cpu_per_thread"].as_f64().unwrap() > 0.0);
 }
 
+/// The load generator is built on the loop: it runs on every backend,
+/// the completion driver included (exact count, idle connections, every
+/// reply checked). A backend io_uring cannot run here says so.
+#[test]
+fn bench_runs_on_every_backend() {
+    let server = Server::start(&["--app", "echo"]);
+    for backend in iomux::Backend::ALL {
+        if let Err(e) = backend.check() {
+            assert!(
+                std::env::var_os("IOMUX_REQUIRE_URING").is_none_or(|v| v == "0"),
+                "IOMUX_REQUIRE_URING is set but {backend}: {e}"
+            );
+            eprintln!("bench_runs_on_every_backend on {backend}: skipped: {e}");
+            continue;
+        }
+        let (code, stdout, stderr) = run(&[
+            "bench",
+            "--json",
+            "--backend",
+            backend.name(),
+            "--addr",
+            &server.addr,
+            "--conns",
+            "5",
+            "--idle",
+            "3",
+            "--warmup",
+            "0",
+            "--requests",
+            "500",
+            "--duration",
+            "60",
+        ]);
+        assert_eq!(code, 0, "{backend}: {stdout} {stderr}");
+        let j: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+        assert_eq!(j["requests"], 500, "{backend}: {j}");
+        assert_eq!(j["errors"]["mismatched"], 0, "{backend}: {j}");
+        assert_eq!(j["errors"]["idle_closed"], 0, "{backend}: {j}");
+    }
+}
+
 #[test]
 fn bench_sends_exactly_the_requests_asked() {
     let server = Server::start(&["--app", "echo"]);
