@@ -93,6 +93,10 @@ impl Flags {
     /// after the connection stopped listening): closing must linger as if
     /// it were still unread in the socket.
     pub const DISCARDED: Flags = Flags(512);
+    /// The completion driver's receive is armed (see [`Conn::recv_state`]).
+    pub const RECV_ARMED: Flags = Flags(1024);
+    /// The completion driver's receive is being cancelled.
+    pub const RECV_CANCELLING: Flags = Flags(2048);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one
@@ -112,6 +116,8 @@ pub(crate) struct ConnIo {
     /// An empty buffer kept for the next send's swap (completion driver),
     /// so a request costs no allocation.
     spare: Vec<u8>,
+    /// The ring's key of the send in flight (while `in_flight > 0`).
+    pub send_op: u32,
     /// When the peer last sent bytes (for the idle timeout).
     pub last_read: Instant,
     /// When the socket last took output, or output became pending (for
@@ -133,6 +139,7 @@ impl ConnIo {
             written: 0,
             in_flight: 0,
             spare: Vec::new(),
+            send_op: 0,
             last_read: now,
             last_progress: now,
             over_soft_since: None,
@@ -366,6 +373,29 @@ impl Conn {
         Some((buf, off))
     }
 
+    /// Where the completion driver's receive is.
+    pub fn recv_state(&self) -> crate::uring::RecvState {
+        use crate::uring::RecvState;
+        if self.has(Flags::RECV_CANCELLING) {
+            RecvState::Cancelling
+        } else if self.has(Flags::RECV_ARMED) {
+            RecvState::Armed
+        } else {
+            RecvState::Idle
+        }
+    }
+
+    pub fn set_recv_state(&mut self, state: crate::uring::RecvState) {
+        use crate::uring::RecvState;
+        self.set(Flags::RECV_ARMED, state == RecvState::Armed);
+        self.set(Flags::RECV_CANCELLING, state == RecvState::Cancelling);
+    }
+
+    /// The key of the completion driver's send in flight, if one is.
+    pub fn send_in_flight(&self) -> Option<u32> {
+        self.io().filter(|io| io.in_flight > 0).map(|io| io.send_op)
+    }
+
     /// A send completed with `n` bytes taken.
     pub fn sent(&mut self, n: usize, now: Instant) {
         if let Some(io) = self.io.as_deref_mut() {
@@ -470,6 +500,26 @@ mod tests {
         assert_eq!(c.level_interest(64), Interest::NONE);
         c.phase = Phase::Lingering;
         assert_eq!(c.level_interest(64), Interest::READABLE);
+    }
+
+    #[test]
+    fn a_send_in_flight_counts_as_pending_and_swaps_buffers() {
+        let (mut c, _peer) = pair();
+        let now = Instant::now();
+        assert!(c.take_output().is_none(), "nothing to send");
+        c.queue(b"hello", 1024, now);
+        let (buf, off) = c.take_output().expect("the output");
+        assert_eq!((&buf[off..], c.pending()), (&b"hello"[..], 5));
+        assert!(c.take_output().is_none(), "one send in flight");
+        c.queue(b" world", 1024, now);
+        assert_eq!(c.pending(), 11, "queued meanwhile, apart from the send");
+        c.sent(2, now);
+        assert_eq!(c.pending(), 9, "a short send: the rest still in flight");
+        c.sent(3, now);
+        c.send_done(buf);
+        assert_eq!(c.pending(), 6);
+        let (next, off) = c.take_output().expect("the next send");
+        assert_eq!(&next[off..], b" world");
     }
 
     #[test]

@@ -46,10 +46,12 @@ impl<S: Default> EventLoop<S> {
             + usize::from(self.shared.config.idle_timeout.is_some());
         self.shared.orphan_timers += timers;
         // Closed before it is logged: a reader of the log sees the fd gone.
-        let (stream, peer) = self.shared.conns.remove(id.index()).into_parts();
+        let conn = self.shared.conns.remove(id.index());
+        let (recv, send) = (conn.recv_state(), conn.send_in_flight());
+        let (stream, peer) = conn.into_parts();
         match self.driver.ring() {
             // Closed once what it has in the ring is cancelled.
-            Some(ring) => ring.retire(id, stream),
+            Some(ring) => ring.retire(id, stream, recv, send),
             None => drop(stream),
         }
         self.shared.stats.closed += 1;

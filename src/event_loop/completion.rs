@@ -11,7 +11,7 @@ use super::{EventLoop, Life};
 use crate::app::App;
 use crate::conn::{Conn, ConnId, Flags, Flush, Phase};
 use crate::ctx::CloseReason;
-use crate::uring::{Done, Received, Ring};
+use crate::uring::{Done, Received, RecvState, Ring};
 
 impl<S: Default> EventLoop<S> {
     /// Handles the ring's completions of this turn's wait.
@@ -26,7 +26,16 @@ impl<S: Default> EventLoop<S> {
                 continue;
             };
             match done {
-                Done::Received(id, received) => self.received(app, id, received),
+                Done::Received {
+                    conn,
+                    received,
+                    ended,
+                } => {
+                    if ended && let Some(c) = self.shared.live_mut(conn) {
+                        c.set_recv_state(RecvState::Idle);
+                    }
+                    self.received(app, conn, received);
+                }
                 Done::Sent {
                     conn,
                     result,
@@ -46,16 +55,32 @@ impl<S: Default> EventLoop<S> {
 
     /// Starts a send of `conn`'s pending output unless one is in flight.
     pub(super) fn start_send(ring: &mut Ring, conn: &mut Conn, id: ConnId) -> io::Result<Flush> {
-        if ring.sending(id) {
+        if conn.send_in_flight().is_some() {
             return Ok(Flush::Sending);
         }
         match conn.take_output() {
             Some((buf, off)) => {
-                ring.send(id, crate::uring::raw(&conn.stream), buf, off)?;
+                Self::submit_send(ring, conn, id, buf, off)?;
                 Ok(Flush::Sending)
             }
             None => Ok(Flush::Done),
         }
+    }
+
+    /// Sends `buf[off..]` (counted in flight by the caller) and notes the
+    /// send's key for a close meanwhile.
+    fn submit_send(
+        ring: &mut Ring,
+        conn: &mut Conn,
+        id: ConnId,
+        buf: Vec<u8>,
+        off: usize,
+    ) -> io::Result<()> {
+        let key = ring.send(id, crate::uring::raw(&conn.stream), buf, off)?;
+        if let Some(io) = conn.io_mut() {
+            io.send_op = key;
+        }
+        Ok(())
     }
 
     fn received<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, received: Received) {
@@ -175,8 +200,7 @@ impl<S: Default> EventLoop<S> {
         let outcome = if off < buf.len() {
             // A short send: the socket is full; the rest goes when the
             // kernel can take it.
-            ring.send(id, crate::uring::raw(&conn.stream), buf, off)
-                .map(|()| Flush::Blocked)
+            Self::submit_send(ring, conn, id, buf, off).map(|()| Flush::Blocked)
         } else {
             conn.send_done(buf);
             Self::start_send(ring, conn, id)

@@ -16,6 +16,7 @@ use crate::conn::{ConnId, Flags, Flush, Phase};
 use crate::ctx::CloseReason;
 use crate::selector::{Event, Token};
 use crate::shared::TimerKind;
+use crate::uring::RecvState;
 
 /// Offers of unconsumed input (without new bytes) per connection per
 /// event, before others get a go.
@@ -370,8 +371,20 @@ impl<S: Default> EventLoop<S> {
             // Input still to offer comes first: receiving ahead of it would
             // let a backlog grow with every pause.
             let want = conn.may_read(max_jobs) && !conn.has(Flags::REOFFER);
-            if let Err(e) = ring.want_recv(id, crate::uring::raw(&conn.stream), want) {
-                self.shared.schedule_close(id, CloseReason::Error(e));
+            match (conn.recv_state(), want) {
+                (RecvState::Idle, true) => {
+                    match ring.arm_recv(id, crate::uring::raw(&conn.stream)) {
+                        Ok(()) => conn.set_recv_state(RecvState::Armed),
+                        Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+                    }
+                }
+                (RecvState::Armed, false) => {
+                    ring.cancel_recv(id);
+                    conn.set_recv_state(RecvState::Cancelling);
+                }
+                // A receive being cancelled is armed again once its end
+                // is back (`Received::Cancelled`).
+                _ => {}
             }
             return;
         }

@@ -12,16 +12,19 @@
 //! poll requests in the same ring: [`Ring::poll`] is a [`UringPoll`]
 //! selector, and the loop uses it as it uses any other.
 //!
-//! Operations are kept in a table ([`Ring`]'s `ops`); an operation's key is
-//! its `user_data` (with [`OP_BIT`]) and is freed only by its last
-//! completion, so a completion always finds the operation it belongs to.
-//! When a connection closes with operations in the kernel, its socket is
-//! kept here (*doomed*) and they are cancelled; the socket closes when the
-//! last of them completes. So the kernel never reads a freed send buffer,
-//! a multishot receive never outlives its connection holding the socket
-//! open, and no completion of a closed connection reaches a new one in the
-//! same slot.
+//! A connection's receive needs no memory of ours: its `user_data` is the
+//! connection's id (with [`OP_BIT`] and [`RECV_BIT`]), and whether it is
+//! armed is two bits of the connection's flags; so an idle connection costs
+//! here what it costs on epoll. Sends and accepts are kept in a table
+//! (`ops`), keyed by their `user_data`, freed only by their last
+//! completion. When a connection closes with operations in the kernel,
+//! its socket is kept here (*doomed*) and they are cancelled; the socket
+//! closes when the last of them completes. So the kernel never reads a
+//! freed send buffer, a multishot receive never outlives its connection
+//! holding the socket open, and no completion of a closed connection
+//! reaches a new one in the same slot (ids carry a generation).
 
+use std::collections::HashMap;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -45,19 +48,32 @@ const BUFFERS: u16 = 512;
 const BUFFER_SIZE: usize = 4096;
 /// The one buffer group.
 const GROUP: u16 = 0;
+/// `user_data` bit of a connection's receive (the rest is its id).
+const RECV_BIT: u64 = 1 << 62;
 
-/// Who an operation works for.
+/// A receive's `user_data`: the connection's id in 62 bits (31 of slot
+/// index, 31 of generation); `None` for a slot index past 2^31.
+fn recv_user_data(id: ConnId) -> Option<u64> {
+    let index = id.index() as u64;
+    (index < 1 << 31).then(|| OP_BIT | RECV_BIT | u64::from(id.generation()) << 31 | index)
+}
+
+/// The connection a receive's `user_data` (without [`OP_BIT`]) names.
+fn recv_conn(op: u64) -> ConnId {
+    ConnId::new(
+        (op & 0x7fff_ffff) as usize,
+        ((op >> 31) & 0x7fff_ffff) as u32,
+    )
+}
+
+/// Who a table operation works for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Owner {
     Conn(ConnId),
     Listener(usize),
-    /// A closed connection's socket, kept until its operations are done.
-    Doomed(usize),
 }
 
 enum Kind {
-    /// A multishot receive.
-    Recv,
     /// A send of `buf[off..]`; the buffer is the operation's until it
     /// completes.
     Send { buf: Vec<u8>, off: usize },
@@ -76,35 +92,26 @@ struct Doomed {
     ops: u8,
 }
 
-/// A connection's receive.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-enum Recv {
-    #[default]
+/// Where a connection's receive is (kept in its flags by the loop).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RecvState {
     Idle,
-    Armed(usize),
+    Armed,
     /// Cancelled; its last completion has not come yet.
-    Cancelling(usize),
-}
-
-/// A connection slot's operations (for the connection now in the slot).
-#[derive(Copy, Clone, Debug, Default)]
-struct Slot {
-    recv: Recv,
-    send: Option<usize>,
+    Cancelling,
 }
 
 /// What a receive brought.
 pub(crate) enum Received {
     /// `len` bytes in provided buffer `bid` (given back by the loop with
-    /// [`Ring::give_back`] once handed on).
+    /// [`BufRing::give_back`] once handed on).
     Data {
         bid: u16,
         len: usize,
     },
-    /// The peer's end of stream (the receive ended).
+    /// The peer's end of stream.
     Eof,
-    /// No provided buffer was free (the receive ended; arm it again once
-    /// buffers are back).
+    /// No provided buffer was free (arm it again once buffers are back).
     NoBuffers,
     /// The receive ended after a cancel.
     Cancelled,
@@ -113,7 +120,12 @@ pub(crate) enum Received {
 
 /// A completion, resolved to what it means for the loop.
 pub(crate) enum Done {
-    Received(ConnId, Received),
+    /// `ended`: the receive is no longer armed.
+    Received {
+        conn: ConnId,
+        received: Received,
+        ended: bool,
+    },
     /// A send took `result` bytes (or failed); `buf[off..]` is what is left
     /// of it (`off` already moved past what was taken).
     Sent {
@@ -137,11 +149,9 @@ pub(crate) struct Ring {
     /// below before they are freed.
     pub poll: UringPoll,
     ops: Slab<Op>,
-    /// By connection slot index.
-    slots: Vec<Slot>,
     /// By listener index: its accept.
     accepts: Vec<Option<usize>>,
-    doomed: Slab<Doomed>,
+    doomed: HashMap<ConnId, Doomed>,
     /// Out only while the app reads one of them (see [`Ring::take_bufs`]).
     bufs: Option<BufRing>,
     /// Completions taken from the last wait.
@@ -183,9 +193,8 @@ impl Ring {
         Ok(Ring {
             poll,
             ops: Slab::new(),
-            slots: Vec::new(),
             accepts: Vec::new(),
-            doomed: Slab::new(),
+            doomed: HashMap::new(),
             bufs: Some(bufs),
             completions: Vec::new(),
         })
@@ -196,90 +205,92 @@ impl Ring {
         Ring::new().map(drop)
     }
 
-    fn slot(&mut self, id: ConnId) -> &mut Slot {
-        let index = id.index();
-        if self.slots.len() <= index {
-            self.slots.resize(index + 1, Slot::default());
-        }
-        &mut self.slots[index]
-    }
-
-    /// Queues `entry` for operation `key`.
+    /// Queues `entry` with `user_data`.
     ///
     /// # Safety
     ///
     /// What the entry points to must stay valid until the operation's last
     /// completion: a socket kept by its connection or doomed here, a
     /// buffer owned by the operation.
-    unsafe fn submit(&mut self, key: usize, entry: io_uring::squeue::Entry) -> io::Result<()> {
-        let entry = entry.user_data(key as u64 | OP_BIT);
+    unsafe fn submit(&mut self, user_data: u64, entry: io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: passed on from the caller.
-        let pushed = unsafe { self.poll.push_op(entry) };
-        if pushed.is_err() {
-            self.ops.remove(key);
-        }
-        pushed
+        unsafe { self.poll.push_op(entry.user_data(user_data)) }
     }
 
-    fn cancel(&mut self, key: usize) {
-        let entry = opcode::AsyncCancel::new(key as u64 | OP_BIT)
-            .build()
-            .user_data(IGNORED);
+    /// Queues a table operation; it leaves the table if it cannot go in.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::submit`].
+    unsafe fn submit_op(
+        &mut self,
+        op: Op,
+        entry: impl FnOnce(&Op) -> io_uring::squeue::Entry,
+    ) -> io::Result<usize> {
+        let key = self.ops.insert(op);
+        let entry = entry(&self.ops[key]);
+        // SAFETY: passed on from the caller.
+        let pushed = unsafe { self.submit(key as u64 | OP_BIT, entry) };
+        match pushed {
+            Ok(()) => Ok(key),
+            Err(e) => {
+                self.ops.remove(key);
+                Err(e)
+            }
+        }
+    }
+
+    fn cancel(&mut self, user_data: u64) {
+        let entry = opcode::AsyncCancel::new(user_data).build();
         // SAFETY: a cancel refers to no memory of ours.
-        if let Err(e) = unsafe { self.poll.push_op(entry) } {
+        if let Err(e) = unsafe { self.submit(IGNORED, entry) } {
             log::warn!(target: "iomux::uring", "cannot cancel an operation: {e}");
         }
     }
 
-    /// Arms or cancels connection `id`'s receive (on socket `fd`) as the
-    /// loop wants it. A receive being cancelled is armed again only after
-    /// its end came back ([`Received::Cancelled`]).
-    pub fn want_recv(&mut self, id: ConnId, fd: RawFd, want: bool) -> io::Result<()> {
-        match (self.slot(id).recv, want) {
-            (Recv::Idle, true) => {
-                let key = self.ops.insert(Op {
-                    owner: Owner::Conn(id),
-                    kind: Kind::Recv,
-                });
-                let entry = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
-                // SAFETY: the socket stays open while the operation lives
-                // (its connection holds it, then `retire` dooms it); the
-                // buffers are the ring's, which outlive it.
-                unsafe { self.submit(key, entry)? };
-                self.slot(id).recv = Recv::Armed(key);
-            }
-            (Recv::Armed(key), false) => {
-                self.cancel(key);
-                self.slot(id).recv = Recv::Cancelling(key);
-            }
-            _ => {}
-        }
-        Ok(())
+    /// Arms connection `id`'s multishot receive on socket `fd`.
+    pub fn arm_recv(&mut self, id: ConnId, fd: RawFd) -> io::Result<()> {
+        let user_data = recv_user_data(id)
+            .ok_or_else(|| io::Error::other("connection table past 2^31 slots"))?;
+        let entry = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
+        // SAFETY: the socket stays open while the receive is armed (its
+        // connection holds it, then `retire` dooms it); the buffers are
+        // the ring's, which outlive it.
+        unsafe { self.submit(user_data, entry) }
     }
 
-    /// Whether a send of connection `id` is in the kernel.
-    pub fn sending(&self, id: ConnId) -> bool {
-        self.slots.get(id.index()).is_some_and(|s| s.send.is_some())
+    /// Cancels connection `id`'s receive; its end comes back as
+    /// [`Received::Cancelled`] (or whatever it ended with first).
+    pub fn cancel_recv(&mut self, id: ConnId) {
+        if let Some(user_data) = recv_user_data(id) {
+            self.cancel(user_data);
+        }
     }
 
     /// Sends `buf[off..]` on connection `id`'s socket `fd`; the buffer
-    /// comes back with its completion ([`Done::Sent`]).
-    pub fn send(&mut self, id: ConnId, fd: RawFd, buf: Vec<u8>, off: usize) -> io::Result<()> {
-        let len = (buf.len() - off).min(u32::MAX as usize) as u32;
-        let ptr = buf[off..].as_ptr();
-        let key = self.ops.insert(Op {
+    /// comes back with its completion ([`Done::Sent`]). Returns the send's
+    /// key (for [`Ring::retire`]).
+    pub fn send(&mut self, id: ConnId, fd: RawFd, buf: Vec<u8>, off: usize) -> io::Result<u32> {
+        let op = Op {
             owner: Owner::Conn(id),
             kind: Kind::Send { buf, off },
-        });
-        let entry = opcode::Send::new(types::Fd(fd), ptr, len)
-            .flags(libc_msg_nosignal())
-            .build();
+        };
         // SAFETY: the bytes are the operation's own buffer (moved into the
-        // table above; a Vec's heap memory does not move with it), kept
-        // until its completion; the socket as for `want_recv`.
-        unsafe { self.submit(key, entry)? };
-        self.slot(id).send = Some(key);
-        Ok(())
+        // table; a Vec's heap memory does not move with it), kept until its
+        // completion; the socket as for `arm_recv`.
+        let key = unsafe {
+            self.submit_op(op, |op| {
+                let Kind::Send { buf, off } = &op.kind else {
+                    unreachable!("built as a send just above")
+                };
+                let bytes = &buf[*off..];
+                let len = bytes.len().min(u32::MAX as usize) as u32;
+                opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+                    .flags(msg_nosignal())
+                    .build()
+            })?
+        };
+        u32::try_from(key).map_err(|_| io::Error::other("more than 2^32 sends in flight"))
     }
 
     /// Arms listener `index`'s multishot accept on socket `fd`.
@@ -290,17 +301,20 @@ impl Ring {
         if self.accepts[index].is_some() {
             return Ok(());
         }
-        let key = self.ops.insert(Op {
+        let op = Op {
             owner: Owner::Listener(index),
             kind: Kind::Accept,
-        });
-        let entry = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc_sock_flags())
-            .build();
+        };
         // SAFETY: the listener stays open while it is armed (the loop
         // cancels the accept before it drops the listener, and a late
         // connection is closed); no memory of ours is involved.
-        unsafe { self.submit(key, entry)? };
+        let key = unsafe {
+            self.submit_op(op, |_| {
+                opcode::AcceptMulti::new(types::Fd(fd))
+                    .flags(sock_flags())
+                    .build()
+            })?
+        };
         self.accepts[index] = Some(key);
         Ok(())
     }
@@ -308,40 +322,57 @@ impl Ring {
     /// Cancels listener `index`'s accept (pausing or closing it).
     pub fn stop_accepting(&mut self, index: usize) {
         if let Some(key) = self.accepts.get_mut(index).and_then(Option::take) {
-            self.cancel(key);
+            self.cancel(key as u64 | OP_BIT);
         }
     }
 
-    /// A connection closed: cancels what it has in the kernel and keeps its
-    /// socket until that is over (closed at once if nothing is).
-    pub fn retire(&mut self, id: ConnId, stream: Stream) {
-        let slot = std::mem::take(self.slot(id));
-        let recv = match slot.recv {
-            Recv::Idle => None,
-            Recv::Armed(key) => {
-                self.cancel(key);
-                Some(key)
+    /// Connection `id` closed: cancels what it has in the kernel (its
+    /// receive as `recv` says, its send `send`) and keeps its socket until
+    /// that is over (closed at once if nothing is).
+    pub fn retire(&mut self, id: ConnId, stream: Stream, recv: RecvState, send: Option<u32>) {
+        let mut ops = 0;
+        match recv {
+            RecvState::Idle => {}
+            RecvState::Armed => {
+                self.cancel_recv(id);
+                ops += 1;
             }
-            Recv::Cancelling(key) => Some(key),
+            RecvState::Cancelling => ops += 1,
+        }
+        let owns = |k: &u32| {
+            self.ops
+                .get(*k as usize)
+                .is_some_and(|op| op.owner == Owner::Conn(id))
         };
-        if let Some(key) = slot.send {
+        if let Some(key) = send.filter(owns) {
             // A send to a peer that stopped reading would never end.
-            self.cancel(key);
+            self.cancel(u64::from(key) | OP_BIT);
+            ops += 1;
         }
-        let keys = [recv, slot.send];
-        let ops = keys.iter().flatten().count() as u8;
-        if ops == 0 {
-            return; // dropping the stream closes it
-        }
-        let doomed = self.doomed.insert(Doomed {
-            _stream: stream,
-            ops,
-        });
-        for key in keys.into_iter().flatten() {
-            if let Some(op) = self.ops.get_mut(key) {
-                op.owner = Owner::Doomed(doomed);
+        if ops > 0 {
+            self.doomed.insert(
+                id,
+                Doomed {
+                    _stream: stream,
+                    ops,
+                },
+            );
+        } // else dropping the stream closes it
+    }
+
+    /// One of a doomed socket's operations is over: the socket closes with
+    /// the last. False if `id` is not doomed.
+    fn doomed_op_over(&mut self, id: ConnId, last: bool) -> bool {
+        let Some(doomed) = self.doomed.get_mut(&id) else {
+            return false;
+        };
+        if last {
+            doomed.ops -= 1;
+            if doomed.ops == 0 {
+                self.doomed.remove(&id); // closes the socket
             }
         }
+        true
     }
 
     /// Takes the completions of the last wait into `out` (to be resolved
@@ -354,60 +385,48 @@ impl Ring {
     /// What completion `c` means; `None` when it concerns nobody any more
     /// (a doomed socket's operation, a stale accept).
     pub fn resolve(&mut self, c: OpCompletion) -> Option<Done> {
-        let key = c.op as usize;
         let last = !cqueue::more(c.flags);
-        let op = self.ops.get(key)?;
-        let owner = op.owner;
         let buffer = cqueue::buffer_select(c.flags);
-        let op = if last {
-            self.ops.remove(key)
-        } else {
-            // A multishot operation goes on: its entry stays.
-            Op {
-                owner,
-                kind: match op.kind {
-                    Kind::Recv => Kind::Recv,
-                    Kind::Accept => Kind::Accept,
-                    Kind::Send { .. } => return None, // sends are one-shot
-                },
-            }
-        };
         let result = c.result;
-        match (owner, op.kind) {
-            (Owner::Doomed(d), kind) => {
+        if c.op & RECV_BIT != 0 {
+            let conn = recv_conn(c.op & !RECV_BIT);
+            if !self.doomed.is_empty() && self.doomed_op_over(conn, last) {
                 if let Some(bid) = buffer {
                     self.give_back(bid);
                 }
-                drop(kind); // a send's buffer is free now
-                if last && let Some(doomed) = self.doomed.get_mut(d) {
-                    doomed.ops -= 1;
-                    if doomed.ops == 0 {
-                        self.doomed.remove(d); // closes the socket
-                    }
-                }
-                None
+                return None;
             }
-            (Owner::Conn(id), Kind::Recv) => {
-                if last {
-                    self.slot(id).recv = Recv::Idle;
-                }
-                let received = match (result, buffer) {
-                    (n, Some(bid)) if n > 0 => Received::Data {
-                        bid,
-                        len: n as usize,
-                    },
-                    (0, _) => Received::Eof,
-                    (n, _) if n == -Errno::NOBUFS.raw_os_error() => Received::NoBuffers,
-                    (n, _) if n == -Errno::CANCELED.raw_os_error() => Received::Cancelled,
-                    (n, _) if n < 0 => Received::Error(io::Error::from_raw_os_error(-n)),
-                    _ => Received::Error(io::Error::other(
-                        "a receive completed without a provided buffer",
-                    )),
+            let received = match (result, buffer) {
+                (n, Some(bid)) if n > 0 => Received::Data {
+                    bid,
+                    len: n as usize,
+                },
+                (0, _) => Received::Eof,
+                (n, _) if n == -Errno::NOBUFS.raw_os_error() => Received::NoBuffers,
+                (n, _) if n == -Errno::CANCELED.raw_os_error() => Received::Cancelled,
+                (n, _) if n < 0 => Received::Error(io::Error::from_raw_os_error(-n)),
+                _ => Received::Error(io::Error::other(
+                    "a receive completed without a provided buffer",
+                )),
+            };
+            return Some(Done::Received {
+                conn,
+                received,
+                ended: last,
+            });
+        }
+        let key = c.op as usize;
+        let owner = self.ops.get(key)?.owner;
+        match owner {
+            Owner::Conn(conn) => {
+                // Sends are one-shot: this is their last completion.
+                let op = self.ops.remove(key);
+                let Kind::Send { buf, off } = op.kind else {
+                    return None;
                 };
-                Some(Done::Received(id, received))
-            }
-            (Owner::Conn(id), Kind::Send { buf, off }) => {
-                self.slot(id).send = None;
+                if !self.doomed.is_empty() && self.doomed_op_over(conn, true) {
+                    return None; // the buffer is free now
+                }
                 let result = if result >= 0 {
                     Ok(result as usize)
                 } else {
@@ -415,18 +434,20 @@ impl Ring {
                 };
                 let off = off + *result.as_ref().unwrap_or(&0);
                 Some(Done::Sent {
-                    conn: id,
+                    conn,
                     result,
                     off: off.min(buf.len()),
                     buf,
                 })
             }
-            (Owner::Listener(index), Kind::Accept) => {
-                if last
-                    && let Some(slot) = self.accepts.get_mut(index)
-                    && *slot == Some(key)
-                {
-                    *slot = None;
+            Owner::Listener(index) => {
+                if last {
+                    self.ops.remove(key);
+                    if let Some(slot) = self.accepts.get_mut(index)
+                        && *slot == Some(key)
+                    {
+                        *slot = None;
+                    }
                 }
                 let result = if result >= 0 {
                     // SAFETY: a successful accept's result is a new
@@ -441,8 +462,6 @@ impl Ring {
                     more: !last,
                 })
             }
-            // Every kind has one owner kind.
-            (Owner::Conn(_), Kind::Accept) | (Owner::Listener(_), _) => None,
         }
     }
 
@@ -478,7 +497,11 @@ impl Ring {
             }
             self.take_completions(&mut batch);
             for c in batch.drain(..) {
-                if let Some(Done::Received(_, Received::Data { bid, .. })) = self.resolve(c) {
+                if let Some(Done::Received {
+                    received: Received::Data { bid, .. },
+                    ..
+                }) = self.resolve(c)
+                {
                     self.give_back(bid);
                 }
             }
@@ -488,13 +511,13 @@ impl Ring {
 
 /// `MSG_NOSIGNAL`: a send to a closed peer fails with `EPIPE` instead of
 /// raising `SIGPIPE`.
-fn libc_msg_nosignal() -> i32 {
+fn msg_nosignal() -> i32 {
     rustix::net::SendFlags::NOSIGNAL.bits() as i32
 }
 
 /// Accepted sockets are non-blocking (the loop's sync paths, such as a
 /// lingering close's `shutdown`, must never block) and close-on-exec.
-fn libc_sock_flags() -> i32 {
+fn sock_flags() -> i32 {
     (rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC).bits() as i32
 }
 
@@ -502,4 +525,46 @@ fn libc_sock_flags() -> i32 {
 pub(crate) fn raw(stream: &Stream) -> RawFd {
     use std::os::fd::AsFd;
     stream.as_fd().as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_names_its_connection_and_nothing_else() {
+        for id in [
+            ConnId::new(0, 1),
+            ConnId::new(12345, 0x7fff_ffff),
+            ConnId::new((1 << 31) - 1, 7),
+        ] {
+            let user_data = recv_user_data(id).expect("in range");
+            assert_eq!(user_data & (OP_BIT | RECV_BIT), OP_BIT | RECV_BIT);
+            assert_eq!(recv_conn(user_data & !OP_BIT & !RECV_BIT), id);
+            assert_ne!(user_data, IGNORED, "never the ignored user_data");
+        }
+        assert_eq!(
+            recv_user_data(ConnId::new(1 << 31, 1)),
+            None,
+            "refused, not wrapped"
+        );
+    }
+
+    #[test]
+    fn provided_buffers_come_back_in_ring_order() {
+        if crate::selector::skip_unavailable(crate::Backend::Uring, "provided_buffers") {
+            return;
+        }
+        let ring = Ring::new().expect("a ring");
+        let mut bufs = BufRing::new(ring.poll.ring(), 4, 16, 1).expect("a second group");
+        assert_eq!(bufs.get(2, 100).len(), 16, "no more than a buffer");
+        for round in 0..10u16 {
+            bufs.give_back(round % 4);
+        }
+        assert_eq!(bufs.get(3, 5), &[0; 5], "the bytes of buffer 3");
+        assert!(
+            BufRing::new(ring.poll.ring(), 3, 16, 2).is_err(),
+            "not a power of two"
+        );
+    }
 }
