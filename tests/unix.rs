@@ -20,6 +20,7 @@ backend_suite! {
     unix_abstract_echo,
     unix_stale_file_replaced_live_one_refused,
     bench_over_unix_sockets,
+    adopted_unix_stream_echo,
 }
 
 /// `iomux serve --backend BACKEND EXTRA` (EXTRA has the `--bind`).
@@ -268,4 +269,33 @@ fn bench_over_unix_sockets(backend: &str) {
     let json: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("JSON");
     assert_eq!(json["errors"]["idle_closed"], 3, "{json}");
     server.stop();
+}
+
+/// `EventLoop::adopt_unix`: a connected Unix-domain stream (one end of a
+/// socketpair, unnamed) joins a loop and is served like an accepted one.
+fn adopted_unix_stream_echo(backend: &str) {
+    let backend: iomux::Backend = backend.parse().expect("a backend");
+    let (ours, mut theirs) = UnixStream::pair().expect("a socketpair");
+    theirs.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let looping = std::thread::spawn(move || {
+        let mut lp: iomux::EventLoop<()> =
+            iomux::EventLoop::new(backend, iomux::Config::default())?;
+        lp.adopt_unix(ours)?;
+        let _ = handle_tx.send(lp.stop_handle());
+        lp.run(&mut iomux::app::Echo)
+    });
+    let stop = handle_rx.recv_timeout(LIVENESS).expect("the loop started");
+    theirs.write_all(b"through an adopted stream").unwrap();
+    assert_eq!(read_exact(&mut theirs, 25), b"through an adopted stream");
+    stop.stop();
+    looping
+        .join()
+        .expect("the loop thread")
+        .expect("the loop ran");
+    let mut rest = Vec::new();
+    theirs
+        .read_to_end(&mut rest)
+        .expect("end of stream at the shutdown");
+    assert!(rest.is_empty(), "{rest:?}");
 }
