@@ -77,6 +77,11 @@ pub struct Config {
     pub stall_threshold: Option<Duration>,
     /// Log a `stats` line this often. Default off; not zero.
     pub stats_interval: Option<Duration>,
+    /// Provided buffers of the completion driver (`uring`), 4 KiB each,
+    /// shared by all its connections: how much one turn may receive. When
+    /// all are lent out a receive ends with `ENOBUFS` and is armed again
+    /// once they are back. Default 512 (2 MiB); a power of two up to 32768.
+    pub uring_buffers: u16,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             max_jobs_per_conn: 64,
             stall_threshold: Some(Duration::from_millis(100)),
             stats_interval: None,
+            uring_buffers: 512,
         }
     }
 }
@@ -130,6 +136,12 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("max_output_soft", self.max_output_soft.map(|(_, d)| d)),
         ];
+        if !self.uring_buffers.is_power_of_two() || self.uring_buffers > 1 << 15 {
+            return Err(invalid(format!(
+                "uring_buffers must be a power of two up to 32768 (not {})",
+                self.uring_buffers
+            )));
+        }
         for (field, value) in periods {
             if value.is_some_and(|d| d.is_zero()) {
                 return Err(invalid(format!("{field} must not be zero")));
@@ -185,6 +197,9 @@ mod tests {
                 |c| c.max_output_soft = Some((c.max_output + 1, Duration::from_secs(1))),
                 "max_output_soft",
             ),
+            (|c| c.uring_buffers = 0, "uring_buffers"),
+            (|c| c.uring_buffers = 48, "uring_buffers"),
+            (|c| c.uring_buffers = u16::MAX, "uring_buffers"),
         ];
         for (break_it, field) in cases {
             let mut c = Config::default();

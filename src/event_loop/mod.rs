@@ -91,9 +91,11 @@ enum Driver {
 }
 
 impl Driver {
-    fn open(backend: Backend) -> io::Result<Driver> {
+    fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
         Ok(match backend.resolve() {
-            Backend::Uring => Driver::Completion(Box::new(crate::uring::Ring::new()?)),
+            Backend::Uring => {
+                Driver::Completion(Box::new(crate::uring::Ring::new(config.uring_buffers)?))
+            }
             other => Driver::Readiness(other.open()?),
         })
     }
@@ -164,7 +166,7 @@ impl<S: Default> EventLoop<S> {
     /// [`Config::validate`]: an invalid one is an `InvalidInput` error).
     pub fn new(backend: Backend, config: Config) -> io::Result<EventLoop<S>> {
         config.validate()?;
-        let mut driver = Driver::open(backend)?;
+        let mut driver = Driver::open(backend, &config)?;
         let waker = Waker::new()?;
         driver
             .selector()

@@ -43,8 +43,7 @@ mod bufs;
 
 pub(crate) use bufs::BufRing;
 
-/// Provided buffers: shared by all connections of a loop.
-const BUFFERS: u16 = 512;
+/// Bytes of one provided buffer (how many: `Config::uring_buffers`).
 const BUFFER_SIZE: usize = 4096;
 /// The one buffer group.
 const GROUP: u16 = 0;
@@ -166,9 +165,10 @@ fn unavailable(reason: impl std::fmt::Display) -> io::Error {
 }
 
 impl Ring {
-    /// A ring with a provided-buffer group, after checking that the kernel
-    /// has what the driver needs (Linux 6.0: multishot receive).
-    pub fn new() -> io::Result<Ring> {
+    /// A ring with a group of `buffers` provided buffers, after checking
+    /// that the kernel has what the driver needs (Linux 6.0: multishot
+    /// receive).
+    pub fn new(buffers: u16) -> io::Result<Ring> {
         let poll = UringPoll::new()?;
         let mut probe = Probe::new();
         poll.ring()
@@ -188,7 +188,7 @@ impl Ring {
                 return Err(unavailable(format!("the kernel lacks {name}")));
             }
         }
-        let bufs = BufRing::new(poll.ring(), BUFFERS, BUFFER_SIZE, GROUP)
+        let bufs = BufRing::new(poll.ring(), buffers, BUFFER_SIZE, GROUP)
             .map_err(|e| unavailable(format!("IORING_REGISTER_PBUF_RING: {e}")))?;
         Ok(Ring {
             poll,
@@ -202,7 +202,7 @@ impl Ring {
 
     /// Whether the driver can run here (an `Unsupported` error says why).
     pub fn probe() -> io::Result<()> {
-        Ring::new().map(drop)
+        Ring::new(crate::Config::default().uring_buffers).map(drop)
     }
 
     /// Queues `entry` with `user_data`.
@@ -555,7 +555,7 @@ mod tests {
         if crate::selector::skip_unavailable(crate::Backend::Uring, "provided_buffers") {
             return;
         }
-        let ring = Ring::new().expect("a ring");
+        let ring = Ring::new(8).expect("a ring");
         let mut bufs = BufRing::new(ring.poll.ring(), 4, 16, 1).expect("a second group");
         assert_eq!(bufs.get(2, 100).len(), 16, "no more than a buffer");
         for round in 0..10u16 {
