@@ -1358,6 +1358,19 @@ fn dead_port() -> u16 {
 }
 
 /// The `N` and `M` of "... connection N of M" in `message`.
+/// A bench run that failed (exit 1) with a JSON error starting with
+/// `prefix` and naming connection N of M: (N, M, the error).
+fn timeout_failure(code: i32, stdout: &str, stderr: &str, prefix: &str) -> (u64, u64, String) {
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let error = json_of(stdout, stderr)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.starts_with(prefix), "{error}");
+    let (n, of) = connection_number(&error);
+    (n, of, error)
+}
+
 fn connection_number(message: &str) -> (u64, u64) {
     let rest = message
         .split(" connection ")
@@ -1428,18 +1441,12 @@ fn bench_connect_timeout_after_the_first_connection_says_which() {
         start.elapsed() < Duration::from_secs(5),
         "one timeout ends the run"
     );
-    assert_eq!(code, 1, "{stdout} {stderr}");
-    let error = json_of(&stdout, &stderr)["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        error.starts_with(&format!(
-            "cannot connect to {addr}: connect timeout (0.3 s) on idle connection "
-        )),
-        "{error}"
+    let (n, of, error) = timeout_failure(
+        code,
+        &stdout,
+        &stderr,
+        &format!("cannot connect to {addr}: connect timeout (0.3 s) on idle connection "),
     );
-    let (n, of) = connection_number(&error);
     assert!(n >= 2 && of == 8, "not the first: {error}");
     drop(listener);
 }
@@ -1473,18 +1480,12 @@ fn bench_unix_connect_timeout_when_the_accept_queue_stays_full() {
         "0.3",
         "--json",
     ]);
-    assert_eq!(code, 1, "{stdout} {stderr}");
-    let error = json_of(&stdout, &stderr)["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        error.starts_with(&format!(
-            "cannot connect to {addr}: connect timeout (0.3 s) on active connection "
-        )),
-        "{error}"
+    let (n, of, error) = timeout_failure(
+        code,
+        &stdout,
+        &stderr,
+        &format!("cannot connect to {addr}: connect timeout (0.3 s) on active connection "),
     );
-    let (n, of) = connection_number(&error);
     assert!(n >= 2 && of == 3, "the first was queued: {error}");
     drop(fd);
     let _ = std::fs::remove_dir_all(&dir);

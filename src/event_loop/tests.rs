@@ -235,21 +235,6 @@ fn an_invalid_config_is_refused_up_front() {
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
 }
 
-/// Echoes everything (consumes all it is offered).
-#[derive(Default)]
-struct EchoAll;
-
-impl App for EchoAll {
-    type State = ();
-    fn name(&self) -> &'static str {
-        "echo-all"
-    }
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
-        ctx.send(conn, input);
-        input.len()
-    }
-}
-
 /// The completion driver with only two provided buffers and many clients
 /// sending at once: receives run out of buffers (`ENOBUFS` ends them) and
 /// are armed again when buffers are back; every byte still comes back, in
@@ -267,7 +252,7 @@ fn receives_out_of_provided_buffers_are_armed_again() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut lp = EventLoop::new(Backend::Uring, config).unwrap();
-    let mut app = EchoAll;
+    let mut app = crate::app::Echo;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let (server, client) = pair(&listener);
