@@ -4,8 +4,9 @@
 //!
 //! This file is the seam to the kernel for connections. What bytes mean
 //! (offering them to the app, flow control, limits) is in `deliver.rs`,
-//! which does not care how the bytes arrived; a completion-based driver
-//! replaces this file and feeds the same `offer`.
+//! which does not care how the bytes arrived; the completion driver
+//! (`completion.rs`) feeds the same `offer` and ends in the same
+//! `after_write`, and `update_interest` arms or cancels its receive.
 
 use std::io;
 use std::os::fd::AsFd;

@@ -21,6 +21,14 @@
 //!
 //! Data flows one way: kernel event → selector → loop (token → connection)
 //! → connection buffers → app → connection output → socket.
+//!
+//! On the completion driver (`Backend::Uring`) step 3 is the ring's one
+//! `io_uring_enter` (this turn's sends, receives and cancels go in, the
+//! completions come out), and after step 4 the completions are handled
+//! (`completion.rs`): received bytes go to the app as in step 4, finished
+//! sends to the same decisions as a write (`after_write`). The selector is
+//! then the ring's poll requests, for the waker, the signal pipe, sources
+//! and connects in progress.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
