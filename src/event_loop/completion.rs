@@ -31,7 +31,12 @@ impl<S: Default> EventLoop<S> {
                     received,
                     ended,
                 } => {
-                    if ended && let Some(c) = self.shared.live_mut(conn) {
+                    // Even for one scheduled to close: its close must not
+                    // wait for a receive that is over.
+                    if ended
+                        && let Some(c) = self.shared.conns.get_mut(conn.index())
+                        && c.is(conn)
+                    {
                         c.set_recv_state(RecvState::Idle);
                     }
                     self.received(app, conn, received);
