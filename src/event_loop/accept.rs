@@ -254,6 +254,11 @@ impl<S: Default> EventLoop<S> {
         for index in 0..self.listeners.len() {
             self.unwatch_listener(index);
         }
+        if let Some(ring) = self.driver.ring() {
+            // An accept queued this turn names the listener's fd number:
+            // it must reach the kernel before that number is closed.
+            ring.submit_now();
+        }
         self.listeners.clear();
     }
 }

@@ -40,6 +40,9 @@ impl<S: Default> EventLoop<S> {
                         c.set_recv_state(RecvState::Idle);
                     }
                     self.received(app, conn, received);
+                    if ended {
+                        self.finish_if_done(conn);
+                    }
                 }
                 Done::Sent {
                     conn,
@@ -56,6 +59,21 @@ impl<S: Default> EventLoop<S> {
             self.reap(app);
         }
         self.completions = batch;
+    }
+
+    /// A connection whose close waited for its receive to end (`finish`)
+    /// closes (or lingers) now, if it still owes nothing.
+    fn finish_if_done(&mut self, id: ConnId) {
+        // `finish` waits as `Draining`; a half-closed connection is closed
+        // by its flush as on any backend.
+        if self
+            .shared
+            .live(id)
+            .is_some_and(|c| c.phase == Phase::Draining && c.owes_nothing())
+        {
+            let reason = self.take_close_reason(id, CloseReason::App);
+            self.finish(id, reason);
+        }
     }
 
     /// Starts a send of `conn`'s pending output unless one is in flight.

@@ -132,6 +132,11 @@ impl<S: Default> EventLoop<S> {
                 }
                 if offers == REOFFER_BUDGET {
                     self.shared.unfinished.push(Token(id.0));
+                    if completion {
+                        // No receiving ahead of a backlog (it cancels the
+                        // receive while input waits to be offered).
+                        self.update_interest(id);
+                    }
                     return;
                 }
                 offers += 1;
@@ -139,7 +144,8 @@ impl<S: Default> EventLoop<S> {
                 continue;
             }
             if conn.phase == Phase::EofPending {
-                if conn.has_input() && !conn.may_deliver(max_jobs) {
+                if (conn.has_input() && !conn.may_deliver(max_jobs)) || conn.has(Flags::APP_PAUSED)
+                {
                     // Requests wait for room (a drain, a job back); the end
                     // of stream is told after them.
                     return;
@@ -250,8 +256,11 @@ impl<S: Default> EventLoop<S> {
         {
             io.over_soft_since = None;
         }
-        let arm_write_timer =
-            outcome == Flush::Blocked && write_timeout.is_some() && conn.raise(Flags::WRITE_TIMER);
+        // Output waiting on the socket: blocked, or a send in the kernel
+        // (the completion driver's may wait there for a peer that stopped
+        // reading without ever coming back short).
+        let waiting = matches!(outcome, Flush::Blocked | Flush::Sending);
+        let arm_write_timer = waiting && write_timeout.is_some() && conn.raise(Flags::WRITE_TIMER);
         let drained = conn.after_write(low_water).below_low_water;
         if drained && let Some(io) = conn.io_mut() {
             // The peer could not be heard while its output was full: its
@@ -321,6 +330,15 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         let peer_done = matches!(conn.phase, Phase::ReadClosed | Phase::EofPending);
+        if !peer_done && conn.recv_state() != RecvState::Idle {
+            // The completion driver: bytes may be on their way in a
+            // receive, unseen by FIONREAD. Stop it, and decide once it is
+            // over (`completion.rs` calls this again).
+            conn.phase = Phase::Draining;
+            self.shared.note_close_reason(id, reason);
+            self.update_interest(id);
+            return;
+        }
         let unread = !peer_done
             && (conn.has(Flags::DISCARDED)
                 || rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0));

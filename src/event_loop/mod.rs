@@ -385,6 +385,9 @@ impl<S: Default> EventLoop<S> {
         if let Some(started) = self.turn_started.take() {
             self.turn_times.record(started.elapsed());
         }
+        if let Some(ring) = self.driver.ring() {
+            ring.before_wait();
+        }
         self.driver.selector().select(&mut self.events, wait)?;
         self.shared.now = Instant::now();
         if self.shared.config.stats_interval.is_some() {

@@ -288,3 +288,41 @@ fn receives_out_of_provided_buffers_are_armed_again() {
         assert!(got == data, "client {i} got other bytes back");
     }
 }
+
+/// A loop that stops with no connection stops listening at once, even
+/// while the loop value lives on (on the completion driver the armed
+/// accept holds the socket until its cancel reaches the kernel).
+#[test]
+fn a_stopped_loop_no_longer_listens_on_every_backend() {
+    for backend in Backend::ALL {
+        if crate::selector::skip_unavailable(backend, "a_stopped_loop_no_longer_listens") {
+            continue;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut lp: EventLoop<()> = EventLoop::new(backend, Config::default()).unwrap();
+        lp.listen(listener).unwrap();
+        let mut app = crate::app::Echo;
+        lp.run_once(&mut app, Some(Duration::ZERO)).unwrap();
+        lp.stop_handle().stop();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lp
+            .run_once(&mut app, Some(Duration::from_millis(10)))
+            .unwrap()
+            == Status::Running
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend}: never stopped"
+            );
+        }
+        let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{backend}: still listening after the stop: {refused:?}"
+        );
+        drop(lp);
+    }
+}

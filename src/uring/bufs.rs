@@ -12,6 +12,18 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
+/// The layout of a ring entry (`struct io_uring_buf`), to write its
+/// fields one by one; `resv` of entry 0 is the ring's tail.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawEntry>() == std::mem::size_of::<BufRingEntry>());
+
 /// The buffers of one buffer group, and the ring that lends them.
 pub(crate) struct BufRing {
     /// `count` ring entries, page-aligned (the kernel maps them).
@@ -67,8 +79,9 @@ impl BufRing {
             bufs.give_back(bid);
         }
         // SAFETY: the entries stay allocated (and the buffers they point
-        // to) until this value is dropped, which the loop does only after
-        // the ring itself is gone (its field comes after the driver's).
+        // to) until this value is dropped, which the ring's owner does only
+        // once the kernel is done with them (`Ring`'s `Drop` waits for its
+        // operations, or leaks this).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
@@ -97,12 +110,15 @@ impl BufRing {
         let index = usize::from(self.tail & (self.count - 1));
         // SAFETY: `index < count`, inside the entries allocation; the kernel
         // reads only entries between its head and the published tail, and
-        // this one is past the tail until the store below.
+        // this one is past the tail until the store below. The fields are
+        // written through raw pointers, never a `&mut` to the entry: entry
+        // 0's last field is the tail, which the kernel reads meanwhile.
         unsafe {
-            let entry = &mut *self.entries.as_ptr().add(index);
-            entry.set_addr(self.memory.as_ptr().add(usize::from(bid) * self.size) as u64);
-            entry.set_len(self.size as u32);
-            entry.set_bid(bid);
+            let entry = self.entries.as_ptr().add(index).cast::<RawEntry>();
+            let addr = self.memory.as_ptr().add(usize::from(bid) * self.size) as u64;
+            std::ptr::addr_of_mut!((*entry).addr).write(addr);
+            std::ptr::addr_of_mut!((*entry).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail is the `resv` field of entry 0, a u16 inside the

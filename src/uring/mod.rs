@@ -54,7 +54,8 @@ const RECV_BIT: u64 = 1 << 62;
 /// index, 31 of generation); `None` for a slot index past 2^31.
 fn recv_user_data(id: ConnId) -> Option<u64> {
     let index = id.index() as u64;
-    (index < 1 << 31).then(|| OP_BIT | RECV_BIT | u64::from(id.generation()) << 31 | index)
+    // Below 2^31 - 1: the largest id would make `u64::MAX` (`IGNORED`).
+    (index < (1 << 31) - 1).then(|| OP_BIT | RECV_BIT | u64::from(id.generation()) << 31 | index)
 }
 
 /// The connection a receive's `user_data` (without [`OP_BIT`]) names.
@@ -155,6 +156,13 @@ pub(crate) struct Ring {
     bufs: Option<BufRing>,
     /// Completions taken from the last wait.
     completions: Vec<OpCompletion>,
+    /// Receives armed whose last completion has not come (so the ring
+    /// knows, when it is dropped, whether the kernel may still write).
+    armed_recvs: usize,
+    /// Cancels that found the submission queue unusable: queued again
+    /// before the next wait, since a lost cancel would leave a receive
+    /// running or a doomed socket open.
+    pending_cancels: Vec<u64>,
 }
 
 fn unavailable(reason: impl std::fmt::Display) -> io::Error {
@@ -197,6 +205,8 @@ impl Ring {
             doomed: HashMap::new(),
             bufs: Some(bufs),
             completions: Vec::new(),
+            armed_recvs: 0,
+            pending_cancels: Vec::new(),
         })
     }
 
@@ -244,8 +254,21 @@ impl Ring {
         let entry = opcode::AsyncCancel::new(user_data).build();
         // SAFETY: a cancel refers to no memory of ours.
         if let Err(e) = unsafe { self.submit(IGNORED, entry) } {
-            log::warn!(target: "iomux::uring", "cannot cancel an operation: {e}");
+            log::debug!(target: "iomux::uring", "cancel queued for later: {e}");
+            self.pending_cancels.push(user_data);
         }
+    }
+
+    /// Before the loop waits: queues the cancels that could not be queued.
+    pub fn before_wait(&mut self) {
+        for user_data in std::mem::take(&mut self.pending_cancels) {
+            self.cancel(user_data);
+        }
+    }
+
+    /// Whether the kernel may still use memory or sockets of ours.
+    fn busy(&self) -> bool {
+        !self.ops.is_empty() || !self.doomed.is_empty() || self.armed_recvs > 0
     }
 
     /// Arms connection `id`'s multishot receive on socket `fd`.
@@ -255,8 +278,10 @@ impl Ring {
         let entry = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
         // SAFETY: the socket stays open while the receive is armed (its
         // connection holds it, then `retire` dooms it); the buffers are
-        // the ring's, which outlive it.
-        unsafe { self.submit(user_data, entry) }
+        // the ring's, which outlive it (see `Drop`).
+        unsafe { self.submit(user_data, entry)? };
+        self.armed_recvs += 1;
+        Ok(())
     }
 
     /// Cancels connection `id`'s receive; its end comes back as
@@ -271,6 +296,8 @@ impl Ring {
     /// comes back with its completion ([`Done::Sent`]). Returns the send's
     /// key (for [`Ring::retire`]).
     pub fn send(&mut self, id: ConnId, fd: RawFd, buf: Vec<u8>, off: usize) -> io::Result<u32> {
+        let key = u32::try_from(self.ops.vacant_key())
+            .map_err(|_| io::Error::other("more than 2^32 operations in flight"))?;
         let op = Op {
             owner: Owner::Conn(id),
             kind: Kind::Send { buf, off },
@@ -278,7 +305,7 @@ impl Ring {
         // SAFETY: the bytes are the operation's own buffer (moved into the
         // table; a Vec's heap memory does not move with it), kept until its
         // completion; the socket as for `arm_recv`.
-        let key = unsafe {
+        let submitted = unsafe {
             self.submit_op(op, |op| {
                 let Kind::Send { buf, off } = &op.kind else {
                     unreachable!("built as a send just above")
@@ -290,7 +317,8 @@ impl Ring {
                     .build()
             })?
         };
-        u32::try_from(key).map_err(|_| io::Error::other("more than 2^32 sends in flight"))
+        debug_assert_eq!(submitted, key as usize);
+        Ok(key)
     }
 
     /// Arms listener `index`'s multishot accept on socket `fd`.
@@ -317,6 +345,15 @@ impl Ring {
         };
         self.accepts[index] = Some(key);
         Ok(())
+    }
+
+    /// Hands what is queued to the kernel now (before closing descriptors
+    /// the queued requests name).
+    pub fn submit_now(&mut self) {
+        self.before_wait();
+        if let Err(e) = self.poll.ring().submit() {
+            log::debug!(target: "iomux::uring", "submit: {e}");
+        }
     }
 
     /// Cancels listener `index`'s accept (pausing or closing it).
@@ -390,11 +427,19 @@ impl Ring {
         let result = c.result;
         if c.op & RECV_BIT != 0 {
             let conn = recv_conn(c.op & !RECV_BIT);
+            if last {
+                self.armed_recvs = self.armed_recvs.saturating_sub(1);
+            }
             if !self.doomed.is_empty() && self.doomed_op_over(conn, last) {
                 if let Some(bid) = buffer {
                     self.give_back(bid);
                 }
                 return None;
+            }
+            if result <= 0
+                && let Some(bid) = buffer
+            {
+                self.give_back(bid); // no bytes in it
             }
             let received = match (result, buffer) {
                 (n, Some(bid)) if n > 0 => Received::Data {
@@ -483,16 +528,23 @@ impl Ring {
         }
     }
 
-    /// Runs the ring until every doomed socket is closed (within
-    /// `within`): when the loop stops, no later turn would. What completes
-    /// meanwhile is dropped (an accepted socket is closed).
+    /// Runs the ring until every doomed socket is closed and every
+    /// operation is over (within `within`): when the loop stops, no later
+    /// turn would submit the cancels. What completes meanwhile is dropped
+    /// (an accepted socket is closed). Submits at least once.
     pub fn settle(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         let mut events = Events::with_capacity(64);
         let mut batch = Vec::new();
-        while !self.doomed.is_empty() {
+        loop {
+            self.before_wait();
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.poll.select(&mut events, Some(left)).is_err() {
+            let wait = if self.doomed.is_empty() && self.ops.is_empty() {
+                Duration::ZERO // only to submit
+            } else {
+                left
+            };
+            if self.poll.select(&mut events, Some(wait)).is_err() {
                 return;
             }
             self.take_completions(&mut batch);
@@ -504,6 +556,43 @@ impl Ring {
                 {
                     self.give_back(bid);
                 }
+            }
+            if (self.doomed.is_empty() && self.ops.is_empty()) || left.is_zero() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Cancels everything in the kernel and waits (a little) for it to
+    /// end, so the buffers the fields below hold are freed only once the
+    /// kernel is done with them; if it is not done in time, they are
+    /// leaked rather than freed under it.
+    fn drop(&mut self) {
+        if self.busy() {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+            // SAFETY: a cancel refers to no memory of ours.
+            let _ = unsafe { self.submit(IGNORED, entry) };
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut events = Events::with_capacity(64);
+            let mut batch = Vec::new();
+            while self.busy() && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.poll.select(&mut events, Some(left)).is_err() {
+                    break;
+                }
+                self.take_completions(&mut batch);
+                for c in batch.drain(..) {
+                    drop(self.resolve(c));
+                }
+            }
+        }
+        if self.busy() {
+            log::warn!(target: "iomux::uring", "the ring did not settle: its buffers are leaked");
+            std::mem::forget(self.bufs.take());
+            for op in self.ops.drain() {
+                std::mem::forget(op);
             }
         }
     }
@@ -536,7 +625,7 @@ mod tests {
         for id in [
             ConnId::new(0, 1),
             ConnId::new(12345, 0x7fff_ffff),
-            ConnId::new((1 << 31) - 1, 7),
+            ConnId::new((1 << 31) - 2, 0x7fff_ffff),
         ] {
             let user_data = recv_user_data(id).expect("in range");
             assert_eq!(user_data & (OP_BIT | RECV_BIT), OP_BIT | RECV_BIT);
