@@ -194,9 +194,13 @@ impl Ctx<'_> {
     /// True once the peer has shut down its write side: the input offered
     /// now is all there will be (a final request may lack its terminator).
     pub fn input_ended(&self, conn: ConnId) -> bool {
-        self.shared
-            .live(conn)
-            .is_some_and(|c| matches!(c.phase, Phase::EofPending | Phase::ReadClosed))
+        // A window of a backlog is not the end, even after the peer's.
+        let partial = self.shared.partial_offer && self.shared.serving == Some(conn);
+        !partial
+            && self
+                .shared
+                .live(conn)
+                .is_some_and(|c| matches!(c.phase, Phase::EofPending | Phase::ReadClosed))
     }
 
     /// Closes `conn` now, dropping any output not yet written.

@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
     pub broadcast_ids: Vec<ConnId>,
+    /// The app is offered part of a backlog (more input follows): the end
+    /// of stream is not told yet (`Ctx::input_ended`).
+    pub partial_offer: bool,
 }
 
 /// The connection `id` names in `conns`, if live (see [`Shared::live`]);
@@ -138,6 +141,7 @@ impl Shared {
             completion: false,
             sources: Sources::default(),
             broadcast_ids: Vec::new(),
+            partial_offer: false,
         }
     }
 

@@ -36,6 +36,7 @@ backend_suite! {
     oversized_request_answered_before_close,
     oversized_request_without_reply_closes_promptly,
     pause_and_resume_reading,
+    a_paused_connection_whose_peer_resets_is_closed,
     drain_is_told_once_after_output_full,
     connection_and_loop_timers,
     state_is_per_connection_and_returned_on_close,
@@ -1275,6 +1276,43 @@ fn pauser_loop(backend: &str, journal: &Journal) -> LoopThread<Pauser> {
         resume: Duration::from_millis(200),
     };
     LoopThread::start(backend, config, app)
+}
+
+/// A connection paused by its app whose peer then resets is closed with
+/// the error at once, before the app resumes it: nothing waits for the app
+/// to act (on the completion driver no receive is armed then, so a poll with
+/// no interest hears the reset). `select` cannot watch a descriptor for
+/// errors alone (`Interest::NONE`), so there the reset is seen when reading
+/// resumes: later, but still a close with the error.
+fn a_paused_connection_whose_peer_resets_is_closed(backend: &str) {
+    let journal = Journal::default();
+    let app = Pauser {
+        rec: Rec::new(&journal),
+        resume: Duration::from_secs(3),
+    };
+    let lp = LoopThread::start(backend, Config::default(), app);
+    let mut c = lp.connect();
+    let peer = peer_of(&c);
+    c.write_all(b"pause\n").unwrap();
+    assert_eq!(read_line(&mut c), "paused");
+    rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
+    drop(c); // a reset
+    let (_, reason) = journal.wait_closed(peer);
+    assert!(
+        matches!(reason, Reason::Error(_) | Reason::PeerClosed),
+        "closed as {reason:?}"
+    );
+    let resumed = journal
+        .of(peer)
+        .iter()
+        .any(|e| matches!(e, Ev::ConnTimer(RESUME, _)));
+    assert_eq!(
+        resumed,
+        backend == "select",
+        "closed before the resume on every backend but select: {:?}",
+        journal.of(peer)
+    );
+    lp.stop(LIVENESS);
 }
 
 /// Whether `ev` is an offer of input other than a `pause` request.

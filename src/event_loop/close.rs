@@ -31,7 +31,10 @@ impl<S: Default> EventLoop<S> {
         // first): drop it, or it would stay for ever.
         self.shared.close_reasons.remove(&id);
         // Deregister before the fd closes (epoll watches descriptions).
-        if conn.registered != crate::selector::Interest::NONE || !self.shared.completion {
+        if conn.registered != crate::selector::Interest::NONE
+            || conn.has(Flags::HUP_WATCH)
+            || !self.shared.completion
+        {
             let _ = self.driver.selector().deregister(conn.stream.as_fd());
         }
         if conn.jobs() > 0

@@ -15,7 +15,7 @@ use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Flush, Phase};
 use crate::ctx::CloseReason;
-use crate::selector::{Event, Token};
+use crate::selector::{Event, Interest, Selector, Token};
 use crate::shared::TimerKind;
 use crate::uring::RecvState;
 
@@ -392,10 +392,11 @@ impl<S: Default> EventLoop<S> {
             let want = conn.may_read(max_jobs) && !conn.has(Flags::REOFFER);
             match (conn.recv_state(), want) {
                 (RecvState::Idle, true) => {
-                    match ring.arm_recv(id, crate::uring::raw(&conn.stream)) {
-                        Ok(()) => conn.set_recv_state(RecvState::Armed),
-                        Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
+                    if let Err(e) = ring.arm_recv(id, crate::uring::raw(&conn.stream)) {
+                        self.shared.schedule_close(id, CloseReason::Error(e));
+                        return;
                     }
+                    conn.set_recv_state(RecvState::Armed);
                 }
                 (RecvState::Armed, false) => {
                     ring.cancel_recv(id);
@@ -404,6 +405,22 @@ impl<S: Default> EventLoop<S> {
                 // A receive being cancelled is armed again once its end
                 // is back (`Received::Cancelled`).
                 _ => {}
+            }
+            // Nothing armed to read: a poll with no interest still hears an
+            // error or a hang-up (a peer that reset), as a readiness
+            // backend's registration does; `conn_event` closes it then.
+            if want != conn.has(Flags::HUP_WATCH) {
+                return;
+            }
+            let fd = conn.stream.as_fd();
+            let watched = if want {
+                ring.poll.deregister(fd)
+            } else {
+                ring.poll.register(fd, Token(id.0), Interest::NONE)
+            };
+            match watched {
+                Ok(()) => conn.set(Flags::HUP_WATCH, !want),
+                Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
             }
             return;
         }

@@ -21,7 +21,6 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         conn.set(Flags::REOFFER, false);
-        let conn_ended = conn.phase == Phase::EofPending;
         let io = conn.io_or_new(now);
         let state = Self::state_slot(&mut self.states, id.index());
         // `refused`: what the app was offered and left (input it was not
@@ -53,11 +52,12 @@ impl<S: Default> EventLoop<S> {
             // the completion driver receives ahead) is offered a window at
             // a time, so what an app forwards of it stays within a window
             // past the high-water mark. An app that needs more (it took
-            // nothing) gets the window doubled at once; at the end of
-            // stream it sees everything, as `Ctx::input_ended` promises.
-            let mut window = if conn_ended { usize::MAX } else { READ_CHUNK };
+            // nothing) gets the window doubled at once. `Ctx::input_ended`
+            // is true only for an offer of everything that is left.
+            let mut window = READ_CHUNK;
             let (used, end) = loop {
                 let end = input.len().min(window);
+                self.shared.partial_offer = end < input.len();
                 let used = watch::call_conn(
                     &mut self.shared,
                     self.driver.selector(),
@@ -68,6 +68,7 @@ impl<S: Default> EventLoop<S> {
                     |app, ctx, st| app.on_data(ctx, id, st, &input[..end]),
                 )
                 .min(end);
+                self.shared.partial_offer = false;
                 let go_on = self
                     .shared
                     .live(id)
