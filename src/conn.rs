@@ -409,12 +409,11 @@ impl Conn {
         }
     }
 
-    /// A send's buffer is back and fully sent: kept for the next send
-    /// unless it grew big. Anything it did not send is counted as no
-    /// longer in flight (the caller resubmits the rest instead).
+    /// A send's buffer is back and fully sent (`sent` counted its bytes):
+    /// kept for the next send unless it grew big.
     pub fn send_done(&mut self, mut buf: Vec<u8>) {
         if let Some(io) = self.io.as_deref_mut() {
-            io.in_flight = 0;
+            debug_assert_eq!(io.in_flight, 0, "a finished send leaves nothing in flight");
             buf.clear();
             if buf.capacity() <= KEEP_CAPACITY && io.spare.capacity() == 0 {
                 io.spare = buf;

@@ -66,6 +66,7 @@ impl<S: Default> EventLoop<S> {
     /// An outbound connect's socket turned writable: established, or the
     /// error it failed with.
     fn complete_connect<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
+        let completion = self.shared.completion;
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
@@ -82,7 +83,7 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         conn.phase = Phase::Open;
-        if matches!(self.driver, super::Driver::Completion(_)) {
+        if completion {
             // From now on the ring does its I/O (`update_interest` arms the
             // receive); the poll that waited for the connect goes.
             let _ = self.driver.selector().deregister(conn.stream.as_fd());

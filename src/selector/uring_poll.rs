@@ -53,13 +53,12 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
 /// Waits one `wait_once` may make when wake-ups report nothing.
 const MAX_PASSES: usize = 8;
-/// `user_data` of removal requests, whose completions are not looked at.
-const REMOVAL: u64 = u64::MAX;
+/// `user_data` of requests whose completions nobody looks at (poll
+/// removals, the completion driver's cancels).
+pub(crate) const IGNORED: u64 = u64::MAX;
 /// `user_data` bit of the completion driver's operations (`crate::uring`);
 /// a poll's `user_data` never has it (its generation has 31 bits).
 pub(crate) const OP_BIT: u64 = 1 << 63;
-/// `user_data` of requests whose completions nobody looks at (cancels).
-pub(crate) const IGNORED: u64 = REMOVAL;
 
 /// A completion of one of the completion driver's operations, set aside
 /// by the wait for it (see [`UringPoll::take_completions`]).
@@ -109,7 +108,7 @@ pub struct UringPoll {
     completions: Vec<OpCompletion>,
 }
 
-fn unavailable(reason: impl std::fmt::Display) -> io::Error {
+pub(crate) fn unavailable(reason: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!("io_uring unavailable: {reason}"),
@@ -132,6 +131,19 @@ fn setup_error(e: io::Error) -> io::Error {
         // Out of files is the process's state, not the kernel's lack.
         Some(Errno::MFILE | Errno::NFILE) => e,
         _ => unavailable(format!("io_uring_setup: {e}")),
+    }
+}
+
+/// Fails (`Unsupported`, naming the first missing one) unless the kernel
+/// has every opcode of `needed`.
+pub(crate) fn require_opcodes(ring: &IoUring, needed: &[(u8, &str)]) -> io::Result<()> {
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| unavailable(format!("IORING_REGISTER_PROBE: {e}")))?;
+    match needed.iter().find(|(code, _)| !probe.is_supported(*code)) {
+        Some((_, name)) => Err(unavailable(format!("the kernel lacks {name}"))),
+        None => Ok(()),
     }
 }
 
@@ -201,18 +213,13 @@ impl UringPoll {
             // feature bit of its own.
             return Err(unavailable("no multishot poll (needs Linux 5.13)"));
         }
-        let mut probe = Probe::new();
-        ring.submitter()
-            .register_probe(&mut probe)
-            .map_err(|e| unavailable(format!("IORING_REGISTER_PROBE: {e}")))?;
-        for (code, name) in [
-            (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD"),
-            (opcode::PollRemove::CODE, "IORING_OP_POLL_REMOVE"),
-        ] {
-            if !probe.is_supported(code) {
-                return Err(unavailable(format!("the kernel lacks {name}")));
-            }
-        }
+        require_opcodes(
+            &ring,
+            &[
+                (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD"),
+                (opcode::PollRemove::CODE, "IORING_OP_POLL_REMOVE"),
+            ],
+        )?;
         Ok(UringPoll {
             ring,
             regs: Vec::new(),
@@ -291,7 +298,7 @@ impl UringPoll {
             self.push(
                 opcode::PollRemove::new(user_data)
                     .build()
-                    .user_data(REMOVAL),
+                    .user_data(IGNORED),
             )?;
             self.to_remove.pop();
         }
@@ -396,7 +403,7 @@ impl UringPoll {
                 break;
             };
             let user_data = cqe.user_data();
-            if user_data == REMOVAL {
+            if user_data == IGNORED {
                 continue;
             }
             if user_data & OP_BIT != 0 {

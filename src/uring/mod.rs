@@ -30,12 +30,12 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{Probe, cqueue, opcode, types};
+use io_uring::{cqueue, opcode, types};
 use rustix::io::Errno;
 use slab::Slab;
 
 use crate::conn::ConnId;
-use crate::selector::uring_poll::{IGNORED, OP_BIT, OpCompletion};
+use crate::selector::uring_poll::{IGNORED, OP_BIT, OpCompletion, require_opcodes, unavailable};
 use crate::selector::{Events, Selector, UringPoll};
 use crate::stream::Stream;
 
@@ -154,8 +154,6 @@ pub(crate) struct Ring {
     doomed: HashMap<ConnId, Doomed>,
     /// Out only while the app reads one of them (see [`Ring::take_bufs`]).
     bufs: Option<BufRing>,
-    /// Completions taken from the last wait.
-    completions: Vec<OpCompletion>,
     /// Receives armed whose last completion has not come (so the ring
     /// knows, when it is dropped, whether the kernel may still write).
     armed_recvs: usize,
@@ -165,37 +163,24 @@ pub(crate) struct Ring {
     pending_cancels: Vec<u64>,
 }
 
-fn unavailable(reason: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("io_uring completion driver unavailable: {reason}"),
-    )
-}
-
 impl Ring {
     /// A ring with a group of `buffers` provided buffers, after checking
     /// that the kernel has what the driver needs (Linux 6.0: multishot
     /// receive).
     pub fn new(buffers: u16) -> io::Result<Ring> {
         let poll = UringPoll::new()?;
-        let mut probe = Probe::new();
-        poll.ring()
-            .submitter()
-            .register_probe(&mut probe)
-            .map_err(|e| unavailable(format!("IORING_REGISTER_PROBE: {e}")))?;
-        for (code, name) in [
-            (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
-            (opcode::Recv::CODE, "IORING_OP_RECV"),
-            (opcode::Send::CODE, "IORING_OP_SEND"),
-            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
-            // Multishot receive came with Linux 6.0, as did zero-copy
-            // send, which has an opcode to probe for.
-            (opcode::SendZc::CODE, "multishot receive (Linux 6.0)"),
-        ] {
-            if !probe.is_supported(code) {
-                return Err(unavailable(format!("the kernel lacks {name}")));
-            }
-        }
+        require_opcodes(
+            poll.ring(),
+            &[
+                (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
+                (opcode::Recv::CODE, "IORING_OP_RECV"),
+                (opcode::Send::CODE, "IORING_OP_SEND"),
+                (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+                // Multishot receive came with Linux 6.0, as did zero-copy
+                // send, which has an opcode to probe for.
+                (opcode::SendZc::CODE, "multishot receive (Linux 6.0)"),
+            ],
+        )?;
         let bufs = BufRing::new(poll.ring(), buffers, BUFFER_SIZE, GROUP)
             .map_err(|e| unavailable(format!("IORING_REGISTER_PBUF_RING: {e}")))?;
         Ok(Ring {
@@ -204,7 +189,6 @@ impl Ring {
             accepts: Vec::new(),
             doomed: HashMap::new(),
             bufs: Some(bufs),
-            completions: Vec::new(),
             armed_recvs: 0,
             pending_cancels: Vec::new(),
         })
@@ -415,8 +399,7 @@ impl Ring {
     /// Takes the completions of the last wait into `out` (to be resolved
     /// one by one with [`Ring::resolve`]).
     pub fn take_completions(&mut self, out: &mut Vec<OpCompletion>) {
-        self.poll.take_completions(&mut self.completions);
-        out.append(&mut self.completions);
+        self.poll.take_completions(out);
     }
 
     /// What completion `c` means; `None` when it concerns nobody any more
@@ -533,17 +516,20 @@ impl Ring {
     /// turn would submit the cancels. What completes meanwhile is dropped
     /// (an accepted socket is closed). Submits at least once.
     pub fn settle(&mut self, within: Duration) {
+        self.run_until(within, |ring| ring.doomed.is_empty() && ring.ops.is_empty());
+    }
+
+    /// Waits on the ring, dropping what completes (buffers given back,
+    /// accepted sockets closed), until `quiet` holds or `within` passes;
+    /// submits at least once.
+    fn run_until(&mut self, within: Duration, quiet: impl Fn(&Ring) -> bool) {
         let deadline = Instant::now() + within;
         let mut events = Events::with_capacity(64);
         let mut batch = Vec::new();
         loop {
             self.before_wait();
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = if self.doomed.is_empty() && self.ops.is_empty() {
-                Duration::ZERO // only to submit
-            } else {
-                left
-            };
+            let wait = if quiet(self) { Duration::ZERO } else { left };
             if self.poll.select(&mut events, Some(wait)).is_err() {
                 return;
             }
@@ -557,7 +543,7 @@ impl Ring {
                     self.give_back(bid);
                 }
             }
-            if (self.doomed.is_empty() && self.ops.is_empty()) || left.is_zero() {
+            if quiet(self) || left.is_zero() {
                 return;
             }
         }
@@ -574,19 +560,7 @@ impl Drop for Ring {
             let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
             // SAFETY: a cancel refers to no memory of ours.
             let _ = unsafe { self.submit(IGNORED, entry) };
-            let deadline = Instant::now() + Duration::from_secs(1);
-            let mut events = Events::with_capacity(64);
-            let mut batch = Vec::new();
-            while self.busy() && Instant::now() < deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if self.poll.select(&mut events, Some(left)).is_err() {
-                    break;
-                }
-                self.take_completions(&mut batch);
-                for c in batch.drain(..) {
-                    drop(self.resolve(c));
-                }
-            }
+            self.run_until(Duration::from_secs(1), |ring| !ring.busy());
         }
         if self.busy() {
             log::warn!(target: "iomux::uring", "the ring did not settle: its buffers are leaked");
