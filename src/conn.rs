@@ -52,15 +52,30 @@ pub(crate) enum Phase {
     /// The peer shut its write side and the app was told; closes once it
     /// owes nothing (output written, jobs back).
     ReadClosed,
-    /// Closes once its output is written (asked by the app, a limit or the
-    /// shutdown); nothing more is read.
+    /// Closes once its output is written (asked by the app, or a limit);
+    /// nothing more is read, nor offered.
     Draining,
+    /// The loop is shutting down gracefully: nothing more is read from the
+    /// socket, but input already taken from the kernel is still offered
+    /// (with flow control, as always); closes once it owes nothing and no
+    /// such input waits that the app could still take.
+    Stopping,
     /// Owed nothing and had unread input, so its write side was shut
     /// instead of closing (a close would reset and destroy the output still
     /// in flight); input is read and dropped until the peer closes.
     Lingering,
     /// Scheduled for close.
     Closing,
+}
+
+/// Where a connection's receive is on the completion driver (two bits of
+/// its flags; always `Idle` on a readiness backend).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RecvState {
+    Idle,
+    Armed,
+    /// Cancelled; its last completion has not come yet.
+    Cancelling,
 }
 
 /// Bits of a connection that are not its phase.
@@ -285,8 +300,10 @@ impl Conn {
     /// listening, output has room, the app did not pause it, and its jobs
     /// are under the limit.
     pub fn may_deliver(&self, max_jobs: u32) -> bool {
-        matches!(self.phase, Phase::Open | Phase::EofPending)
-            && !self.has(Flags::FULL)
+        matches!(
+            self.phase,
+            Phase::Open | Phase::EofPending | Phase::Stopping
+        ) && !self.has(Flags::FULL)
             && !self.has(Flags::APP_PAUSED)
             && self.jobs() < max_jobs
     }
@@ -303,10 +320,16 @@ impl Conn {
 
     /// Closes once nothing more is owed: the peer finished and was told
     /// (unless the app keeps it open for more output, and its write side
-    /// is still open), or the connection is draining.
+    /// is still open), the connection is draining, or it is stopping and
+    /// holds no input the app could still take (input the app left on
+    /// its last offer waits for bytes that will not come; paused input
+    /// waits for the app to resume, within the shutdown's grace period).
     pub fn finished_when_flushed(&self) -> bool {
         match self.phase {
             Phase::Draining => true,
+            Phase::Stopping => {
+                !self.has_input() || !(self.has(Flags::REOFFER) || self.has(Flags::APP_PAUSED))
+            }
             Phase::ReadClosed => !self.has(Flags::KEEP_OPEN) || self.has(Flags::WRITE_SHUT),
             _ => false,
         }
@@ -377,8 +400,7 @@ impl Conn {
     }
 
     /// Where the completion driver's receive is.
-    pub fn recv_state(&self) -> crate::uring::RecvState {
-        use crate::uring::RecvState;
+    pub fn recv_state(&self) -> RecvState {
         if self.has(Flags::RECV_CANCELLING) {
             RecvState::Cancelling
         } else if self.has(Flags::RECV_ARMED) {
@@ -388,8 +410,7 @@ impl Conn {
         }
     }
 
-    pub fn set_recv_state(&mut self, state: crate::uring::RecvState) {
-        use crate::uring::RecvState;
+    pub fn set_recv_state(&mut self, state: RecvState) {
         self.set(Flags::RECV_ARMED, state == RecvState::Armed);
         self.set(Flags::RECV_CANCELLING, state == RecvState::Cancelling);
     }

@@ -1,5 +1,4 @@
-//! What an app sees of the loop: [`Ctx`], handed to every callback, and
-//! the reasons and limits it is told about.
+//! What an app sees of the loop: [`Ctx`], handed to every callback.
 //!
 //! `Ctx` is a view over the part of the loop apps may touch (`Shared`, in
 //! shared.rs): connections' buffers and flags, timers, counters, the pool,
@@ -13,92 +12,24 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::conn::{Conn, ConnId, Flags, Phase};
-use crate::group::Message;
+use crate::driver::Driver;
+use crate::mailbox::Message;
 use crate::pool::{JobId, JobResult, Pool};
-use crate::selector::{Interest, Selector, Token};
+use crate::reason::{CloseReason, Limit};
+use crate::selector::{Interest, Token};
 use crate::shared::{Shared, TimerKind, live_in};
 use crate::source::SourceId;
 use crate::stats::Stats;
 use crate::stream::Addr;
 use crate::timer::TimerId;
 
-/// A limit a connection went over; told to [`crate::App::on_limit`] before
-/// the loop closes the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Limit {
-    /// Unconsumed input passed [`crate::Config::max_input`] bytes (a request too
-    /// large for the app to take).
-    Input {
-        /// The limit, in bytes.
-        max: usize,
-    },
-    /// Output pushed to the connection passed [`crate::Config::max_output`] bytes
-    /// (it does not read what it is sent).
-    Output {
-        /// The limit, in bytes.
-        max: usize,
-    },
-    /// Pushed output stayed over the soft limit for its whole period.
-    OutputSoft {
-        /// The soft limit, in bytes.
-        max: usize,
-        /// How long it was exceeded.
-        period: Duration,
-    },
-}
-
-/// Why a connection was closed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer closed its side and everything owed was sent.
-    PeerClosed,
-    /// The app closed it.
-    App,
-    /// The app closed it, and said why ([`Ctx::close_because`]).
-    AppError(String),
-    /// Silent for longer than the idle timeout.
-    Idle,
-    /// Output was pending and the peer took none of it for the write
-    /// timeout (it stopped reading).
-    NotReading,
-    /// A limit was exceeded.
-    Limit(Limit),
-    /// The loop is shutting down.
-    Shutdown,
-    /// A read or write failed (reset, broken pipe, ...).
-    Error(io::Error),
-}
-
-impl CloseReason {
-    /// Short text for logs; `None` for the ordinary end of a connection.
-    pub fn describe(&self) -> Option<String> {
-        match self {
-            CloseReason::PeerClosed | CloseReason::App | CloseReason::Shutdown => None,
-            CloseReason::AppError(why) => Some(why.clone()),
-            CloseReason::Idle => Some("idle timeout".into()),
-            CloseReason::NotReading => Some("write timeout (client not reading)".into()),
-            CloseReason::Limit(Limit::Input { max }) => {
-                Some(format!("input limit exceeded ({max} bytes unconsumed)"))
-            }
-            CloseReason::Limit(Limit::Output { max }) => Some(format!(
-                "output limit exceeded (client not reading): hard limit {max} bytes"
-            )),
-            CloseReason::Limit(Limit::OutputSoft { max, period }) => Some(format!(
-                "output limit exceeded (client not reading): soft limit {max} bytes for {period:?}"
-            )),
-            CloseReason::Error(e) => Some(e.to_string()),
-        }
-    }
-}
-
 /// The handle an [`crate::App`] gets in every callback.
 pub struct Ctx<'a> {
     pub(crate) shared: &'a mut Shared,
-    /// For the app's own sources ([`Ctx::watch`]); connections' interest
-    /// is the loop's business.
-    pub(crate) selector: &'a mut dyn Selector,
+    /// For the app's own sources ([`Ctx::watch`]), connects, and pushed
+    /// output offered to the socket; connections' interest is the loop's
+    /// business.
+    pub(crate) driver: &'a mut Driver,
 }
 
 impl Ctx<'_> {
@@ -137,8 +68,9 @@ impl Ctx<'_> {
         // Pushed output over a limit. One turn can push more than the limit
         // to a peer that reads promptly (a chat burst of short lines); the
         // limit is for output the peer does not take, so offer it to the
-        // socket before judging.
-        match c.flush(now) {
+        // socket before judging (through the driver: never past a send in
+        // flight).
+        match self.driver.write(c, conn, now) {
             Ok((n, _)) => self.shared.stats.bytes_out += n as u64,
             Err(e) => {
                 self.shared.schedule_close(conn, CloseReason::Error(e));
@@ -357,27 +289,21 @@ impl Ctx<'_> {
     /// owns `fd` from now on: reach it with [`Ctx::source`]; it is closed
     /// by [`Ctx::unwatch`] (after it is deregistered) or with the loop.
     pub fn watch<T: AsFd + 'static>(&mut self, fd: T, interest: Interest) -> io::Result<SourceId> {
-        crate::source::watch(
-            &mut self.shared.sources,
-            &mut *self.selector,
-            Box::new(fd),
-            interest,
-        )
+        self.shared
+            .watch_source(&mut *self.driver, Box::new(fd), interest)
     }
 
     /// Changes what `source` is watched for.
     pub fn set_interest(&mut self, source: SourceId, interest: Interest) -> io::Result<()> {
-        crate::source::set_interest(
-            &mut self.shared.sources,
-            &mut *self.selector,
-            source,
-            interest,
-        )
+        self.shared
+            .set_source_interest(&mut *self.driver, source, interest)
     }
 
     /// Stops watching `source`, then closes it (drops it).
     pub fn unwatch(&mut self, source: SourceId) -> bool {
-        crate::source::unwatch(&mut self.shared.sources, &mut *self.selector, source).is_some()
+        self.shared
+            .unwatch_source(&mut *self.driver, source)
+            .is_some()
     }
 
     /// The descriptor `source` watches, as the type it was given as
@@ -398,7 +324,7 @@ impl Ctx<'_> {
     /// Data sent before it is established waits in its buffer. Then it is
     /// a connection like an accepted one.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        self.shared.connect(&mut *self.selector, addr)
+        self.shared.connect(&mut *self.driver, addr)
     }
 
     /// [`Ctx::connect`] to any [`Addr`]: TCP, or a Unix-domain server
@@ -408,7 +334,7 @@ impl Ctx<'_> {
     /// queue is an error of kind `WouldBlock` (try again later; a
     /// Unix-domain connect is never left in progress).
     pub fn connect_addr(&mut self, addr: &Addr) -> io::Result<ConnId> {
-        self.shared.connect_addr(&mut *self.selector, addr)
+        self.shared.connect_addr(&mut *self.driver, addr)
     }
 
     /// This loop's index in its group (0 for a loop on its own).

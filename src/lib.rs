@@ -66,29 +66,36 @@
 #![warn(missing_docs)]
 
 pub mod app;
+mod backend;
 mod config;
 mod conn;
 mod ctx;
+mod driver;
 pub mod event_loop;
 pub mod group;
 pub mod limits;
+mod mailbox;
 pub mod net;
 pub mod pool;
+mod reason;
 pub mod selector;
 mod shared;
 pub mod source;
 mod stats;
 mod stream;
 pub mod timer;
-mod uring;
+mod token;
+pub mod uring;
 mod waker;
 
 pub use app::App;
+pub use backend::{Backend, UnknownBackend};
 pub use config::Config;
 pub use conn::ConnId;
-pub use ctx::{CloseReason, Ctx, Limit};
+pub use ctx::Ctx;
 pub use event_loop::{EventLoop, Status};
-pub use selector::{Backend, Event, Events, Interest, Selector, Token};
+pub use reason::{CloseReason, Limit};
+pub use selector::{Event, Events, Interest, Selector, Token};
 pub use signal_hook::consts::{SIGINT, SIGTERM};
 pub use source::{Readiness, SourceId};
 pub use stats::Stats;

@@ -7,21 +7,22 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnId, Flags, Phase};
-use crate::ctx::{CloseReason, Limit};
-use crate::group::Group;
+use crate::driver::Driver;
+use crate::mailbox::Group;
 use crate::pool::Pool;
-use crate::selector::{Interest, Selector, Token};
-use crate::source::Sources;
+use crate::reason::{CloseReason, Limit};
+use crate::selector::{Interest, Token};
+use crate::source::{Owned, SourceId, Sources};
 use crate::stats::Stats;
 use crate::stream::{Peer, Stream};
 use crate::timer::{TimerId, Timers};
+use crate::token;
 
 /// What a timer of the loop is for.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,11 +96,6 @@ pub(crate) struct Shared {
     pub sources: Sources,
     /// Generation of the newest connection id.
     generation: u32,
-    /// The selector is edge-triggered.
-    pub edge: bool,
-    /// The completion driver does the connections' I/O: they are not
-    /// registered with the selector (their receive is armed instead).
-    pub completion: bool,
     /// The group this loop belongs to, and its index there.
     pub group: Option<(std::sync::Arc<Group>, usize)>,
     /// Scratch for [`Ctx::broadcast`].
@@ -118,7 +114,7 @@ pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
 }
 
 impl Shared {
-    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str, edge: bool) -> Shared {
+    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str) -> Shared {
         Shared {
             conns: Slab::new(),
             config,
@@ -137,8 +133,6 @@ impl Shared {
             serving: None,
             group: None,
             generation: 0,
-            edge,
-            completion: false,
             sources: Sources::default(),
             broadcast_ids: Vec::new(),
             partial_offer: false,
@@ -192,12 +186,12 @@ impl Shared {
         }
     }
 
-    /// Puts a stream in the table and the selector, in `phase` (`Open`, or
+    /// Puts a stream in the table and watches it, in `phase` (`Open`, or
     /// `Connecting` for an outbound connect in progress). Its app state
     /// slot is already `Default`: a closing connection's state is taken.
     pub fn insert_conn(
         &mut self,
-        selector: &mut dyn Selector,
+        driver: &mut Driver,
         stream: Stream,
         peer: Peer,
         phase: Phase,
@@ -205,29 +199,13 @@ impl Shared {
         self.generation = (self.generation + 1) & 0x7fff_ffff;
         let entry = self.conns.vacant_entry();
         let id = ConnId::new(entry.key(), self.generation);
-        let interest = if self.completion && phase != Phase::Connecting {
-            // The receive is armed by the first flush (see below).
-            Interest::NONE
-        } else if self.edge {
-            // Registered once for both: no epoll_ctl per state change.
-            Interest::BOTH
-        } else if phase == Phase::Connecting {
-            // A connect completes when the socket turns writable.
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if interest != Interest::NONE {
-            selector.register(stream.as_fd(), Token(id.0), interest)?;
-        }
         let mut conn = Conn::new(stream, peer, id);
-        conn.registered = interest;
         conn.phase = phase;
+        driver.add_conn(&mut conn, id)?;
         entry.insert(conn);
-        if interest == Interest::NONE {
-            // The flush before the loop sleeps arms its receive.
-            self.mark_dirty(id);
-        }
+        // Its first flush, before the loop sleeps, sets up what the driver
+        // watches next (the completion driver's receive).
+        self.mark_dirty(id);
         self.stats.accepted += 1;
         if let Some((group, _)) = &self.group {
             group
@@ -247,19 +225,14 @@ impl Shared {
 
     /// Starts a non-blocking connect to `addr`; the connection is
     /// `Connecting` until its socket turns writable.
-    pub fn connect(&mut self, selector: &mut dyn Selector, addr: SocketAddr) -> io::Result<ConnId> {
+    pub fn connect(&mut self, driver: &mut Driver, addr: SocketAddr) -> io::Result<ConnId> {
         let stream = crate::net::tcp_connect_started(addr)?;
         if self.config.nodelay {
             let _ = stream.set_nodelay(true);
         }
         // Even a connect that finished at once is told through the
         // writable event, so every outcome takes one path.
-        self.insert_conn(
-            selector,
-            Stream::Tcp(stream),
-            addr.into(),
-            Phase::Connecting,
-        )
+        self.insert_conn(driver, Stream::Tcp(stream), addr.into(), Phase::Connecting)
     }
 
     /// [`Shared::connect`] for any place a server listens: TCP, a
@@ -268,15 +241,15 @@ impl Shared {
     /// the writable event all the same, so every outcome takes one path.
     pub fn connect_addr(
         &mut self,
-        selector: &mut dyn Selector,
+        driver: &mut Driver,
         addr: &crate::stream::Addr,
     ) -> io::Result<ConnId> {
         if let crate::stream::Addr::Tcp(tcp) = addr {
-            return self.connect(selector, *tcp);
+            return self.connect(driver, *tcp);
         }
         let stream = crate::net::unix_connect_started(addr)?;
         self.insert_conn(
-            selector,
+            driver,
             Stream::Unix(stream),
             addr.clone().into(),
             Phase::Connecting,
@@ -298,5 +271,57 @@ impl Shared {
             c.phase = Phase::Draining;
             self.over_limit.push((id, limit));
         }
+    }
+
+    /// Adds `owner` to the app's sources and watches it for `interest`.
+    pub fn watch_source(
+        &mut self,
+        driver: &mut Driver,
+        owner: Box<dyn Owned>,
+        interest: Interest,
+    ) -> io::Result<SourceId> {
+        let id = self.sources.insert(owner, interest);
+        let entry = self
+            .sources
+            .get_mut(id)
+            .ok_or_else(|| io::Error::other("lost a source"))?;
+        match driver
+            .selector()
+            .register(entry.owner.fd(), token::source(id), interest)
+        {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.sources.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Changes what source `id` is watched for.
+    pub fn set_source_interest(
+        &mut self,
+        driver: &mut Driver,
+        id: SourceId,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let entry = self
+            .sources
+            .get_mut(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such source"))?;
+        if entry.interest != interest {
+            driver
+                .selector()
+                .reregister(entry.owner.fd(), token::source(id), interest)?;
+            entry.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// Stops watching source `id` and gives its owner back (deregistered
+    /// before it can be closed: epoll watches open descriptions).
+    pub fn unwatch_source(&mut self, driver: &mut Driver, id: SourceId) -> Option<Box<dyn Owned>> {
+        let entry = self.sources.remove(id)?;
+        let _ = driver.selector().deregister(entry.owner.fd());
+        Some(entry.owner)
     }
 }

@@ -22,13 +22,11 @@
 //! ready, reading until `WouldBlock` is allowed but not required.
 
 use std::any::Any;
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use slab::Slab;
 
-use crate::event_loop::token;
-use crate::selector::{Interest, Selector};
+use crate::selector::Interest;
 
 /// Names a watched descriptor for its whole life (it carries a
 /// generation, like a connection id).
@@ -119,54 +117,6 @@ impl Sources {
         self.get(id)?;
         Some(self.entries.remove(id.index()))
     }
-}
-
-/// Adds `owner` to `sources` and registers it.
-pub(crate) fn watch(
-    sources: &mut Sources,
-    selector: &mut dyn Selector,
-    owner: Box<dyn Owned>,
-    interest: Interest,
-) -> io::Result<SourceId> {
-    let id = sources.insert(owner, interest);
-    let entry = sources
-        .get_mut(id)
-        .ok_or_else(|| io::Error::other("lost a source"))?;
-    match selector.register(entry.owner.fd(), token::source(id), interest) {
-        Ok(()) => Ok(id),
-        Err(e) => {
-            sources.remove(id);
-            Err(e)
-        }
-    }
-}
-
-pub(crate) fn set_interest(
-    sources: &mut Sources,
-    selector: &mut dyn Selector,
-    id: SourceId,
-    interest: Interest,
-) -> io::Result<()> {
-    let entry = sources
-        .get_mut(id)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such source"))?;
-    if entry.interest != interest {
-        selector.reregister(entry.owner.fd(), token::source(id), interest)?;
-        entry.interest = interest;
-    }
-    Ok(())
-}
-
-/// Deregisters `id`, then gives its owner back (deregistered before it
-/// can be closed: epoll watches open descriptions).
-pub(crate) fn unwatch(
-    sources: &mut Sources,
-    selector: &mut dyn Selector,
-    id: SourceId,
-) -> Option<Box<dyn Owned>> {
-    let entry = sources.remove(id)?;
-    let _ = selector.deregister(entry.owner.fd());
-    Some(entry.owner)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::{App, line_too_long, split_lines};
 use crate::conn::ConnId;
 use crate::ctx::Ctx;
-use crate::group::Message;
+use crate::mailbox::Message;
 
 /// The chat app.
 pub struct Chat {

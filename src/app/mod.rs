@@ -24,8 +24,9 @@
 //!   [`App::on_close`].
 
 use crate::conn::ConnId;
-use crate::ctx::{CloseReason, Ctx, Limit};
+use crate::ctx::Ctx;
 use crate::pool::{JobId, JobResult};
+use crate::reason::{CloseReason, Limit};
 
 mod ack;
 mod chat;
@@ -120,7 +121,7 @@ pub trait App {
     }
 
     /// Another loop of the group posted `message` ([`Ctx::post`]).
-    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _message: crate::group::Message) {}
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _message: crate::mailbox::Message) {}
 
     /// A job given to [`Ctx::offload`] for `conn` finished. Results for a
     /// connection that closed meanwhile are dropped. A job that panicked

@@ -2,18 +2,18 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
-use super::{EventLoop, Life, token, watch};
+use super::{EventLoop, Life, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Phase};
-use crate::selector::{Interest, Token};
 use crate::shared::TimerKind;
 use crate::stream::{Peer, Stream};
+use crate::token;
 
 /// A listening socket of either kind.
 pub(super) enum ListenSocket {
@@ -56,46 +56,38 @@ pub(super) fn is_per_connection(e: Errno) -> bool {
 }
 
 impl<S: Default> EventLoop<S> {
-    /// Puts a connected stream in the table and the selector.
+    /// Puts a connected stream in the table and watches it.
     pub(super) fn insert(&mut self, stream: Stream, peer: Peer) -> io::Result<ConnId> {
         self.shared
-            .insert_conn(self.driver.selector(), stream, peer, Phase::Open)
+            .insert_conn(&mut self.driver, stream, peer, Phase::Open)
     }
 
     /// Starts watching a listening socket.
     pub(super) fn add_listener(&mut self, socket: ListenSocket) -> io::Result<()> {
         let index = self.listeners.len();
-        let token = token::listener(index).ok_or_else(|| {
-            io::Error::other(format!(
+        if token::listener(index).is_none() {
+            return Err(io::Error::other(format!(
                 "too many listeners (at most {})",
                 token::MAX_LISTENERS
-            ))
-        })?;
+            )));
+        }
         self.listeners.push(Listener {
             socket,
             registered: false,
         });
-        if let Err(e) = self.watch_listener(index, token) {
+        if let Err(e) = self.watch_listener(index) {
             self.listeners.pop();
             return Err(e);
         }
         Ok(())
     }
 
-    /// Watches listener `index` (`token`): readiness of its socket, or its
-    /// multishot accept on the completion driver.
-    pub(super) fn watch_listener(&mut self, index: usize, token: Token) -> io::Result<()> {
-        let Some(l) = self.listeners.get_mut(index) else {
+    /// Watches listener `index` (below [`token::MAX_LISTENERS`]).
+    pub(super) fn watch_listener(&mut self, index: usize) -> io::Result<()> {
+        let (Some(l), Some(token)) = (self.listeners.get_mut(index), token::listener(index)) else {
             return Ok(());
         };
-        let fd = l.socket.as_fd();
-        match self.driver.ring() {
-            Some(ring) => ring.accept(index, fd.as_raw_fd())?,
-            None => self
-                .driver
-                .selector()
-                .register(fd, token, Interest::READABLE)?,
-        }
+        self.driver.watch_listener(index, token, l.socket.as_fd())?;
         l.registered = true;
         Ok(())
     }
@@ -106,12 +98,7 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         l.registered = false;
-        match self.driver.ring() {
-            Some(ring) => ring.stop_accepting(index),
-            None => {
-                let _ = self.driver.selector().deregister(l.socket.as_fd());
-            }
-        }
+        self.driver.unwatch_listener(index, l.socket.as_fd());
     }
 
     /// Tells the app a connection opened.
@@ -155,7 +142,7 @@ impl<S: Default> EventLoop<S> {
             }
         }
         // Budget used up with connections still queued.
-        if self.edge
+        if self.driver.edge_triggered()
             && let Some(token) = token::listener(index)
         {
             self.shared.unfinished.push(token);
@@ -241,8 +228,7 @@ impl<S: Default> EventLoop<S> {
         }
         for index in 0..self.listeners.len() {
             if !self.listeners[index].registered
-                && let Some(token) = token::listener(index)
-                && let Err(e) = self.watch_listener(index, token)
+                && let Err(e) = self.watch_listener(index)
             {
                 log::warn!(target: "iomux::accept", "cannot watch a listener again: {e}");
             }
@@ -254,11 +240,9 @@ impl<S: Default> EventLoop<S> {
         for index in 0..self.listeners.len() {
             self.unwatch_listener(index);
         }
-        if let Some(ring) = self.driver.ring() {
-            // An accept queued this turn names the listener's fd number:
-            // it must reach the kernel before that number is closed.
-            ring.submit_now();
-        }
+        // A request queued this turn names a listener's fd number: it must
+        // reach the kernel before that number is closed.
+        self.driver.before_listeners_close();
         self.listeners.clear();
     }
 }

@@ -1,12 +1,12 @@
 //! Closing connections, and the graceful shutdown.
 
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::{EventLoop, Life, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
-use crate::ctx::CloseReason;
+use crate::reason::CloseReason;
+use crate::selector::Token;
 
 impl<S: Default> EventLoop<S> {
     /// Tells the app of limits, then closes everything scheduled for
@@ -30,13 +30,6 @@ impl<S: Default> EventLoop<S> {
         // A reason recorded for a later close is moot now (an error came
         // first): drop it, or it would stay for ever.
         self.shared.close_reasons.remove(&id);
-        // Deregister before the fd closes (epoll watches descriptions).
-        if conn.registered != crate::selector::Interest::NONE
-            || conn.has(Flags::HUP_WATCH)
-            || !self.shared.completion
-        {
-            let _ = self.driver.selector().deregister(conn.stream.as_fd());
-        }
         if conn.jobs() > 0
             && let Some(pool) = &self.shared.pool
         {
@@ -48,15 +41,11 @@ impl<S: Default> EventLoop<S> {
             + usize::from(conn.has(Flags::SOFT_TIMER))
             + usize::from(self.shared.config.idle_timeout.is_some());
         self.shared.orphan_timers += timers;
-        // Closed before it is logged: a reader of the log sees the fd gone.
+        // Closed before it is logged: a reader of the log sees the fd gone
+        // (or, on the completion driver, on its way out once the ring let
+        // go of it).
         let conn = self.shared.conns.remove(id.index());
-        let (recv, send) = (conn.recv_state(), conn.send_in_flight());
-        let (stream, peer) = conn.into_parts();
-        match self.driver.ring() {
-            // Closed once what it has in the ring is cancelled.
-            Some(ring) => ring.retire(id, stream, recv, send),
-            None => drop(stream),
-        }
+        let peer = self.driver.retire(conn, id);
         self.shared.stats.closed += 1;
         if let Some((group, _)) = &self.shared.group {
             group
@@ -68,13 +57,15 @@ impl<S: Default> EventLoop<S> {
         }
         log::info!(target: "iomux::conn", "disconnect {peer}");
         let state = std::mem::take(Self::state_slot(&mut self.states, id.index()));
-        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+        watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
             app.on_close(ctx, id, state, &reason)
         });
     }
 
-    /// Stop accepting; close connections that owe nothing; give the others
-    /// until the grace deadline to receive what they are owed.
+    /// Stop accepting and reading. Every connection gets until the grace
+    /// deadline to be offered the input the loop already took from the
+    /// kernel and to receive what it is owed; one that owes nothing and
+    /// holds no such input closes at the flush that follows.
     pub(super) fn begin_shutdown<A: App<State = S>>(&mut self, app: &mut A) {
         self.life = Life::ShuttingDown {
             deadline: Instant::now() + self.shared.config.shutdown_grace,
@@ -85,13 +76,27 @@ impl<S: Default> EventLoop<S> {
             let Some(conn) = self.shared.live_mut(id) else {
                 continue;
             };
-            if conn.owes_nothing() {
-                self.finish(id, CloseReason::Shutdown);
-            } else if conn.phase != Phase::Lingering {
-                conn.phase = Phase::Draining;
-                self.shared.note_close_reason(id, CloseReason::Shutdown);
-                self.update_interest(id);
+            match conn.phase {
+                Phase::Open => {
+                    conn.phase = Phase::Stopping;
+                    if conn.has_input() {
+                        conn.set(Flags::REOFFER, true);
+                        self.shared.unfinished.push(Token(id.0));
+                    }
+                }
+                // It closes once it told the app of the end and owes
+                // nothing; not kept open for more output.
+                Phase::EofPending => conn.set(Flags::KEEP_OPEN, false),
+                Phase::ReadClosed => conn.phase = Phase::Draining,
+                Phase::Connecting => {
+                    self.shared.schedule_close(id, CloseReason::Shutdown);
+                    continue;
+                }
+                Phase::Stopping | Phase::Draining | Phase::Lingering | Phase::Closing => {}
             }
+            self.shared.note_close_reason(id, CloseReason::Shutdown);
+            self.shared.mark_dirty(id);
+            self.update_interest(id);
         }
         self.reap(app);
     }

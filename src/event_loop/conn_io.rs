@@ -1,27 +1,19 @@
-//! Connection I/O on a readiness backend: read what the socket has, write
-//! what the connection owes, keep the selector's interest in step, and
-//! close without destroying output in flight.
-//!
-//! This file is the seam to the kernel for connections. What bytes mean
-//! (offering them to the app, flow control, limits) is in `deliver.rs`,
-//! which does not care how the bytes arrived; the completion driver
-//! (`completion.rs`) feeds the same `offer` and ends in the same
-//! `after_write`, and `update_interest` arms or cancels its receive.
+//! A connection's I/O, whatever the driver: readiness events, pulling
+//! input, handing output to the driver, what follows a write, and a close
+//! that does not destroy output in flight. The kernel side of each step is
+//! the driver's (`crate::driver`); what bytes mean (offering them to the
+//! app, flow control, the end of stream, limits) is `deliver.rs`'s. The
+//! completion driver's reports (`completion.rs`) end in the same
+//! `after_write` and `finish`.
 
 use std::io;
-use std::os::fd::AsFd;
 
 use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Flush, Phase};
-use crate::ctx::CloseReason;
-use crate::selector::{Event, Interest, Selector, Token};
-use crate::shared::TimerKind;
-use crate::uring::RecvState;
-
-/// Offers of unconsumed input (without new bytes) per connection per
-/// event, before others get a go.
-const REOFFER_BUDGET: usize = 64;
+use crate::reason::CloseReason;
+use crate::selector::{Event, Token};
+use crate::shared::{TimerKind, live_in};
 
 impl<S: Default> EventLoop<S> {
     pub(super) fn conn_event<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, event: Event) {
@@ -66,7 +58,6 @@ impl<S: Default> EventLoop<S> {
     /// An outbound connect's socket turned writable: established, or the
     /// error it failed with.
     fn complete_connect<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
-        let completion = self.shared.completion;
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
@@ -83,12 +74,7 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         conn.phase = Phase::Open;
-        if completion {
-            // From now on the ring does its I/O (`update_interest` arms the
-            // receive); the poll that waited for the connect goes.
-            let _ = self.driver.selector().deregister(conn.stream.as_fd());
-            conn.registered = crate::selector::Interest::NONE;
-        }
+        self.driver.connected(conn);
         log::info!(target: "iomux::conn", "connected {}", conn.peer());
         self.open(app, id);
         // Queued output goes out; the reply may already be waiting (and on
@@ -97,11 +83,11 @@ impl<S: Default> EventLoop<S> {
         self.shared.unfinished.push(Token(id.0));
     }
 
-    /// Offers what the connection holds, tells of the peer's end when it
-    /// is due, and (on a readiness backend) reads and offers input until
-    /// the socket is drained, the budget is spent, or the connection may
-    /// not take more. On the completion driver the ring brings the bytes
-    /// (`completion.rs`); this only keeps its receive armed as wanted.
+    /// Serves a connection that is readable (or left unfinished): offers
+    /// what it holds and tells of the peer's end when due (`deliver.rs`),
+    /// then pulls what the driver has (readiness: the socket, until it is
+    /// drained, the budget is spent, or the connection may not take more;
+    /// completion: nothing to pull, the ring brings bytes by itself).
     pub(super) fn readable<A: App<State = S>>(&mut self, app: &mut A, id: ConnId, peer_shut: bool) {
         // Out of `self` while the app runs: `offer` borrows the loop.
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -118,90 +104,49 @@ impl<S: Default> EventLoop<S> {
     ) {
         let max_jobs = self.shared.config.max_jobs_per_conn;
         let mut budget = self.shared.config.read_budget;
-        let completion = self.shared.completion;
         let mut offers = 0;
-        let now = self.shared.now;
         loop {
-            let Some(conn) = self.shared.live_mut(id) else {
+            if !self.serve_pending(app, id, &mut offers) {
+                return;
+            }
+            let Some(conn) = live_in(&mut self.shared.conns, id) else {
                 return;
             };
-            if conn.has(Flags::REOFFER) {
-                if !conn.may_deliver(max_jobs) {
-                    // Offered again once there is room (drain, resume, job).
-                    self.update_interest(id);
-                    return;
-                }
-                if offers == REOFFER_BUDGET {
-                    self.shared.unfinished.push(Token(id.0));
-                    if completion {
-                        // No receiving ahead of a backlog (it cancels the
-                        // receive while input waits to be offered).
-                        self.update_interest(id);
-                    }
-                    return;
-                }
-                offers += 1;
-                self.offer(app, id, &[]);
-                continue;
-            }
-            if conn.phase == Phase::EofPending {
-                if (conn.has_input() && !conn.may_deliver(max_jobs)) || conn.has(Flags::APP_PAUSED)
-                {
-                    // Requests wait for room (a drain, a job back); the end
-                    // of stream is told after them.
-                    return;
-                }
-                self.tell_eof(app, id);
-                return;
-            }
-            if !conn.may_read(max_jobs) || completion {
+            if !conn.may_read(max_jobs) {
                 self.update_interest(id);
                 return;
             }
-            let lingering = conn.phase == Phase::Lingering;
-            match conn.read(scratch) {
-                Ok(0) if lingering => {
-                    let reason = self.take_close_reason(id, CloseReason::PeerClosed);
-                    self.shared.schedule_close(id, reason);
-                    return;
-                }
-                Ok(0) => {
-                    conn.phase = Phase::EofPending;
-                    // Offered once more, now with `Ctx::input_ended` true,
-                    // so the app can take a final unterminated request.
-                    let rest = conn.has_input();
-                    conn.set(Flags::REOFFER, rest);
-                }
+            match self.driver.read(conn, scratch) {
+                Ok(0) => self.peer_ended(id),
                 Ok(n) => {
-                    if !lingering {
-                        conn.io_or_new(now).last_read = now;
-                    }
-                    self.shared.stats.bytes_in += n as u64;
-                    if !lingering {
-                        self.offer(app, id, &scratch[..n]);
-                    }
+                    self.input_arrived(app, id, &scratch[..n]);
                     budget = budget.saturating_sub(n);
                     // On a stream socket a short read means the receive queue
                     // is empty now, unless the peer's end of stream is queued
                     // behind it (then read on to see it; no edge would come).
                     let drained = n < READ_CHUNK && !peer_shut;
+                    let reoffer = self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER));
                     if !drained && budget == 0 {
                         // Edge-triggered, the socket may hold more and no
                         // new edge comes. On any backend, input the app left
                         // for a re-offer is no longer in the socket (which
                         // this read may have emptied), so no event would
                         // bring it back: serve both next turn.
-                        let reoffer = self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER));
-                        if self.edge || reoffer {
+                        if self.driver.edge_triggered() || reoffer {
                             self.shared.unfinished.push(Token(id.0));
                         }
                         return;
                     }
-                    if drained && !self.shared.live(id).is_some_and(|c| c.has(Flags::REOFFER)) {
+                    if drained && !reoffer {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing to pull: the completion driver arms its
+                    // receive here if the connection wants one.
+                    self.update_interest(id);
+                    return;
+                }
                 Err(e) => {
                     self.shared.schedule_close(id, CloseReason::Error(e));
                     return;
@@ -210,22 +155,19 @@ impl<S: Default> EventLoop<S> {
         }
     }
 
-    /// Writes what the socket takes; then decides what the connection
-    /// waits for next (or closes it when it owes nothing more).
+    /// Hands what the connection owes to the driver (written, or a send
+    /// started); then decides what the connection waits for next (or
+    /// closes it when it owes nothing more).
     pub(super) fn flush<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
         let now = self.shared.now;
-        let Some(conn) = self.shared.live_mut(id) else {
+        let Some(conn) = live_in(&mut self.shared.conns, id) else {
             return;
         };
         conn.set(Flags::DIRTY, false);
         if conn.phase == Phase::Connecting {
             return; // output waits for the connect
         }
-        let flushed = match self.driver.ring() {
-            Some(ring) => Self::start_send(ring, conn, id).map(|sending| (0, sending)),
-            None => conn.flush(now),
-        };
-        match flushed {
+        match self.driver.write(conn, id, now) {
             Ok((written, outcome)) => self.after_write(app, id, written, outcome),
             Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
         }
@@ -248,7 +190,7 @@ impl<S: Default> EventLoop<S> {
             config.max_output_soft.map(|(s, _)| s),
         );
         let now = self.shared.now;
-        let edge = self.edge;
+        let edge = self.driver.edge_triggered();
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
@@ -324,25 +266,24 @@ impl<S: Default> EventLoop<S> {
     /// discarding, until the peer closes too (a "lingering close"). The
     /// grace period bounds the wait.
     pub(super) fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let Some(conn) = self.shared.live_mut(id) else {
+        let Some(conn) = live_in(&mut self.shared.conns, id) else {
             return;
         };
         if conn.phase == Phase::Lingering {
             return;
         }
         let peer_done = matches!(conn.phase, Phase::ReadClosed | Phase::EofPending);
-        if !peer_done && conn.recv_state() != RecvState::Idle {
-            // The completion driver: bytes may be on their way in a
-            // receive, unseen by FIONREAD. Stop it, and decide once it is
-            // over (`completion.rs` calls this again).
-            conn.phase = Phase::Draining;
-            self.shared.note_close_reason(id, reason);
-            self.update_interest(id);
-            return;
-        }
-        let unread = !peer_done
-            && (conn.has(Flags::DISCARDED)
-                || rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0));
+        let unread = match self.driver.unread_input(conn) {
+            _ if peer_done => false,
+            Some(in_socket) => in_socket || conn.has(Flags::DISCARDED),
+            None => {
+                // Bytes may be on their way in a receive. Stop it, and
+                // decide once it is over (its end marks this dirty).
+                self.shared.note_close_reason(id, reason);
+                self.update_interest(id);
+                return;
+            }
+        };
         if !unread {
             self.shared.schedule_close(id, reason);
             return;
@@ -359,7 +300,7 @@ impl<S: Default> EventLoop<S> {
         self.shared.note_close_reason(id, reason);
         let grace = self.shared.config.shutdown_grace;
         self.shared.add_timer(grace, TimerKind::Linger(id));
-        if self.edge {
+        if self.driver.edge_triggered() {
             // The waiting input raised its edge long ago.
             self.shared.unfinished.push(Token(id.0));
         }
@@ -372,69 +313,15 @@ impl<S: Default> EventLoop<S> {
         self.shared.close_reasons.remove(&id).unwrap_or(default)
     }
 
-    /// Level-triggered backends are told only of real changes (trap: an
-    /// `epoll_ctl` per request). Edge-triggered ones keep both interests.
-    /// On the completion driver, a receive is armed exactly while the
-    /// connection may read.
+    /// Puts what the driver watches for `id` in step with what it may do
+    /// now (see [`crate::driver::Driver::update_interest`]).
     pub(super) fn update_interest(&mut self, id: ConnId) {
-        if self.edge {
-            return;
-        }
         let max_jobs = self.shared.config.max_jobs_per_conn;
-        let Some(conn) = self.shared.live_mut(id) else {
+        let Some(conn) = live_in(&mut self.shared.conns, id) else {
             return;
         };
-        if let Some(ring) = self.driver.ring() {
-            if conn.phase == Phase::Connecting {
-                return; // its poll waits for the connect
-            }
-            // Input still to offer comes first: receiving ahead of it would
-            // let a backlog grow with every pause.
-            let want = conn.may_read(max_jobs) && !conn.has(Flags::REOFFER);
-            match (conn.recv_state(), want) {
-                (RecvState::Idle, true) => {
-                    if let Err(e) = ring.arm_recv(id, crate::uring::raw(&conn.stream)) {
-                        self.shared.schedule_close(id, CloseReason::Error(e));
-                        return;
-                    }
-                    conn.set_recv_state(RecvState::Armed);
-                }
-                (RecvState::Armed, false) => {
-                    ring.cancel_recv(id);
-                    conn.set_recv_state(RecvState::Cancelling);
-                }
-                // A receive being cancelled is armed again once its end
-                // is back (`Received::Cancelled`).
-                _ => {}
-            }
-            // Nothing armed to read: a poll with no interest still hears an
-            // error or a hang-up (a peer that reset), as a readiness
-            // backend's registration does; `conn_event` closes it then.
-            if want != conn.has(Flags::HUP_WATCH) {
-                return;
-            }
-            let fd = conn.stream.as_fd();
-            let watched = if want {
-                ring.poll.deregister(fd)
-            } else {
-                ring.poll.register(fd, Token(id.0), Interest::NONE)
-            };
-            match watched {
-                Ok(()) => conn.set(Flags::HUP_WATCH, !want),
-                Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
-            }
-            return;
-        }
-        let wanted = conn.level_interest(max_jobs);
-        if wanted != conn.registered {
-            match self
-                .driver
-                .selector()
-                .reregister(conn.stream.as_fd(), Token(id.0), wanted)
-            {
-                Ok(()) => conn.registered = wanted,
-                Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
-            }
+        if let Err(e) = self.driver.update_interest(conn, id, max_jobs) {
+            self.shared.schedule_close(id, CloseReason::Error(e));
         }
     }
 }

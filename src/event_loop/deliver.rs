@@ -1,14 +1,131 @@
 //! Handing input to the app, with flow control, whatever brought the
-//! bytes: the unconsumed rest is kept and offered again, the end of stream
-//! is told after everything before it, limits are told before they close.
+//! bytes (a read, or a receive of the completion driver): the unconsumed
+//! rest is kept and offered again, input received ahead is offered a
+//! window at a time, the end of stream is told after everything before
+//! it, limits are told before they close.
 
 use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
-use crate::ctx::{CloseReason, Limit};
+use crate::reason::{CloseReason, Limit};
+use crate::selector::Token;
 use crate::shared::TimerKind;
 
+/// Offers of unconsumed input (without new bytes) per connection per
+/// event, before others get a go.
+const REOFFER_BUDGET: usize = 64;
+
 impl<S: Default> EventLoop<S> {
+    /// Bytes taken from the kernel for `id`: offered to the app if it may
+    /// take them now, else kept to offer later (the completion driver
+    /// receives ahead of a connection that went full or paused);
+    /// dropped by a lingering connection; dropped but remembered by one
+    /// past listening, whose close must then linger as if they were still
+    /// unread in the socket.
+    pub(super) fn input_arrived<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        id: ConnId,
+        bytes: &[u8],
+    ) {
+        let now = self.shared.now;
+        let max_jobs = self.shared.config.max_jobs_per_conn;
+        self.shared.stats.bytes_in += bytes.len() as u64;
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Lingering => {}
+            Phase::Open | Phase::EofPending | Phase::Stopping => {
+                conn.io_or_new(now).last_read = now;
+                if conn.may_deliver(max_jobs) {
+                    self.offer(app, id, bytes);
+                } else {
+                    conn.io_or_new(now).input.extend_from_slice(bytes);
+                }
+            }
+            _ => conn.set(Flags::DISCARDED, true),
+        }
+    }
+
+    /// The peer ended its stream (a read or a receive of no bytes).
+    pub(super) fn peer_ended(&mut self, id: ConnId) {
+        let Some(conn) = self.shared.live_mut(id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Lingering => {
+                let reason = self.take_close_reason(id, CloseReason::PeerClosed);
+                self.shared.schedule_close(id, reason);
+            }
+            Phase::Open | Phase::Stopping => {
+                conn.phase = Phase::EofPending;
+                // Offered once more, now with `Ctx::input_ended` true, so
+                // the app can take a final unterminated request.
+                let rest = conn.has_input();
+                conn.set(Flags::REOFFER, rest);
+            }
+            // Past listening (draining, half-closed): not read on a
+            // readiness backend either.
+            _ => {}
+        }
+    }
+
+    /// Offers input the connection holds (what the app left after making
+    /// progress, input received ahead), at most `REOFFER_BUDGET` offers
+    /// counted in `offers`, and tells a due end of stream. True when
+    /// nothing waits to be offered, so reading may go on.
+    pub(super) fn serve_pending<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        id: ConnId,
+        offers: &mut usize,
+    ) -> bool {
+        let max_jobs = self.shared.config.max_jobs_per_conn;
+        if self
+            .shared
+            .live(id)
+            .is_some_and(|c| c.phase == Phase::Stopping)
+        {
+            // It may owe nothing more after these offers: the flush before
+            // the loop sleeps decides.
+            self.shared.mark_dirty(id);
+        }
+        loop {
+            let Some(conn) = self.shared.live_mut(id) else {
+                return false;
+            };
+            if conn.has(Flags::REOFFER) {
+                if !conn.may_deliver(max_jobs) {
+                    // Offered again once there is room (drain, resume, job).
+                    self.update_interest(id);
+                    return false;
+                }
+                if *offers == REOFFER_BUDGET {
+                    self.shared.unfinished.push(Token(id.0));
+                    // No receiving ahead of a backlog (the completion
+                    // driver's receive is cancelled while input waits).
+                    self.update_interest(id);
+                    return false;
+                }
+                *offers += 1;
+                self.offer(app, id, &[]);
+                continue;
+            }
+            if conn.phase == Phase::EofPending {
+                if (conn.has_input() && !conn.may_deliver(max_jobs)) || conn.has(Flags::APP_PAUSED)
+                {
+                    // Requests wait for room (a drain, a job back); the end
+                    // of stream is told after them.
+                    return false;
+                }
+                self.tell_eof(app, id);
+                return false;
+            }
+            return true;
+        }
+    }
+
     /// Offers the connection's unconsumed input followed by `fresh` (just
     /// read, or a provided buffer the ring filled) to the app, and keeps
     /// what it leaves.
@@ -30,7 +147,7 @@ impl<S: Default> EventLoop<S> {
             // read buffer, and only an unconsumed tail is copied.
             let used = watch::call_conn(
                 &mut self.shared,
-                self.driver.selector(),
+                &mut self.driver,
                 state,
                 app,
                 id,
@@ -60,7 +177,7 @@ impl<S: Default> EventLoop<S> {
                 self.shared.partial_offer = end < input.len();
                 let used = watch::call_conn(
                     &mut self.shared,
-                    self.driver.selector(),
+                    &mut self.driver,
                     &mut *state,
                     app,
                     id,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{EventLoop, watch};
 use crate::app::App;
 use crate::conn::Flags;
-use crate::group::Group;
+use crate::mailbox::Group;
 use crate::selector::Token;
 
 impl<S: Default> EventLoop<S> {
@@ -37,7 +37,7 @@ impl<S: Default> EventLoop<S> {
             let active = conn.is_active();
             // Reading stopped at the limit: an edge-triggered backend will
             // not report the bytes still waiting in the socket.
-            if has_input || (at_limit && self.edge) {
+            if has_input || (at_limit && self.driver.edge_triggered()) {
                 self.shared.unfinished.push(Token(id.0));
             }
             if active {
@@ -67,7 +67,7 @@ impl<S: Default> EventLoop<S> {
         group.take(*index, &mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
         for message in inbox.drain(..) {
-            watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+            watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
                 app.on_message(ctx, message)
             });
             self.reap(app);

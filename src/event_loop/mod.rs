@@ -37,12 +37,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::app::App;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::conn::ConnId;
+use crate::driver::{Done, Driver};
 use crate::pool::Pool;
-use crate::selector::{Backend, Event, Events, Interest, Selector, Token};
+use crate::selector::{Event, Events, Interest, Token};
 use crate::shared::{Shared, TimerKind};
 use crate::stats::{Stats, TurnTimes};
+use crate::token::{self, Source};
 use crate::waker::{SignalPipe, StopHandle, Waker};
 
 mod accept;
@@ -52,14 +55,12 @@ mod conn_io;
 mod deliver;
 mod jobs;
 mod timers;
-pub(crate) mod token;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
 use accept::Listener;
-use token::Source;
 
 /// Size of one read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -88,49 +89,6 @@ pub enum Status {
     Stopped,
 }
 
-/// How the loop talks to the kernel.
-enum Driver {
-    /// A selector says which descriptors are ready; the loop does the I/O
-    /// (`conn_io.rs`).
-    Readiness(Box<dyn Selector>),
-    /// The ring does the connections' I/O (`completion.rs`); its poll
-    /// requests are the selector for everything else.
-    Completion(Box<crate::uring::Ring>),
-}
-
-impl Driver {
-    fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
-        Ok(match backend.resolve() {
-            Backend::Uring => {
-                Driver::Completion(Box::new(crate::uring::Ring::new(config.uring_buffers)?))
-            }
-            other => Driver::Readiness(other.open()?),
-        })
-    }
-
-    /// The selector for descriptors that are not connections' data.
-    fn selector(&mut self) -> &mut dyn Selector {
-        match self {
-            Driver::Readiness(selector) => &mut **selector,
-            Driver::Completion(ring) => &mut ring.poll,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Driver::Readiness(selector) => selector.name(),
-            Driver::Completion(_) => Backend::Uring.name(),
-        }
-    }
-
-    fn ring(&mut self) -> Option<&mut crate::uring::Ring> {
-        match self {
-            Driver::Readiness(_) => None,
-            Driver::Completion(ring) => Some(ring),
-        }
-    }
-}
-
 /// A single-threaded event loop over one backend, for an app whose
 /// per-connection state is `S` ([`App::State`]).
 pub struct EventLoop<S = ()> {
@@ -148,8 +106,6 @@ pub struct EventLoop<S = ()> {
     /// walking them allocates nothing.
     spare_tokens: Vec<Token>,
     spare_ids: Vec<ConnId>,
-    /// The selector is edge-triggered (asked once, used on every event).
-    edge: bool,
     /// Where reads land before the app sees them (one per loop, not per
     /// connection).
     scratch: Vec<u8>,
@@ -162,11 +118,12 @@ pub struct EventLoop<S = ()> {
     turn_times: TurnTimes,
     last_stats: (Instant, Stats),
     /// Messages taken from this loop's mailbox (reused, no allocation).
-    inbox: Vec<crate::group::Message>,
+    inbox: Vec<crate::mailbox::Message>,
     /// Pending output summed at the last stats tick.
     pending_at_tick: usize,
-    /// The ring's completions of this turn (reused, no allocation).
-    completions: Vec<crate::selector::uring_poll::OpCompletion>,
+    /// The completion driver's reports of this turn (reused, no
+    /// allocation).
+    done: Vec<Done>,
 }
 
 impl<S: Default> EventLoop<S> {
@@ -180,14 +137,11 @@ impl<S: Default> EventLoop<S> {
             .selector()
             .register(waker.fd(), token::WAKER, Interest::READABLE)?;
         let name = driver.name();
-        let edge = driver.selector().edge_triggered();
-        let completion = matches!(driver, Driver::Completion(_));
         let pool = match config.workers {
             0 => None,
             n => Some(Pool::new(n, waker.clone())?),
         };
-        let mut shared = Shared::new(config, pool, name, edge);
-        shared.completion = completion;
+        let shared = Shared::new(config, pool, name);
         Ok(EventLoop {
             driver,
             events: Events::with_capacity(256),
@@ -199,7 +153,6 @@ impl<S: Default> EventLoop<S> {
             signals: None,
             spare_tokens: Vec::new(),
             spare_ids: Vec::new(),
-            edge,
             scratch: vec![0; READ_CHUNK],
             unopened: Vec::new(),
             life: Life::NotStarted,
@@ -209,7 +162,7 @@ impl<S: Default> EventLoop<S> {
             last_stats: (Instant::now(), Stats::default()),
             inbox: Vec::new(),
             pending_at_tick: 0,
-            completions: Vec::new(),
+            done: Vec::new(),
         })
     }
 
@@ -273,12 +226,8 @@ impl<S: Default> EventLoop<S> {
         fd: T,
         interest: Interest,
     ) -> io::Result<crate::source::SourceId> {
-        crate::source::watch(
-            &mut self.shared.sources,
-            self.driver.selector(),
-            Box::new(fd),
-            interest,
-        )
+        self.shared
+            .watch_source(&mut self.driver, Box::new(fd), interest)
     }
 
     /// Stops watching `source` and hands its descriptor back, deregistered
@@ -291,20 +240,19 @@ impl<S: Default> EventLoop<S> {
         if !is_t {
             return None;
         }
-        let owner =
-            crate::source::unwatch(&mut self.shared.sources, self.driver.selector(), source)?;
+        let owner = self.shared.unwatch_source(&mut self.driver, source)?;
         owner.into_any().downcast::<T>().ok().map(|b| *b)
     }
 
     /// Connects to `addr` without blocking (see [`crate::Ctx::connect`]).
     pub fn connect(&mut self, addr: std::net::SocketAddr) -> io::Result<ConnId> {
-        self.shared.connect(self.driver.selector(), addr)
+        self.shared.connect(&mut self.driver, addr)
     }
 
     /// Connects to a TCP or Unix-domain `addr` without blocking (see
     /// [`crate::Ctx::connect_addr`]).
     pub fn connect_addr(&mut self, addr: &crate::Addr) -> io::Result<ConnId> {
-        self.shared.connect_addr(self.driver.selector(), addr)
+        self.shared.connect_addr(&mut self.driver, addr)
     }
 
     /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
@@ -370,11 +318,9 @@ impl<S: Default> EventLoop<S> {
             && (self.shared.conns.is_empty() || Instant::now() >= deadline)
         {
             self.close_all(app);
-            if let Some(ring) = self.driver.ring() {
-                // Their sockets close once the ring has cancelled their
-                // receives: let it, or no later turn would.
-                ring.settle(Duration::from_secs(1));
-            }
+            // Sockets whose operations the kernel still holds close once
+            // they are over: let them, or no later turn would.
+            self.driver.settle();
             self.life = Life::Stopped;
             return Ok(Status::Stopped);
         }
@@ -385,10 +331,7 @@ impl<S: Default> EventLoop<S> {
         if let Some(started) = self.turn_started.take() {
             self.turn_times.record(started.elapsed());
         }
-        if let Some(ring) = self.driver.ring() {
-            ring.before_wait();
-        }
-        self.driver.selector().select(&mut self.events, wait)?;
+        self.driver.wait(&mut self.events, &mut self.done, wait)?;
         self.shared.now = Instant::now();
         if self.shared.config.stats_interval.is_some() {
             self.turn_started = Some(self.shared.now);
@@ -428,7 +371,7 @@ impl<S: Default> EventLoop<S> {
         if let Some(every) = self.shared.config.stats_interval {
             self.shared.add_timer(every, TimerKind::Stats);
         }
-        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+        watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
             app.on_start(ctx)
         });
         for id in std::mem::take(&mut self.unopened) {
@@ -459,7 +402,7 @@ impl<S: Default> EventLoop<S> {
         match token::decode(event.token) {
             Source::Waker => {
                 if self.waker.drain() {
-                    watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+                    watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
                         app.on_wake(ctx)
                     });
                 }
@@ -496,7 +439,7 @@ impl<S: Default> EventLoop<S> {
             readable: event.is_readable() || event.is_error() || event.is_hup(),
             writable: event.is_writable() || event.is_error(),
         };
-        watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+        watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
             app.on_ready(ctx, id, ready)
         });
     }

@@ -5,7 +5,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use super::*;
-use crate::ctx::{CloseReason, Ctx};
+use crate::ctx::Ctx;
+use crate::reason::CloseReason;
 
 /// Records which connections got data.
 #[derive(Default)]
@@ -80,7 +81,7 @@ fn stale_event_never_reaches_the_new_connection(backend: Backend) {
 /// an operation of the old one and must never reach the new one.
 #[test]
 fn stale_completions_never_reach_the_new_connection() {
-    if crate::selector::skip_unavailable(Backend::Uring, "stale_completions_never_reach") {
+    if crate::backend::skip_unavailable(Backend::Uring, "stale_completions_never_reach") {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -126,10 +127,8 @@ fn stale_completions_never_reach_the_new_connection() {
 fn stale_events_are_dropped_on_every_backend() {
     // Readiness events; the completion driver's twin is the test above.
     for backend in Backend::ALL.into_iter().filter(|b| !b.is_completion()) {
-        if crate::selector::skip_unavailable(
-            backend,
-            "stale_event_never_reaches_the_new_connection",
-        ) {
+        if crate::backend::skip_unavailable(backend, "stale_event_never_reaches_the_new_connection")
+        {
             continue;
         }
         stale_event_never_reaches_the_new_connection(backend);
@@ -186,7 +185,7 @@ fn close_after_flush_sends_then_closes(backend: Backend) {
 #[test]
 fn close_after_flush_on_every_backend() {
     for backend in Backend::ALL.into_iter().filter(|b| !b.is_completion()) {
-        if crate::selector::skip_unavailable(backend, "close_after_flush_sends_then_closes") {
+        if crate::backend::skip_unavailable(backend, "close_after_flush_sends_then_closes") {
             continue;
         }
         close_after_flush_sends_then_closes(backend);
@@ -216,7 +215,7 @@ fn lingering_close_gives_up(backend: Backend) {
 #[test]
 fn lingering_close_gives_up_on_every_backend() {
     for backend in Backend::ALL.into_iter().filter(|b| !b.is_completion()) {
-        if crate::selector::skip_unavailable(backend, "lingering_close_gives_up") {
+        if crate::backend::skip_unavailable(backend, "lingering_close_gives_up") {
             continue;
         }
         lingering_close_gives_up(backend);
@@ -241,7 +240,7 @@ fn an_invalid_config_is_refused_up_front() {
 /// order, to the client that sent it.
 #[test]
 fn receives_out_of_provided_buffers_are_armed_again() {
-    if crate::selector::skip_unavailable(Backend::Uring, "receives_out_of_provided_buffers") {
+    if crate::backend::skip_unavailable(Backend::Uring, "receives_out_of_provided_buffers") {
         return;
     }
     const CLIENTS: usize = 24;
@@ -295,7 +294,7 @@ fn receives_out_of_provided_buffers_are_armed_again() {
 #[test]
 fn a_stopped_loop_no_longer_listens_on_every_backend() {
     for backend in Backend::ALL {
-        if crate::selector::skip_unavailable(backend, "a_stopped_loop_no_longer_listens") {
+        if crate::backend::skip_unavailable(backend, "a_stopped_loop_no_longer_listens") {
             continue;
         }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,7 +4,7 @@
 use super::{EventLoop, watch};
 use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
-use crate::ctx::{CloseReason, Limit};
+use crate::reason::{CloseReason, Limit};
 use crate::shared::TimerKind;
 
 impl<S: Default> EventLoop<S> {
@@ -61,7 +61,7 @@ impl<S: Default> EventLoop<S> {
                     }
                 }
                 TimerKind::App(t) => {
-                    watch::call(&mut self.shared, self.driver.selector(), app, |app, ctx| {
+                    watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
                         app.on_timer(ctx, t)
                     })
                 }

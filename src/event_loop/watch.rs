@@ -6,9 +6,9 @@ use super::EventLoop;
 use crate::app::App;
 use crate::conn::ConnId;
 use crate::ctx::Ctx;
-use crate::group::LoopSnapshot;
+use crate::driver::Driver;
+use crate::mailbox::LoopSnapshot;
 use crate::pool::Pool;
-use crate::selector::Selector;
 use crate::shared::Shared;
 use crate::stats::TurnTimes;
 
@@ -52,13 +52,13 @@ fn timed<R>(
 /// Calls a loop-wide handler (a timer, a wake-up).
 pub(super) fn call<A: App, R>(
     shared: &mut Shared,
-    selector: &mut dyn Selector,
+    driver: &mut Driver,
     app: &mut A,
     f: impl FnOnce(&mut A, &mut Ctx<'_>) -> R,
 ) -> R {
     let name = app.name();
     timed(shared, name, None, |shared| {
-        f(app, &mut Ctx { shared, selector })
+        f(app, &mut Ctx { shared, driver })
     })
 }
 
@@ -66,7 +66,7 @@ pub(super) fn call<A: App, R>(
 /// what it sends to `id` is a reply (flow-controlled) or pushed output.
 pub(super) fn call_conn<A: App, R>(
     shared: &mut Shared,
-    selector: &mut dyn Selector,
+    driver: &mut Driver,
     state: &mut A::State,
     app: &mut A,
     id: ConnId,
@@ -77,7 +77,7 @@ pub(super) fn call_conn<A: App, R>(
     let outer = shared.serving;
     shared.serving = (sends == Sends::Replies).then_some(id);
     let result = timed(shared, name, Some(id), |shared| {
-        f(app, &mut Ctx { shared, selector }, state)
+        f(app, &mut Ctx { shared, driver }, state)
     });
     shared.serving = outer;
     result
@@ -102,15 +102,7 @@ impl<S: Default> EventLoop<S> {
         f: impl FnOnce(&mut A, &mut Ctx<'_>, &mut S) -> R,
     ) -> R {
         let state = Self::state_slot(&mut self.states, id.index());
-        call_conn(
-            &mut self.shared,
-            self.driver.selector(),
-            state,
-            app,
-            id,
-            sends,
-            f,
-        )
+        call_conn(&mut self.shared, &mut self.driver, state, app, id, sends, f)
     }
 
     /// The state slot of connection index `index`, grown on demand.

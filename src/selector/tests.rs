@@ -11,6 +11,7 @@
 //! deadline that a passing test never reaches.
 
 use super::*;
+use crate::backend::{Backend, UnknownBackend};
 use rustix::pipe::{PipeFlags, pipe_with};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -797,7 +798,7 @@ macro_rules! for_each_backend {
                 #[test]
                 fn $test() {
                     let backend = super::Backend::$backend;
-                    if super::skip_unavailable(backend, concat!(stringify!($module), "::", stringify!($test))) {
+                    if crate::backend::skip_unavailable(backend, concat!(stringify!($module), "::", stringify!($test))) {
                         return;
                     }
                     super::$test(backend)

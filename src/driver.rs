@@ -1,0 +1,320 @@
+//! The one seam between the loop and the kernel: the two I/O models behind
+//! one type, with one method per real difference between them.
+//!
+//! - **Readiness** (select, poll, epoll, epoll-et, uring-poll): a
+//!   [`Selector`] says which descriptors are ready; the loop then pulls
+//!   bytes ([`Driver::read`]) and pushes output ([`Driver::write`]) with
+//!   system calls of its own, and keeps the selector's interest in step.
+//! - **Completion** (uring): the kernel does a connection's I/O. A
+//!   multishot receive brings bytes by itself ([`Done::Received`]),
+//!   [`Driver::write`] hands output to a send that owns it until it
+//!   completes ([`Done::Sent`]), a listener's multishot accept brings
+//!   sockets ([`Done::Accepted`]). Its poll requests are the selector for
+//!   everything else.
+//!
+//! Everything the loop does with a connection's bytes (offering them,
+//! flow control, the end of stream, what follows a write, the close) is
+//! the same for both and lives in `event_loop/`; nothing there asks which
+//! model is running. The rules each side keeps are stated where they are
+//! kept: nothing is written past a send in flight; no operation of the
+//! ring outlives its connection (cancel before close, the socket kept
+//! until the kernel let go); a level-triggered selector is told only of
+//! real interest changes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::conn::{Conn, ConnId, Flags, Flush, Phase, RecvState};
+use crate::selector::{Events, Interest, Selector, Token};
+use crate::stream::Peer;
+use crate::uring::{Lent, Ring};
+
+/// What the completion driver reports, besides readiness.
+pub(crate) use crate::uring::{Done, Received};
+
+/// How the loop talks to the kernel.
+pub(crate) enum Driver {
+    Readiness {
+        selector: Box<dyn Selector>,
+        /// Asked once, used on every event.
+        edge: bool,
+    },
+    Completion(Box<Ring>),
+}
+
+impl Driver {
+    pub fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
+        Ok(match backend.resolve() {
+            Backend::Uring => Driver::Completion(Box::new(Ring::new(config.uring_buffers)?)),
+            other => {
+                let selector = other.open()?;
+                let edge = selector.edge_triggered();
+                Driver::Readiness { selector, edge }
+            }
+        })
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Readiness { selector, .. } => selector.name(),
+            Driver::Completion(_) => Backend::Uring.name(),
+        }
+    }
+
+    /// Readiness is reported once per change (epoll-et): what the loop
+    /// leaves unfinished it must remember, no event will say it again.
+    pub fn edge_triggered(&self) -> bool {
+        matches!(self, Driver::Readiness { edge: true, .. })
+    }
+
+    /// The selector for what is not a connection's data: the waker, the
+    /// signal pipe, the app's sources, listeners on a readiness backend.
+    pub fn selector(&mut self) -> &mut dyn Selector {
+        match self {
+            Driver::Readiness { selector, .. } => &mut **selector,
+            Driver::Completion(ring) => &mut **ring,
+        }
+    }
+
+    /// One wait (at most `timeout`): readiness into `events`; on the
+    /// completion driver the same `io_uring_enter` submits this turn's
+    /// operations and brings their completions into `done`.
+    pub fn wait(
+        &mut self,
+        events: &mut Events,
+        done: &mut Vec<Done>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Readiness { selector, .. } => selector.select(events, timeout),
+            Driver::Completion(ring) => {
+                ring.select(events, timeout)?;
+                ring.take_done(done);
+                Ok(())
+            }
+        }
+    }
+
+    /// Watches a new connection (`Open`, or `Connecting`: its connect
+    /// completes when the socket turns writable). On the completion driver
+    /// an open connection's receive is armed by its first flush.
+    pub fn add_conn(&mut self, conn: &mut Conn, id: ConnId) -> io::Result<()> {
+        let connecting = conn.phase == Phase::Connecting;
+        let interest = match self {
+            Driver::Completion(_) if !connecting => return Ok(()),
+            // Registered once for both: no epoll_ctl per state change.
+            Driver::Readiness { edge: true, .. } => Interest::BOTH,
+            _ if connecting => Interest::WRITABLE,
+            _ => Interest::READABLE,
+        };
+        self.selector()
+            .register(conn.stream.as_fd(), Token(id.0), interest)?;
+        conn.registered = interest;
+        Ok(())
+    }
+
+    /// An outbound connect is established: on the completion driver the
+    /// ring does its I/O from now on, and the poll that waited goes.
+    pub fn connected(&mut self, conn: &mut Conn) {
+        if let Driver::Completion(ring) = self {
+            let _ = ring.deregister(conn.stream.as_fd());
+            conn.registered = Interest::NONE;
+        }
+    }
+
+    /// Puts what the kernel watches for `conn` in step with what it may
+    /// do now. Level-triggered selectors are told only of real changes
+    /// (trap: an `epoll_ctl` per request); edge-triggered ones keep both
+    /// interests; on the completion driver a receive is armed exactly
+    /// while the connection may read and no input waits to be offered
+    /// again.
+    pub fn update_interest(
+        &mut self,
+        conn: &mut Conn,
+        id: ConnId,
+        max_jobs: u32,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Readiness { edge: true, .. } => Ok(()),
+            Driver::Readiness { selector, .. } => {
+                let wanted = conn.level_interest(max_jobs);
+                if wanted != conn.registered {
+                    selector.reregister(conn.stream.as_fd(), Token(id.0), wanted)?;
+                    conn.registered = wanted;
+                }
+                Ok(())
+            }
+            Driver::Completion(ring) => update_receive(ring, conn, id, max_jobs),
+        }
+    }
+
+    /// Bytes the socket has now, into `buf` (readiness). The completion
+    /// driver's bytes come by themselves ([`Done::Received`]): nothing to
+    /// pull, `WouldBlock`.
+    pub fn read(&mut self, conn: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Driver::Readiness { .. } => conn.read(buf),
+            Driver::Completion(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Starts or continues `conn`'s output; the one way bytes reach a
+    /// connection's socket. Readiness: writes what the socket takes now.
+    /// Completion: hands the pending output to a send, unless one is in
+    /// flight (nothing is written past it; its completion goes on).
+    /// Returns the bytes written now and what the output waits for.
+    pub fn write(
+        &mut self,
+        conn: &mut Conn,
+        id: ConnId,
+        now: Instant,
+    ) -> io::Result<(usize, Flush)> {
+        match self {
+            Driver::Readiness { .. } => conn.flush(now),
+            Driver::Completion(ring) => {
+                if conn.send_in_flight().is_some() {
+                    return Ok((0, Flush::Sending));
+                }
+                let Some((buf, off)) = conn.take_output() else {
+                    return Ok((0, Flush::Done));
+                };
+                let key = ring.send(id, conn.stream.as_fd(), buf, off)?;
+                if let Some(io) = conn.io_mut() {
+                    io.send_op = key;
+                }
+                Ok((0, Flush::Sending))
+            }
+        }
+    }
+
+    /// Whether input may be waiting unread for `conn` (closing then would
+    /// reset the connection and destroy output still in flight): in the
+    /// socket, or on its way in a receive. `None` while a receive is armed
+    /// or being cancelled: decide once it ended.
+    pub fn unread_input(&self, conn: &Conn) -> Option<bool> {
+        if conn.recv_state() != RecvState::Idle {
+            return None;
+        }
+        Some(rustix::io::ioctl_fionread(&conn.stream).is_ok_and(|n| n > 0))
+    }
+
+    /// `conn` closes; nothing of the kernel may outlive it. Readiness: it
+    /// is deregistered before its descriptor closes (epoll watches
+    /// descriptions). Completion: its polls, receive and send are
+    /// cancelled, and its socket is kept until the kernel let go of it.
+    /// Returns the peer's name, for the log.
+    pub fn retire(&mut self, conn: Conn, id: ConnId) -> Peer {
+        match self {
+            Driver::Readiness { selector, .. } => {
+                let _ = selector.deregister(conn.stream.as_fd());
+                conn.into_parts().1
+            }
+            Driver::Completion(ring) => {
+                if conn.registered != Interest::NONE || conn.has(Flags::HUP_WATCH) {
+                    let _ = ring.deregister(conn.stream.as_fd());
+                }
+                let (recv, send) = (conn.recv_state(), conn.send_in_flight());
+                let (stream, peer) = conn.into_parts();
+                ring.retire(id, stream, recv, send);
+                peer
+            }
+        }
+    }
+
+    /// Received bytes in provided buffer `bid`, lent while the app reads
+    /// them (completion driver).
+    pub fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
+        match self {
+            Driver::Completion(ring) => ring.lend(bid, len),
+            Driver::Readiness { .. } => None,
+        }
+    }
+
+    /// Gives lent bytes back; their buffer goes to the kernel again.
+    pub fn give_back(&mut self, lent: Lent) {
+        if let Driver::Completion(ring) = self {
+            ring.give_back_lent(lent);
+        }
+    }
+
+    /// Accepts from listener `index` (`token`, socket `fd`): its readiness,
+    /// or a multishot accept.
+    pub fn watch_listener(
+        &mut self,
+        index: usize,
+        token: Token,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Readiness { selector, .. } => selector.register(fd, token, Interest::READABLE),
+            Driver::Completion(ring) => ring.accept(index, fd),
+        }
+    }
+
+    /// Stops accepting from listener `index` (a pause, or for good).
+    pub fn unwatch_listener(&mut self, index: usize, fd: BorrowedFd<'_>) {
+        match self {
+            Driver::Readiness { selector, .. } => {
+                let _ = selector.deregister(fd);
+            }
+            Driver::Completion(ring) => ring.stop_accepting(index),
+        }
+    }
+
+    /// The listeners are about to close: what names them must reach the
+    /// kernel first (a queued accept names the fd number).
+    pub fn before_listeners_close(&mut self) {
+        if let Driver::Completion(ring) = self {
+            ring.submit_now();
+        }
+    }
+
+    /// The loop stops: closed sockets whose operations the ring still
+    /// cancels close now (no later turn would submit the cancels).
+    pub fn settle(&mut self) {
+        if let Driver::Completion(ring) = self {
+            ring.settle(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The completion driver's reading: a receive armed exactly while
+/// wanted; while none is, a poll with no interest still hears an error or
+/// a hang-up (a peer that reset), as a readiness backend's registration
+/// does.
+fn update_receive(ring: &mut Ring, conn: &mut Conn, id: ConnId, max_jobs: u32) -> io::Result<()> {
+    if conn.phase == Phase::Connecting {
+        return Ok(()); // its poll waits for the connect
+    }
+    // Input still to offer comes first: receiving ahead of it would let
+    // a backlog grow with every pause.
+    let want = conn.may_read(max_jobs) && !conn.has(Flags::REOFFER);
+    match (conn.recv_state(), want) {
+        (RecvState::Idle, true) => {
+            ring.arm_recv(id, conn.stream.as_fd())?;
+            conn.set_recv_state(RecvState::Armed);
+        }
+        (RecvState::Armed, false) => {
+            ring.cancel_recv(id);
+            conn.set_recv_state(RecvState::Cancelling);
+        }
+        // A receive being cancelled is armed again once its end is back
+        // (`Received::Cancelled`).
+        _ => {}
+    }
+    if want != conn.has(Flags::HUP_WATCH) {
+        return Ok(());
+    }
+    let fd = conn.stream.as_fd();
+    if want {
+        ring.deregister(fd)?;
+    } else {
+        ring.register(fd, Token(id.0), Interest::NONE)?;
+    }
+    conn.set(Flags::HUP_WATCH, !want);
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Why a connection closed, and which limit it met: told to the app
+//! ([`crate::App::on_limit`], [`crate::App::on_close`]) and logged.
+
+use std::io;
+use std::time::Duration;
+
+/// A limit a connection went over; told to [`crate::App::on_limit`] before
+/// the loop closes the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Unconsumed input passed [`crate::Config::max_input`] bytes (a request too
+    /// large for the app to take).
+    Input {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Output pushed to the connection passed [`crate::Config::max_output`] bytes
+    /// (it does not read what it is sent).
+    Output {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Pushed output stayed over the soft limit for its whole period.
+    OutputSoft {
+        /// The soft limit, in bytes.
+        max: usize,
+        /// How long it was exceeded.
+        period: Duration,
+    },
+}
+
+/// Why a connection was closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side and everything owed was sent.
+    PeerClosed,
+    /// The app closed it.
+    App,
+    /// The app closed it, and said why ([`Ctx::close_because`]).
+    AppError(String),
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Output was pending and the peer took none of it for the write
+    /// timeout (it stopped reading).
+    NotReading,
+    /// A limit was exceeded.
+    Limit(Limit),
+    /// The loop is shutting down.
+    Shutdown,
+    /// A read or write failed (reset, broken pipe, ...).
+    Error(io::Error),
+}
+
+impl CloseReason {
+    /// Short text for logs; `None` for the ordinary end of a connection.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            CloseReason::PeerClosed | CloseReason::App | CloseReason::Shutdown => None,
+            CloseReason::AppError(why) => Some(why.clone()),
+            CloseReason::Idle => Some("idle timeout".into()),
+            CloseReason::NotReading => Some("write timeout (client not reading)".into()),
+            CloseReason::Limit(Limit::Input { max }) => {
+                Some(format!("input limit exceeded ({max} bytes unconsumed)"))
+            }
+            CloseReason::Limit(Limit::Output { max }) => Some(format!(
+                "output limit exceeded (client not reading): hard limit {max} bytes"
+            )),
+            CloseReason::Limit(Limit::OutputSoft { max, period }) => Some(format!(
+                "output limit exceeded (client not reading): soft limit {max} bytes for {period:?}"
+            )),
+            CloseReason::Error(e) => Some(e.to_string()),
+        }
+    }
+}

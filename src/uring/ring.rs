@@ -1,0 +1,694 @@
+//! The completion driver's kernel side (`--backend uring`): a connection's
+//! multishot receive into provided buffers, its sends, a listener's
+//! multishot accept, the cancels that retire them; and the poll selector
+//! (`poll.rs`) in the same ring for everything else.
+//!
+//! A connection's receive needs no memory of ours: its `user_data` is the
+//! connection's id (with [`OP_BIT`] and [`RECV_BIT`]), and whether it is
+//! armed is two bits of the connection's flags; so an idle connection costs
+//! here what it costs on epoll. Sends, accepts and cancels are kept in a
+//! table (`ops`), keyed by their `user_data`, freed only by their last
+//! completion. When a connection closes with operations in the kernel,
+//! its socket is kept here (*doomed*) and they are cancelled; the socket
+//! closes when the last of them completes. So the kernel never reads a
+//! freed send buffer, a multishot receive never outlives its connection
+//! holding the socket open, and no completion of a closed connection
+//! reaches a new one in the same slot (ids carry a generation). A cancel's
+//! result is read: one that did not take is queued again.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types};
+use rustix::io::Errno;
+use slab::Slab;
+
+use super::bufs::BufRing;
+use super::core::{Cqe, IGNORED, OP_BIT, is, unavailable};
+use super::poll::UringPoll;
+use crate::conn::{ConnId, RecvState};
+use crate::selector::{Events, Interest, Selector, Token};
+use crate::stream::Stream;
+
+/// Bytes of one provided buffer (how many: `Config::uring_buffers`).
+const BUFFER_SIZE: usize = 4096;
+/// The one buffer group.
+const GROUP: u16 = 0;
+/// `user_data` bit of a connection's receive (the rest is its id).
+const RECV_BIT: u64 = 1 << 62;
+
+/// A receive's `user_data`: the connection's id in 62 bits (31 of slot
+/// index, 31 of generation); `None` for a slot index past 2^31.
+fn recv_user_data(id: ConnId) -> Option<u64> {
+    let index = id.index() as u64;
+    // Below 2^31 - 1: the largest id would make `u64::MAX` (`IGNORED`).
+    (index < (1 << 31) - 1).then(|| OP_BIT | RECV_BIT | u64::from(id.generation()) << 31 | index)
+}
+
+/// The connection a receive's `user_data` (without [`OP_BIT`]) names.
+fn recv_conn(op: u64) -> ConnId {
+    ConnId::new(
+        (op & 0x7fff_ffff) as usize,
+        ((op >> 31) & 0x7fff_ffff) as u32,
+    )
+}
+
+/// An operation in the table, by what it is for.
+enum Op {
+    /// A send of `buf[off..]` on `fd` for `conn`; the buffer is the
+    /// operation's until it completes.
+    Send {
+        conn: ConnId,
+        fd: RawFd,
+        buf: Vec<u8>,
+        off: usize,
+    },
+    /// Listener `index`'s multishot accept.
+    Accept { listener: usize },
+    /// A cancel of the request with `user_data` `target`.
+    Cancel { target: u64 },
+}
+
+/// A closed connection's socket and the operations it still waits for.
+struct Doomed {
+    _stream: Stream,
+    ops: u8,
+}
+
+/// What a receive brought.
+pub(crate) enum Received {
+    /// `len` bytes in provided buffer `bid` (lent with [`Ring::lend`],
+    /// given back with [`Ring::give_back`]).
+    Data {
+        bid: u16,
+        len: usize,
+    },
+    /// The peer's end of stream.
+    Eof,
+    /// No provided buffer was free (arm it again once buffers are back).
+    NoBuffers,
+    /// The receive ended after a cancel.
+    Cancelled,
+    Error(io::Error),
+}
+
+/// A completion, resolved to what it means for the loop.
+pub(crate) enum Done {
+    /// `ended`: the receive is no longer armed.
+    Received {
+        conn: ConnId,
+        received: Received,
+        ended: bool,
+    },
+    /// A send took `result` bytes (or failed). `buf`: the send is over
+    /// and its buffer back; `None`: the rest of a short send went in again.
+    Sent {
+        conn: ConnId,
+        result: io::Result<usize>,
+        buf: Option<Vec<u8>>,
+    },
+    /// A multishot accept brought a connection (or an error); `more`: it
+    /// stays armed.
+    Accepted {
+        listener: usize,
+        result: io::Result<OwnedFd>,
+        more: bool,
+    },
+}
+
+/// A provided buffer's bytes, lent to the loop while the app reads them
+/// (the loop is borrowed then, so they leave the ring meanwhile). Should
+/// the app panic, they leak rather than free memory the kernel may still
+/// write into.
+pub(crate) struct Lent {
+    bufs: ManuallyDrop<BufRing>,
+    bid: u16,
+    len: usize,
+}
+
+impl Lent {
+    pub fn bytes(&self) -> &[u8] {
+        self.bufs.get(self.bid, self.len)
+    }
+}
+
+/// The completion driver: the ring, its operations and provided buffers.
+pub(crate) struct Ring {
+    /// First field: dropped first, so the kernel is done with every buffer
+    /// below before they are freed.
+    polls: UringPoll,
+    ops: Slab<Op>,
+    /// By listener index: its accept.
+    accepts: Vec<Option<usize>>,
+    doomed: HashMap<ConnId, Doomed>,
+    /// Out only while the app reads one of them (see [`Ring::lend`]).
+    bufs: Option<BufRing>,
+    /// Receives armed whose last completion has not come (so the ring
+    /// knows, when it is dropped, whether the kernel may still write).
+    armed_recvs: usize,
+    /// Cancels to queue before the next wait: ones that found the
+    /// submission queue unusable, or that did not take; a lost cancel
+    /// would leave a receive running or a doomed socket open.
+    pending_cancels: Vec<u64>,
+    /// This wait's completions of operations, as the kernel gave them.
+    cqes: Vec<Cqe>,
+    /// ... and resolved, for the loop.
+    done: Vec<Done>,
+}
+
+impl Ring {
+    /// A ring with a group of `buffers` provided buffers, after checking
+    /// that the kernel has what the driver needs (Linux 6.0: multishot
+    /// receive).
+    pub fn new(buffers: u16) -> io::Result<Ring> {
+        let polls = UringPoll::new()?;
+        polls.core.require_opcodes(&[
+            (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
+            (opcode::Recv::CODE, "IORING_OP_RECV"),
+            (opcode::Send::CODE, "IORING_OP_SEND"),
+            // Multishot receive came with Linux 6.0, as did zero-copy
+            // send, which has an opcode to probe for.
+            (opcode::SendZc::CODE, "multishot receive (Linux 6.0)"),
+        ])?;
+        let bufs = BufRing::new(polls.core.ring(), buffers, BUFFER_SIZE, GROUP)
+            .map_err(|e| unavailable(format!("IORING_REGISTER_PBUF_RING: {e}")))?;
+        Ok(Ring {
+            polls,
+            ops: Slab::new(),
+            accepts: Vec::new(),
+            doomed: HashMap::new(),
+            bufs: Some(bufs),
+            armed_recvs: 0,
+            pending_cancels: Vec::new(),
+            cqes: Vec::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// Whether the driver can run here (an `Unsupported` error says why).
+    pub fn probe() -> io::Result<()> {
+        Ring::new(crate::Config::default().uring_buffers).map(drop)
+    }
+
+    /// Queues `entry` with `user_data`.
+    ///
+    /// # Safety
+    ///
+    /// What the entry points to must stay valid until the operation's last
+    /// completion: a socket kept by its connection or doomed here, a
+    /// buffer owned by the operation.
+    unsafe fn submit(&mut self, user_data: u64, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: passed on from the caller.
+        unsafe { self.polls.core.push(&entry.user_data(user_data)) }
+    }
+
+    /// Queues table operation `key` (already in the table).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::submit`].
+    unsafe fn submit_key(&mut self, key: usize) -> io::Result<()> {
+        let entry = match &self.ops[key] {
+            Op::Send { fd, buf, off, .. } => {
+                let bytes = &buf[*off..];
+                let len = bytes.len().min(u32::MAX as usize) as u32;
+                opcode::Send::new(types::Fd(*fd), bytes.as_ptr(), len)
+                    .flags(msg_nosignal())
+                    .build()
+            }
+            Op::Accept { .. } => unreachable!("accepts are queued by `accept`"),
+            Op::Cancel { target } => opcode::AsyncCancel::new(*target).build(),
+        };
+        // SAFETY: passed on from the caller.
+        unsafe { self.submit(key as u64 | OP_BIT, entry) }
+    }
+
+    /// Cancels the request with `user_data` `target`; the cancel's result
+    /// is read, and it is queued again if it did not take.
+    fn cancel(&mut self, target: u64) {
+        let key = self.ops.insert(Op::Cancel { target });
+        // SAFETY: a cancel refers to no memory of ours.
+        if let Err(e) = unsafe { self.submit_key(key) } {
+            self.ops.remove(key);
+            log::debug!(target: "iomux::uring", "cancel queued for later: {e}");
+            self.pending_cancels.push(target);
+        }
+    }
+
+    /// Before the loop waits: queues the cancels that are due again.
+    fn queue_pending(&mut self) {
+        for target in std::mem::take(&mut self.pending_cancels) {
+            self.cancel(target);
+        }
+    }
+
+    /// Whether the kernel may still use memory or sockets of ours.
+    fn busy(&self) -> bool {
+        !self.ops.is_empty() || !self.doomed.is_empty() || self.armed_recvs > 0
+    }
+
+    /// Arms connection `id`'s multishot receive on its socket.
+    pub fn arm_recv(&mut self, id: ConnId, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let user_data = recv_user_data(id)
+            .ok_or_else(|| io::Error::other("connection table past 2^31 slots"))?;
+        let entry = opcode::RecvMulti::new(types::Fd(fd.as_raw_fd()), GROUP).build();
+        // SAFETY: the socket stays open while the receive is armed (its
+        // connection holds it, then `retire` dooms it); the buffers are
+        // the ring's, which outlive it (see `Drop`).
+        unsafe { self.submit(user_data, entry)? };
+        self.armed_recvs += 1;
+        Ok(())
+    }
+
+    /// Cancels connection `id`'s receive; its end comes back as
+    /// [`Received::Cancelled`] (or whatever it ended with first).
+    pub fn cancel_recv(&mut self, id: ConnId) {
+        if let Some(user_data) = recv_user_data(id) {
+            self.cancel(user_data);
+        }
+    }
+
+    /// Sends `buf[off..]` on connection `id`'s socket; the buffer comes
+    /// back with the send's last completion ([`Done::Sent`]). Returns the
+    /// send's key (for [`Ring::retire`]).
+    pub fn send(
+        &mut self,
+        id: ConnId,
+        fd: BorrowedFd<'_>,
+        buf: Vec<u8>,
+        off: usize,
+    ) -> io::Result<u32> {
+        let key = u32::try_from(self.ops.vacant_key())
+            .map_err(|_| io::Error::other("more than 2^32 operations in flight"))?;
+        let op = Op::Send {
+            conn: id,
+            fd: fd.as_raw_fd(),
+            buf,
+            off,
+        };
+        let inserted = self.ops.insert(op);
+        debug_assert_eq!(inserted, key as usize);
+        // SAFETY: the bytes are the operation's own buffer (moved into the
+        // table; a Vec's heap memory does not move with it), kept until its
+        // last completion; the socket as for `arm_recv`.
+        if let Err(e) = unsafe { self.submit_key(inserted) } {
+            self.ops.remove(inserted);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Arms listener `index`'s multishot accept on its socket.
+    pub fn accept(&mut self, index: usize, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if self.accepts.len() <= index {
+            self.accepts.resize(index + 1, None);
+        }
+        if self.accepts[index].is_some() {
+            return Ok(());
+        }
+        let key = self.ops.insert(Op::Accept { listener: index });
+        let entry = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
+            .flags(sock_flags())
+            .build();
+        // SAFETY: the listener stays open while it is armed (the loop
+        // cancels the accept and submits that before it drops the
+        // listener, and a late connection is closed); no memory of ours
+        // is involved.
+        if let Err(e) = unsafe { self.submit(key as u64 | OP_BIT, entry) } {
+            self.ops.remove(key);
+            return Err(e);
+        }
+        self.accepts[index] = Some(key);
+        Ok(())
+    }
+
+    /// Hands what is queued to the kernel now (before closing descriptors
+    /// the queued requests name).
+    pub fn submit_now(&mut self) {
+        self.queue_pending();
+        if let Err(e) = self.polls.core.ring().submit() {
+            log::debug!(target: "iomux::uring", "submit: {e}");
+        }
+    }
+
+    /// Cancels listener `index`'s accept (pausing or closing it).
+    pub fn stop_accepting(&mut self, index: usize) {
+        if let Some(key) = self.accepts.get_mut(index).and_then(Option::take) {
+            self.cancel(key as u64 | OP_BIT);
+        }
+    }
+
+    /// Connection `id` closed: cancels what it has in the kernel (its
+    /// receive as `recv` says, its send `send`) and keeps its socket until
+    /// that is over (closed at once if nothing is).
+    pub fn retire(&mut self, id: ConnId, stream: Stream, recv: RecvState, send: Option<u32>) {
+        let mut ops = 0;
+        match recv {
+            RecvState::Idle => {}
+            RecvState::Armed => {
+                self.cancel_recv(id);
+                ops += 1;
+            }
+            RecvState::Cancelling => ops += 1,
+        }
+        let owns = |k: &u32| matches!(self.ops.get(*k as usize), Some(Op::Send { conn, .. }) if *conn == id);
+        if let Some(key) = send.filter(owns) {
+            // A send to a peer that stopped reading would never end.
+            self.cancel(u64::from(key) | OP_BIT);
+            ops += 1;
+        }
+        if ops > 0 {
+            self.doomed.insert(
+                id,
+                Doomed {
+                    _stream: stream,
+                    ops,
+                },
+            );
+        } // else dropping the stream closes it
+    }
+
+    /// One of a doomed socket's operations is over: the socket closes with
+    /// the last. False if `id` is not doomed.
+    fn doomed_op_over(&mut self, id: ConnId, last: bool) -> bool {
+        let Some(doomed) = self.doomed.get_mut(&id) else {
+            return false;
+        };
+        if last {
+            doomed.ops -= 1;
+            if doomed.ops == 0 {
+                self.doomed.remove(&id); // closes the socket
+            }
+        }
+        true
+    }
+
+    /// Moves the completions of the last wait, resolved, into `out`.
+    pub fn take_done(&mut self, out: &mut Vec<Done>) {
+        out.append(&mut self.done);
+    }
+
+    /// What completion `c` means; `None` when it concerns nobody any more
+    /// (a doomed socket's operation, a stale accept, a cancel's result).
+    fn resolve(&mut self, c: Cqe) -> Option<Done> {
+        let last = !c.more();
+        let buffer = io_uring::cqueue::buffer_select(c.flags);
+        let result = c.result;
+        if c.user_data & RECV_BIT != 0 {
+            let conn = recv_conn(c.user_data & !OP_BIT & !RECV_BIT);
+            if last {
+                self.armed_recvs = self.armed_recvs.saturating_sub(1);
+            }
+            if !self.doomed.is_empty() && self.doomed_op_over(conn, last) {
+                if let Some(bid) = buffer {
+                    self.give_back(bid);
+                }
+                return None;
+            }
+            if result <= 0
+                && let Some(bid) = buffer
+            {
+                self.give_back(bid); // no bytes in it
+            }
+            let received = match (result, buffer) {
+                (n, Some(bid)) if n > 0 => Received::Data {
+                    bid,
+                    len: n as usize,
+                },
+                (0, _) => Received::Eof,
+                (n, _) if is(n, Errno::NOBUFS) => Received::NoBuffers,
+                (n, _) if is(n, Errno::CANCELED) => Received::Cancelled,
+                (n, _) if n < 0 => Received::Error(io::Error::from_raw_os_error(-n)),
+                _ => Received::Error(io::Error::other(
+                    "a receive completed without a provided buffer",
+                )),
+            };
+            return Some(Done::Received {
+                conn,
+                received,
+                ended: last,
+            });
+        }
+        let key = (c.user_data & !OP_BIT) as usize;
+        match self.ops.get_mut(key)? {
+            Op::Cancel { target } => {
+                let target = *target;
+                self.ops.remove(key);
+                // 0: the target ends with `-ECANCELED`; `-ENOENT`: it had
+                // ended. Anything else (`-EALREADY`: it is running and
+                // may not stop) did not take: again next turn.
+                if result != 0 && !is(result, Errno::NOENT) {
+                    log::debug!(target: "iomux::uring", "cancel: errno {}; again", -result);
+                    self.pending_cancels.push(target);
+                }
+                None
+            }
+            Op::Send { conn, buf, off, .. } => {
+                let conn = *conn;
+                let sent = match result {
+                    n if n < 0 => Err(io::Error::from_raw_os_error(-n)),
+                    0 if *off < buf.len() => Err(io::ErrorKind::WriteZero.into()),
+                    n => Ok(n as usize),
+                };
+                if let Ok(n) = sent {
+                    *off = (*off + n).min(buf.len());
+                }
+                let doomed = !self.doomed.is_empty() && self.doomed.contains_key(&conn);
+                let short = sent.is_ok() && *off < buf.len();
+                if short && !doomed {
+                    // A short send: the socket is full; the rest goes in
+                    // again under the same key (the connection's
+                    // `send_op`), so one send stays in flight.
+                    // SAFETY: as for `send`.
+                    match unsafe { self.submit_key(key) } {
+                        Ok(()) => {
+                            return Some(Done::Sent {
+                                conn,
+                                result: sent,
+                                buf: None,
+                            });
+                        }
+                        Err(e) => {
+                            let Op::Send { buf, .. } = self.ops.remove(key) else {
+                                unreachable!("matched as a send above")
+                            };
+                            return Some(Done::Sent {
+                                conn,
+                                result: Err(e),
+                                buf: Some(buf),
+                            });
+                        }
+                    }
+                }
+                let Op::Send { buf, .. } = self.ops.remove(key) else {
+                    unreachable!("matched as a send above")
+                };
+                if doomed {
+                    self.doomed_op_over(conn, true);
+                    return None; // the buffer is free now
+                }
+                Some(Done::Sent {
+                    conn,
+                    result: sent,
+                    buf: Some(buf),
+                })
+            }
+            Op::Accept { listener } => {
+                let index = *listener;
+                if last {
+                    self.ops.remove(key);
+                    if let Some(slot) = self.accepts.get_mut(index)
+                        && *slot == Some(key)
+                    {
+                        *slot = None;
+                    }
+                }
+                let result = if result >= 0 {
+                    // SAFETY: a successful accept's result is a new
+                    // descriptor that nothing else owns.
+                    Ok(unsafe { OwnedFd::from_raw_fd(result) })
+                } else {
+                    Err(io::Error::from_raw_os_error(-result))
+                };
+                Some(Done::Accepted {
+                    listener: index,
+                    result,
+                    more: !last,
+                })
+            }
+        }
+    }
+
+    /// Lends provided buffer `bid`'s first `len` bytes (see [`Lent`]).
+    pub fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
+        let bufs = ManuallyDrop::new(self.bufs.take()?);
+        Some(Lent { bufs, bid, len })
+    }
+
+    /// Takes lent bytes back and lends their buffer to the kernel again.
+    pub fn give_back_lent(&mut self, lent: Lent) {
+        let mut bufs = ManuallyDrop::into_inner(lent.bufs);
+        bufs.give_back(lent.bid);
+        self.bufs = Some(bufs);
+    }
+
+    /// Lends a provided buffer to the kernel again.
+    fn give_back(&mut self, bid: u16) {
+        if let Some(bufs) = &mut self.bufs {
+            bufs.give_back(bid);
+        }
+    }
+
+    /// Runs the ring until every doomed socket is closed and every
+    /// operation is over (within `within`): when the loop stops, no later
+    /// turn would submit the cancels. What completes meanwhile is dropped
+    /// (an accepted socket is closed). Submits at least once.
+    pub fn settle(&mut self, within: Duration) {
+        self.run_until(within, |ring| ring.doomed.is_empty() && ring.ops.is_empty());
+    }
+
+    /// Waits on the ring, dropping what completes (buffers given back,
+    /// accepted sockets closed), until `quiet` holds or `within` passes;
+    /// submits at least once.
+    fn run_until(&mut self, within: Duration, quiet: impl Fn(&Ring) -> bool) {
+        let deadline = Instant::now() + within;
+        let mut events = Events::with_capacity(64);
+        let mut batch = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = if quiet(self) { Duration::ZERO } else { left };
+            if self.wait_once(&mut events, Some(wait)).is_err() {
+                return;
+            }
+            self.take_done(&mut batch);
+            for done in batch.drain(..) {
+                if let Done::Received {
+                    received: Received::Data { bid, .. },
+                    ..
+                } = done
+                {
+                    self.give_back(bid);
+                }
+            }
+            if quiet(self) || left.is_zero() {
+                return;
+            }
+        }
+    }
+}
+
+/// The ring's poll requests are the selector for what is not a
+/// connection's data: the waker, the signal pipe, sources, connects in
+/// progress, and a connection's hang-up watch while no receive is armed.
+impl Selector for Ring {
+    fn register(&mut self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
+        self.polls.register(fd, token, interest)
+    }
+    fn reregister(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.polls.reregister(fd, token, interest)
+    }
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.polls.deregister(fd)
+    }
+    /// Submits this turn's requests and waits, in one `io_uring_enter`;
+    /// the operations' completions are resolved for [`Ring::take_done`].
+    fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.queue_pending();
+        let mut cqes = std::mem::take(&mut self.cqes);
+        let waited = self.polls.wait(events, timeout, |c| cqes.push(c));
+        for c in cqes.drain(..) {
+            if let Some(done) = self.resolve(c) {
+                self.done.push(done);
+            }
+        }
+        self.cqes = cqes;
+        waited
+    }
+    fn name(&self) -> &'static str {
+        "uring"
+    }
+}
+
+impl Drop for Ring {
+    /// Cancels everything in the kernel and waits (a little) for it to
+    /// end, so the buffers the fields below hold are freed only once the
+    /// kernel is done with them; if it is not done in time, they are
+    /// leaked rather than freed under it.
+    fn drop(&mut self) {
+        if self.busy() {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+            // SAFETY: a cancel refers to no memory of ours.
+            let _ = unsafe { self.submit(IGNORED, entry) };
+            self.run_until(Duration::from_secs(1), |ring| !ring.busy());
+        }
+        if self.busy() {
+            log::warn!(target: "iomux::uring", "the ring did not settle: its buffers are leaked");
+            std::mem::forget(self.bufs.take());
+            for op in self.ops.drain() {
+                std::mem::forget(op);
+            }
+        }
+    }
+}
+
+/// `MSG_NOSIGNAL`: a send to a closed peer fails with `EPIPE` instead of
+/// raising `SIGPIPE`.
+fn msg_nosignal() -> i32 {
+    rustix::net::SendFlags::NOSIGNAL.bits() as i32
+}
+
+/// Accepted sockets are non-blocking (the loop's sync paths, such as a
+/// lingering close's `shutdown`, must never block) and close-on-exec.
+fn sock_flags() -> i32 {
+    (rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC).bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_names_its_connection_and_nothing_else() {
+        for id in [
+            ConnId::new(0, 1),
+            ConnId::new(12345, 0x7fff_ffff),
+            ConnId::new((1 << 31) - 2, 0x7fff_ffff),
+        ] {
+            let user_data = recv_user_data(id).expect("in range");
+            assert_eq!(user_data & (OP_BIT | RECV_BIT), OP_BIT | RECV_BIT);
+            assert_eq!(recv_conn(user_data & !OP_BIT & !RECV_BIT), id);
+            assert_ne!(user_data, IGNORED, "never the ignored user_data");
+        }
+        assert_eq!(
+            recv_user_data(ConnId::new(1 << 31, 1)),
+            None,
+            "refused, not wrapped"
+        );
+    }
+
+    #[test]
+    fn provided_buffers_come_back_in_ring_order() {
+        if crate::backend::skip_unavailable(crate::Backend::Uring, "provided_buffers") {
+            return;
+        }
+        let ring = Ring::new(8).expect("a ring");
+        let mut bufs = BufRing::new(ring.polls.core.ring(), 4, 16, 1).expect("a second group");
+        assert_eq!(bufs.get(2, 100).len(), 16, "no more than a buffer");
+        for round in 0..10u16 {
+            bufs.give_back(round % 4);
+        }
+        assert_eq!(bufs.get(3, 5), &[0; 5], "the bytes of buffer 3");
+        assert!(
+            BufRing::new(ring.polls.core.ring(), 3, 16, 2).is_err(),
+            "not a power of two"
+        );
+    }
+}
