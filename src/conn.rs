@@ -112,9 +112,11 @@ impl Flags {
     pub const RECV_ARMED: Flags = Flags(1024);
     /// The completion driver's receive is being cancelled.
     pub const RECV_CANCELLING: Flags = Flags(2048);
-    /// On the completion driver, a poll with no interest watches the socket
-    /// while no receive is armed, so a reset peer is still heard.
-    pub const HUP_WATCH: Flags = Flags(4096);
+    /// On the completion driver, the ring's polls watch the socket (its
+    /// interest in `Conn::registered`): for room while a send waits for it,
+    /// and with no interest while no receive is armed, so a reset peer is
+    /// still heard.
+    pub const POLLED: Flags = Flags(4096);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one

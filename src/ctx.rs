@@ -70,8 +70,8 @@ impl Ctx<'_> {
         // limit is for output the peer does not take, so offer it to the
         // socket before judging (through the driver: never past a send in
         // flight).
-        match self.driver.write(c, conn, now) {
-            Ok((n, _)) => self.shared.stats.bytes_out += n as u64,
+        match self.driver.offer_now(c, now) {
+            Ok(n) => self.shared.stats.bytes_out += n as u64,
             Err(e) => {
                 self.shared.schedule_close(conn, CloseReason::Error(e));
                 return false;

@@ -165,7 +165,8 @@ impl Driver {
     /// Starts or continues `conn`'s output; the one way bytes reach a
     /// connection's socket. Readiness: writes what the socket takes now.
     /// Completion: hands the pending output to a send, unless one is in
-    /// flight (nothing is written past it; its completion goes on).
+    /// flight (nothing is written past it; its completion goes on); a send
+    /// parked by a full socket is written here, straight.
     /// Returns the bytes written now and what the output waits for.
     pub fn write(
         &mut self,
@@ -176,19 +177,57 @@ impl Driver {
         match self {
             Driver::Readiness { .. } => conn.flush(now),
             Driver::Completion(ring) => {
-                if conn.send_in_flight().is_some() {
-                    return Ok((0, Flush::Sending));
+                let mut written = 0;
+                if let Some(key) = conn.send_in_flight() {
+                    if !ring.send_parked(key) {
+                        return Ok((0, Flush::Sending)); // one at a time
+                    }
+                    // Parked by a full socket: not in the kernel, so the
+                    // loop writes it itself, as a readiness backend would.
+                    let (n, over) = ring.write_parked(key, conn.stream.as_fd())?;
+                    conn.sent(n, now);
+                    let Some(buf) = over else {
+                        return Ok((n, Flush::Blocked));
+                    };
+                    conn.send_done(buf);
+                    written = n;
                 }
                 let Some((buf, off)) = conn.take_output() else {
-                    return Ok((0, Flush::Done));
+                    return Ok((written, Flush::Done));
                 };
                 let key = ring.send(id, conn.stream.as_fd(), buf, off)?;
                 if let Some(io) = conn.io_mut() {
                     io.send_op = key;
                 }
-                Ok((0, Flush::Sending))
+                Ok((written, Flush::Sending))
             }
         }
+    }
+
+    /// Offers `conn`'s pending output to its socket now, as far as it
+    /// takes it, and returns the bytes it took: pushed output over a limit
+    /// is judged after this (the limit is for output the peer does not
+    /// take, not for a burst it reads promptly). On the completion driver
+    /// this writes directly while no operation of the ring holds output
+    /// (none in flight, or one parked by a full socket, written first):
+    /// nothing overtakes a send in the kernel.
+    pub fn offer_now(&mut self, conn: &mut Conn, now: Instant) -> io::Result<usize> {
+        let mut taken = 0;
+        if let Driver::Completion(ring) = self
+            && let Some(key) = conn.send_in_flight()
+        {
+            if !ring.send_parked(key) {
+                return Ok(0);
+            }
+            let (n, over) = ring.write_parked(key, conn.stream.as_fd())?;
+            conn.sent(n, now);
+            let Some(buf) = over else {
+                return Ok(n);
+            };
+            conn.send_done(buf);
+            taken = n;
+        }
+        Ok(taken + conn.flush(now)?.0)
     }
 
     /// Whether input may be waiting unread for `conn` (closing then would
@@ -214,7 +253,7 @@ impl Driver {
                 conn.into_parts().1
             }
             Driver::Completion(ring) => {
-                if conn.registered != Interest::NONE || conn.has(Flags::HUP_WATCH) {
+                if conn.registered != Interest::NONE || conn.has(Flags::POLLED) {
                     let _ = ring.deregister(conn.stream.as_fd());
                 }
                 let (recv, send) = (conn.recv_state(), conn.send_in_flight());
@@ -283,9 +322,10 @@ impl Driver {
 }
 
 /// The completion driver's reading: a receive armed exactly while
-/// wanted; while none is, a poll with no interest still hears an error or
-/// a hang-up (a peer that reset), as a readiness backend's registration
-/// does.
+/// wanted. And its poll of the socket: for room while a send is parked by
+/// a full socket; with no interest while no receive is armed, so that an
+/// error or a hang-up (a peer that reset) is still heard, as a readiness
+/// backend's registration hears it; none otherwise.
 fn update_receive(ring: &mut Ring, conn: &mut Conn, id: ConnId, max_jobs: u32) -> io::Result<()> {
     if conn.phase == Phase::Connecting {
         return Ok(()); // its poll waits for the connect
@@ -306,15 +346,24 @@ fn update_receive(ring: &mut Ring, conn: &mut Conn, id: ConnId, max_jobs: u32) -
         // (`Received::Cancelled`).
         _ => {}
     }
-    if want != conn.has(Flags::HUP_WATCH) {
-        return Ok(());
-    }
+    let parked = conn
+        .send_in_flight()
+        .is_some_and(|key| ring.send_parked(key));
+    let poll = match (parked, want) {
+        (true, _) => Some(Interest::WRITABLE),
+        (false, false) => Some(Interest::NONE),
+        (false, true) => None,
+    };
     let fd = conn.stream.as_fd();
-    if want {
-        ring.deregister(fd)?;
-    } else {
-        ring.register(fd, Token(id.0), Interest::NONE)?;
+    match (conn.has(Flags::POLLED), poll) {
+        (false, Some(interest)) => ring.register(fd, Token(id.0), interest)?,
+        (true, Some(interest)) if interest != conn.registered => {
+            ring.reregister(fd, Token(id.0), interest)?
+        }
+        (true, None) => ring.deregister(fd)?,
+        _ => return Ok(()),
     }
-    conn.set(Flags::HUP_WATCH, !want);
+    conn.set(Flags::POLLED, poll.is_some());
+    conn.registered = poll.unwrap_or(Interest::NONE);
     Ok(())
 }

@@ -29,6 +29,7 @@ backend_suite! {
     write_timeout_disconnects_a_non_reader,
     half_close_echo,
     half_close_ack,
+    half_closed_slow_reader_keeps_one_thread,
     idle_timeout,
     max_clients,
     out_of_descriptors_pauses_accepting,
@@ -473,6 +474,56 @@ fn half_close_echo(backend: &str) {
         data.len()
     );
     server.expect_disconnect_logged(client.local_addr().unwrap());
+    server.stop();
+}
+
+/// The server's threads (from /proc/PID/task).
+fn threads(server: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .expect("list /proc/PID/task")
+        .count()
+}
+
+/// Echo: a client sends 4.5 MiB, shuts its write side and reads nothing
+/// for a while, so the echo waits on a full socket while the peer's end of
+/// stream is in; then it reads everything. The server stays one thread all
+/// along (on io_uring, a send waiting on such a socket is not left to the
+/// kernel, which would hand it to a worker thread that blocks in it), and
+/// every byte comes back in order.
+fn half_closed_slow_reader_keeps_one_thread(backend: &str) {
+    let mut server = Server::start(backend, &["--app", "echo"]);
+    let before = threads(&server);
+    let mut client = server.connect();
+    let data = Arc::new(Rng::new(seed("slow_half_close", backend)).bytes(9 << 19));
+    let writer = spawn_writer(&client, data.clone());
+    let deadline = Instant::now() + LIVENESS;
+    let mut most = before;
+    while !writer.is_finished() {
+        assert!(Instant::now() < deadline, "the 4.5 MiB were never taken");
+        most = most.max(threads(&server));
+        thread::sleep(Duration::from_millis(5));
+    }
+    writer.join().unwrap().expect("write then shut down");
+    // The peer does not read for a while: the window in which a send left
+    // to the kernel would be handed to a worker.
+    let quiet = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < quiet {
+        most = most.max(threads(&server));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (back, error) = read_to_end(&mut client);
+    most = most.max(threads(&server));
+    assert!(error.is_none(), "reading the echo failed: {error:?}");
+    assert!(
+        back == *data,
+        "echo after a half-close differs ({} of {} bytes)",
+        back.len(),
+        data.len()
+    );
+    assert_eq!(
+        most, before,
+        "the server grew from {before} to {most} threads"
+    );
     server.stop();
 }
 

@@ -59,12 +59,15 @@ fn recv_conn(op: u64) -> ConnId {
 /// An operation in the table, by what it is for.
 enum Op {
     /// A send of `buf[off..]` on `fd` for `conn`; the buffer is the
-    /// operation's until it completes.
+    /// operation's until it completes. `parked`: the socket had no room
+    /// (`-EAGAIN`); not in the kernel, the loop writes it (see
+    /// [`Ring::write_parked`]).
     Send {
         conn: ConnId,
         fd: RawFd,
         buf: Vec<u8>,
         off: usize,
+        parked: bool,
     },
     /// Listener `index`'s multishot accept.
     Accept { listener: usize },
@@ -104,7 +107,8 @@ pub(crate) enum Done {
         ended: bool,
     },
     /// A send took `result` bytes (or failed). `buf`: the send is over
-    /// and its buffer back; `None`: the rest of a short send went in again.
+    /// and its buffer back; `None`: the rest of a short send went in again,
+    /// or (with 0 bytes) it waits for room ([`Ring::send_parked`]).
     Sent {
         conn: ConnId,
         result: io::Result<usize>,
@@ -216,7 +220,7 @@ impl Ring {
                 let bytes = &buf[*off..];
                 let len = bytes.len().min(u32::MAX as usize) as u32;
                 opcode::Send::new(types::Fd(*fd), bytes.as_ptr(), len)
-                    .flags(msg_nosignal())
+                    .flags(send_flags().bits() as i32)
                     .build()
             }
             Op::Accept { .. } => unreachable!("accepts are queued by `accept`"),
@@ -247,7 +251,15 @@ impl Ring {
 
     /// Whether the kernel may still use memory or sockets of ours.
     fn busy(&self) -> bool {
-        !self.ops.is_empty() || !self.doomed.is_empty() || self.armed_recvs > 0
+        self.ops_in_kernel() || !self.doomed.is_empty() || self.armed_recvs > 0
+    }
+
+    /// Whether an operation of the table is in the kernel (a parked send
+    /// is not).
+    fn ops_in_kernel(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|(_, op)| !matches!(op, Op::Send { parked: true, .. }))
     }
 
     /// Arms connection `id`'s multishot receive on its socket.
@@ -288,6 +300,7 @@ impl Ring {
             fd: fd.as_raw_fd(),
             buf,
             off,
+            parked: false,
         };
         let inserted = self.ops.insert(op);
         debug_assert_eq!(inserted, key as usize);
@@ -299,6 +312,54 @@ impl Ring {
             return Err(e);
         }
         Ok(key)
+    }
+
+    /// Whether send `key` waits for room in its socket (see
+    /// [`Done::Sent`]): the caller watches the socket for writability and
+    /// then calls [`Ring::write_parked`].
+    pub fn send_parked(&self, key: u32) -> bool {
+        matches!(
+            self.ops.get(key as usize),
+            Some(Op::Send { parked: true, .. })
+        )
+    }
+
+    /// Writes what parked send `key` holds straight to `fd`, its socket,
+    /// as far as the socket takes it: the operation is not in the kernel,
+    /// so nothing can overtake it or be overtaken. Returns the bytes taken,
+    /// and the buffer once all of it went (the send is over then).
+    pub fn write_parked(
+        &mut self,
+        key: u32,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<(usize, Option<Vec<u8>>)> {
+        let key = key as usize;
+        let Some(Op::Send {
+            buf,
+            off,
+            parked: true,
+            ..
+        }) = self.ops.get_mut(key)
+        else {
+            return Ok((0, None));
+        };
+        let mut taken = 0;
+        while *off < buf.len() {
+            match rustix::net::send(fd, &buf[*off..], send_flags()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    *off += n;
+                    taken += n;
+                }
+                Err(Errno::AGAIN) => return Ok((taken, None)),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Op::Send { buf, .. } = self.ops.remove(key) else {
+            unreachable!("matched as a send above")
+        };
+        Ok((taken, Some(buf)))
     }
 
     /// Arms listener `index`'s multishot accept on its socket.
@@ -356,9 +417,14 @@ impl Ring {
         }
         let owns = |k: &u32| matches!(self.ops.get(*k as usize), Some(Op::Send { conn, .. }) if *conn == id);
         if let Some(key) = send.filter(owns) {
-            // A send to a peer that stopped reading would never end.
-            self.cancel(u64::from(key) | OP_BIT);
-            ops += 1;
+            if self.send_parked(key) {
+                // Not in the kernel: its buffer is simply dropped.
+                self.ops.remove(key as usize);
+            } else {
+                // A send to a peer that stopped reading might never end.
+                self.cancel(u64::from(key) | OP_BIT);
+                ops += 1;
+            }
         }
         if ops > 0 {
             self.doomed.insert(
@@ -446,8 +512,30 @@ impl Ring {
                 }
                 None
             }
-            Op::Send { conn, buf, off, .. } => {
+            Op::Send {
+                conn,
+                buf,
+                off,
+                parked,
+                ..
+            } => {
                 let conn = *conn;
+                let doomed = !self.doomed.is_empty() && self.doomed.contains_key(&conn);
+                if is(result, Errno::AGAIN) && !doomed {
+                    // No room in the socket. Sends go with `MSG_DONTWAIT`:
+                    // else the kernel retries through its own poll, and on
+                    // a half-closed peer (`POLLRDHUP`, always ready) it
+                    // gives up after a number of them and blocks the send
+                    // in an io-wq worker thread until the peer reads.
+                    // Parked instead: the loop writes it itself once the
+                    // socket has room (`write_parked`).
+                    *parked = true;
+                    return Some(Done::Sent {
+                        conn,
+                        result: Ok(0),
+                        buf: None,
+                    });
+                }
                 let sent = match result {
                     n if n < 0 => Err(io::Error::from_raw_os_error(-n)),
                     0 if *off < buf.len() => Err(io::ErrorKind::WriteZero.into()),
@@ -456,12 +544,11 @@ impl Ring {
                 if let Ok(n) = sent {
                     *off = (*off + n).min(buf.len());
                 }
-                let doomed = !self.doomed.is_empty() && self.doomed.contains_key(&conn);
                 let short = sent.is_ok() && *off < buf.len();
                 if short && !doomed {
-                    // A short send: the socket is full; the rest goes in
-                    // again under the same key (the connection's
-                    // `send_op`), so one send stays in flight.
+                    // A short send: the rest goes in again at once under
+                    // the same key (the connection's `send_op`), so one
+                    // send stays in flight; a full socket parks it.
                     // SAFETY: as for `send`.
                     match unsafe { self.submit_key(key) } {
                         Ok(()) => {
@@ -547,7 +634,9 @@ impl Ring {
     /// turn would submit the cancels. What completes meanwhile is dropped
     /// (an accepted socket is closed). Submits at least once.
     pub fn settle(&mut self, within: Duration) {
-        self.run_until(within, |ring| ring.doomed.is_empty() && ring.ops.is_empty());
+        self.run_until(within, |ring| {
+            ring.doomed.is_empty() && !ring.ops_in_kernel()
+        });
     }
 
     /// Waits on the ring, dropping what completes (buffers given back,
@@ -640,9 +729,10 @@ impl Drop for Ring {
 }
 
 /// `MSG_NOSIGNAL`: a send to a closed peer fails with `EPIPE` instead of
-/// raising `SIGPIPE`.
-fn msg_nosignal() -> i32 {
-    rustix::net::SendFlags::NOSIGNAL.bits() as i32
+/// raising `SIGPIPE`; `MSG_DONTWAIT`: a full socket fails it with
+/// `EAGAIN` (see `resolve`) rather than leaving it to the kernel.
+fn send_flags() -> rustix::net::SendFlags {
+    rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT
 }
 
 /// Accepted sockets are non-blocking (the loop's sync paths, such as a
