@@ -182,14 +182,10 @@ impl Driver {
                     if !ring.send_parked(key) {
                         return Ok((0, Flush::Sending)); // one at a time
                     }
-                    // Parked by a full socket: not in the kernel, so the
-                    // loop writes it itself, as a readiness backend would.
-                    let (n, over) = ring.write_parked(key, conn.stream.as_fd())?;
-                    conn.sent(n, now);
-                    let Some(buf) = over else {
+                    let (n, over) = write_parked(ring, conn, key, now)?;
+                    if !over {
                         return Ok((n, Flush::Blocked));
-                    };
-                    conn.send_done(buf);
+                    }
                     written = n;
                 }
                 let Some((buf, off)) = conn.take_output() else {
@@ -219,12 +215,10 @@ impl Driver {
             if !ring.send_parked(key) {
                 return Ok(0);
             }
-            let (n, over) = ring.write_parked(key, conn.stream.as_fd())?;
-            conn.sent(n, now);
-            let Some(buf) = over else {
+            let (n, over) = write_parked(ring, conn, key, now)?;
+            if !over {
                 return Ok(n);
-            };
-            conn.send_done(buf);
+            }
             taken = n;
         }
         Ok(taken + conn.flush(now)?.0)
@@ -319,6 +313,22 @@ impl Driver {
             ring.settle(Duration::from_secs(1));
         }
     }
+}
+
+/// Writes `conn`'s send `key`, parked by a full socket, as far as the
+/// socket takes it: not in the kernel, so the loop writes it itself, as a
+/// readiness backend would. Returns the bytes taken, and whether the send
+/// is over (its buffer back with the connection).
+fn write_parked(
+    ring: &mut Ring,
+    conn: &mut Conn,
+    key: u32,
+    now: Instant,
+) -> io::Result<(usize, bool)> {
+    let (n, over) = ring.write_parked(key, conn.stream.as_fd())?;
+    conn.sent(n, now);
+    let over = over.map(|buf| conn.send_done(buf)).is_some();
+    Ok((n, over))
 }
 
 /// The completion driver's reading: a receive armed exactly while
