@@ -70,7 +70,7 @@ impl Ctx<'_> {
         // limit is for output the peer does not take, so offer it to the
         // socket before judging (through the driver: never past a send in
         // flight).
-        match self.driver.offer_now(c, now) {
+        match self.driver.offer_now(c, conn, now) {
             Ok(n) => self.shared.stats.bytes_out += n as u64,
             Err(e) => {
                 self.shared.schedule_close(conn, CloseReason::Error(e));

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnId, Flags, Flush, Phase, RecvState};
 use crate::selector::{Events, Interest, Selector, Token};
 use crate::stream::Peer;
-use crate::uring::{Lent, Ring};
+use crate::uring::{Lent, Ring, SendState};
 
 /// What the completion driver reports, besides readiness.
 pub(crate) use crate::uring::{Done, Received};
@@ -179,8 +179,10 @@ impl Driver {
             Driver::Completion(ring) => {
                 let mut written = 0;
                 if let Some(key) = conn.send_in_flight() {
-                    if !ring.send_parked(key) {
-                        return Ok((0, Flush::Sending)); // one at a time
+                    if ring.send_state(key, id) != SendState::Parked {
+                        // One at a time (a send over is told by its
+                        // completion, which comes in this turn).
+                        return Ok((0, Flush::Sending));
                     }
                     let (n, over) = write_parked(ring, conn, key, now)?;
                     if !over {
@@ -207,19 +209,23 @@ impl Driver {
     /// this writes directly while no operation of the ring holds output
     /// (none in flight, or one parked by a full socket, written first):
     /// nothing overtakes a send in the kernel.
-    pub fn offer_now(&mut self, conn: &mut Conn, now: Instant) -> io::Result<usize> {
+    pub fn offer_now(&mut self, conn: &mut Conn, id: ConnId, now: Instant) -> io::Result<usize> {
         let mut taken = 0;
         if let Driver::Completion(ring) = self
             && let Some(key) = conn.send_in_flight()
         {
-            if !ring.send_parked(key) {
-                return Ok(0);
+            match ring.send_state(key, id) {
+                SendState::InKernel => return Ok(0),
+                SendState::Parked => {
+                    let (n, over) = write_parked(ring, conn, key, now)?;
+                    if !over {
+                        return Ok(n);
+                    }
+                    taken = n;
+                }
+                // Its bytes are in the socket already: newer ones follow.
+                SendState::Over => {}
             }
-            let (n, over) = write_parked(ring, conn, key, now)?;
-            if !over {
-                return Ok(n);
-            }
-            taken = n;
         }
         Ok(taken + conn.flush(now)?.0)
     }
@@ -358,7 +364,7 @@ fn update_receive(ring: &mut Ring, conn: &mut Conn, id: ConnId, max_jobs: u32) -
     }
     let parked = conn
         .send_in_flight()
-        .is_some_and(|key| ring.send_parked(key));
+        .is_some_and(|key| ring.send_state(key, id) == SendState::Parked);
     let poll = match (parked, want) {
         (true, _) => Some(Interest::WRITABLE),
         (false, false) => Some(Interest::NONE),

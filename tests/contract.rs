@@ -36,6 +36,7 @@ backend_suite! {
     oversized_request_answered_before_close,
     oversized_request_without_reply_closes_promptly,
     pause_and_resume_reading,
+    a_paused_connection_holds_at_most_a_window_received_ahead,
     a_paused_connection_whose_peer_resets_is_closed,
     drain_is_told_once_after_output_full,
     connection_and_loop_timers,
@@ -1388,6 +1389,134 @@ fn pause_and_resume_reading(backend: &str) {
     let eof = events.iter().position(|e| *e == Ev::Eof);
     assert!(eof.is_some_and(|eof| eof > resumed), "{events:?}");
     drop((c, d));
+    lp.stop(LIVENESS);
+}
+
+/// How far ahead of its app a connection may have received: the readiness
+/// backends read 64 KiB at a time; the completion driver's receive brings
+/// at most a 64 KiB window per arming, plus the rest of one provided buffer.
+const AHEAD_BOUND: u64 = 64 * 1024 + 4096;
+const MEASURE: u64 = 2;
+
+#[derive(Clone, Copy, PartialEq)]
+enum AheadPhase {
+    /// Paused from the start, while the socket fills.
+    Held,
+    /// Resumed: the first offer pauses it again.
+    Resumed,
+    /// Paused after taking one offer, until the measurement.
+    Paused,
+    /// Measured: takes everything from now on.
+    Taking,
+}
+
+/// Lets the socket fill while paused, resumes, pauses again at the first
+/// offer, and a little later notes how many bytes the loop holds that it
+/// has not offered (`ahead N`); then takes everything (`taken N` at EOF).
+struct Ahead {
+    rec: Rec,
+    phase: AheadPhase,
+    taken: u64,
+}
+
+impl App for Ahead {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "ahead"
+    }
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        self.rec.open(ctx, conn);
+        ctx.pause_reading(conn);
+        ctx.set_conn_timer(conn, Duration::from_millis(200), RESUME);
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        self.taken += input.len() as u64;
+        if self.phase == AheadPhase::Resumed {
+            self.phase = AheadPhase::Paused;
+            ctx.pause_reading(conn);
+            ctx.set_conn_timer(conn, Duration::from_millis(300), MEASURE);
+        }
+        input.len()
+    }
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: u64) {
+        match (timer, self.phase) {
+            (RESUME, AheadPhase::Held) => self.phase = AheadPhase::Resumed,
+            (MEASURE, AheadPhase::Paused) => {
+                let ahead = ctx.stats().bytes_in - self.taken;
+                self.rec.note(ctx, conn, Ev::Note(format!("ahead {ahead}")));
+                self.phase = AheadPhase::Taking;
+            }
+            _ => return,
+        }
+        ctx.resume_reading(conn);
+    }
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        let taken = self.taken;
+        self.rec.note(ctx, conn, Ev::Note(format!("taken {taken}")));
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
+        self.rec.close(ctx, conn, reason);
+    }
+}
+
+/// A connection whose app stops taking input while a fast peer sends holds
+/// at most a window of input received ahead (on `uring` the multishot
+/// receive keeps going until its cancel lands, and without a cap it could
+/// take a whole socket's worth, up to the buffer ring); nothing is lost.
+fn a_paused_connection_holds_at_most_a_window_received_ahead(backend: &str) {
+    const SENT: usize = 4 << 20;
+    let journal = Journal::default();
+    let app = Ahead {
+        rec: Rec::new(&journal),
+        phase: AheadPhase::Held,
+        taken: 0,
+    };
+    capture_logs();
+    let lp = LoopThread::start(backend, Config::default(), app);
+    let uncapped = CAPTURED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(target, line)| {
+            target == "iomux::uring" && line.starts_with("this kernel does not cap")
+        });
+    if backend == "uring" && uncapped {
+        eprintln!("skipped on uring: this kernel does not cap a multishot receive (Linux 6.17)");
+        lp.stop(LIVENESS);
+        return;
+    }
+    let c = lp.connect();
+    let peer = peer_of(&c);
+    let writer = thread::spawn(move || {
+        let mut c = c;
+        c.write_all(&vec![b'x'; SENT])
+            .expect("the loop takes it all");
+        c.shutdown(Shutdown::Write).expect("half-close");
+        c
+    });
+    let note = |prefix: &str| {
+        let prefix = format!("{prefix} ");
+        journal.wait(&prefix, |es| {
+            es.iter().any(|e| {
+                e.peer == Some(peer) && matches!(&e.ev, Ev::Note(n) if n.starts_with(&prefix))
+            })
+        });
+        journal
+            .of(peer)
+            .into_iter()
+            .find_map(|ev| match ev {
+                Ev::Note(n) => n.strip_prefix(&prefix).and_then(|v| v.parse::<u64>().ok()),
+                _ => None,
+            })
+            .expect("a number")
+    };
+    let ahead = note("ahead");
+    assert!(
+        ahead <= AHEAD_BOUND,
+        "{ahead} bytes received ahead of the app (at most {AHEAD_BOUND})"
+    );
+    assert_eq!(note("taken"), SENT as u64, "every byte reached the app");
+    drop(writer.join().expect("the writer"));
     lp.stop(LIVENESS);
 }
 

@@ -9,7 +9,7 @@ use std::io;
 
 use super::{EventLoop, Life};
 use crate::app::App;
-use crate::conn::{ConnId, RecvState};
+use crate::conn::{ConnId, Flush, RecvState};
 use crate::driver::{Done, Received};
 use crate::reason::CloseReason;
 use crate::shared::live_in;
@@ -110,16 +110,23 @@ impl<S: Default> EventLoop<S> {
         let outcome = match buf {
             // A short send: the socket is full; the rest goes when the
             // kernel can take it.
-            None => Ok((0, crate::conn::Flush::Blocked)),
+            None => Flush::Blocked,
             Some(buf) => {
                 conn.send_done(buf);
-                self.driver.write(conn, id, now)
+                if conn.pending() == 0 {
+                    Flush::Done
+                } else {
+                    // The next send starts at this turn's flush, not now:
+                    // until then no send holds output, so output pushed
+                    // over a limit later in this turn is offered to the
+                    // socket at once (`Driver::offer_now`), as on the
+                    // readiness backends.
+                    self.shared.mark_dirty(id);
+                    Flush::Sending
+                }
             }
         };
-        match outcome {
-            Ok((_, outcome)) => self.after_write(app, id, n, outcome),
-            Err(e) => self.shared.schedule_close(id, CloseReason::Error(e)),
-        }
+        self.after_write(app, id, n, outcome);
     }
 
     /// A multishot accept brought a socket, or ended.

@@ -24,4 +24,4 @@ mod poll;
 mod ring;
 
 pub use poll::UringPoll;
-pub(crate) use ring::{Done, Lent, Received, Ring};
+pub(crate) use ring::{Done, Lent, Received, Ring, SendState};

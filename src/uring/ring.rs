@@ -17,7 +17,7 @@
 //! result is read: one that did not take is queued again.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -39,6 +39,33 @@ const BUFFER_SIZE: usize = 4096;
 const GROUP: u16 = 0;
 /// `user_data` bit of a connection's receive (the rest is its id).
 const RECV_BIT: u64 = 1 << 62;
+/// The most one arming of a connection's receive brings (where the kernel
+/// caps a multishot receive's total, Linux 6.17): how far a connection
+/// that stopped taking input can have received ahead before its cancel
+/// lands, as the delivery window, not the whole buffer ring.
+const RECEIVE_WINDOW: u32 = 64 * 1024;
+/// The `user_data` of the startup check of that cap: a receive's, with a
+/// slot index `recv_user_data` never gives.
+/// Said once per ring on a kernel without that cap.
+const NO_RECEIVE_CAP: &str = "this kernel does not cap a multishot receive (Linux 6.17): a connection that stops taking input may have received ahead as far as the buffer ring";
+const CAP_PROBE: u64 = OP_BIT | RECV_BIT | 0x7fff_ffff;
+/// Where `optlen` (the total cap of a multishot receive) sits in a
+/// submission queue entry (`struct io_uring_sqe`).
+const SQE_OPTLEN: usize = 44;
+
+const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+
+/// `entry` with its `optlen` field set to `value`.
+fn with_optlen(entry: squeue::Entry, value: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is a `repr(C)` wrapper of the 64-byte
+    // `struct io_uring_sqe` (size checked above), made of integers, so any
+    // bytes are a valid entry; `SQE_OPTLEN` is checked by a test against
+    // the crate's own `optlen` setter.
+    let mut bytes = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
+    bytes[SQE_OPTLEN..SQE_OPTLEN + 4].copy_from_slice(&value.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(bytes) }
+}
 
 /// A receive's `user_data`: the connection's id in 62 bits (31 of slot
 /// index, 31 of generation); `None` for a slot index past 2^31.
@@ -75,6 +102,20 @@ enum Op {
     Cancel { target: u64 },
 }
 
+/// Where a connection's send is, for what may be written past it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendState {
+    /// In the kernel (or queued for it): nothing may be written past it.
+    InKernel,
+    /// Waiting for room in its socket (`-EAGAIN`, see [`Done::Sent`]): not
+    /// in the kernel; the caller watches the socket for writability and
+    /// writes it with [`Ring::write_parked`].
+    Parked,
+    /// Completed: its bytes are in the socket, and its completion is on
+    /// its way to the loop ([`Done::Sent`]). Newer output may go directly.
+    Over,
+}
+
 /// A closed connection's socket and the operations it still waits for.
 struct Doomed {
     _stream: Stream,
@@ -108,7 +149,7 @@ pub(crate) enum Done {
     },
     /// A send took `result` bytes (or failed). `buf`: the send is over
     /// and its buffer back; `None`: the rest of a short send went in again,
-    /// or (with 0 bytes) it waits for room ([`Ring::send_parked`]).
+    /// or (with 0 bytes) it waits for room ([`SendState::Parked`]).
     Sent {
         conn: ConnId,
         result: io::Result<usize>,
@@ -153,6 +194,14 @@ pub(crate) struct Ring {
     /// Receives armed whose last completion has not come (so the ring
     /// knows, when it is dropped, whether the kernel may still write).
     armed_recvs: usize,
+    /// Connections whose receive ended in the last wait's completions,
+    /// until the loop has seen them (the next wait): a connection retired
+    /// meanwhile still counts its receive as armed, but nothing more of it
+    /// will come, so its socket must not wait for it.
+    recv_ended: Vec<ConnId>,
+    /// `RECEIVE_WINDOW` where the kernel caps a receive's total; else none
+    /// (0), and a receive runs ahead as far as the buffer ring allows.
+    receive_cap: u32,
     /// Cancels to queue before the next wait: ones that found the
     /// submission queue unusable, or that did not take; a lost cancel
     /// would leave a receive running or a doomed socket open.
@@ -179,17 +228,67 @@ impl Ring {
         ])?;
         let bufs = BufRing::new(polls.core.ring(), buffers, BUFFER_SIZE, GROUP)
             .map_err(|e| unavailable(format!("IORING_REGISTER_PBUF_RING: {e}")))?;
-        Ok(Ring {
+        let mut ring = Ring {
             polls,
             ops: Slab::new(),
             accepts: Vec::new(),
             doomed: HashMap::new(),
             bufs: Some(bufs),
             armed_recvs: 0,
+            recv_ended: Vec::new(),
+            receive_cap: 0,
             pending_cancels: Vec::new(),
             cqes: Vec::new(),
             done: Vec::new(),
-        })
+        };
+        if ring.kernel_caps_receives()? {
+            ring.receive_cap = RECEIVE_WINDOW;
+        } else {
+            log::info!(target: "iomux::uring", "{NO_RECEIVE_CAP}");
+        }
+        Ok(ring)
+    }
+
+    /// Whether the kernel honours a multishot receive's total cap: one
+    /// capped at 1 byte on a socket pair with 2 waiting must end after its
+    /// first completion (a kernel without the cap refuses the field with
+    /// `EINVAL`).
+    fn kernel_caps_receives(&mut self) -> io::Result<bool> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        (&theirs).write_all(b"ok")?;
+        let entry = with_optlen(
+            opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), GROUP).build(),
+            1,
+        );
+        // SAFETY: `ours` outlives the receive: it ends by its cap, its
+        // error, or (below) at the end of stream, all waited for here.
+        unsafe { self.polls.core.push(&entry.user_data(CAP_PROBE))? };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut events = Events::with_capacity(4);
+        let mut cqes = Vec::new();
+        let mut capped = None;
+        let mut ended = false;
+        while !ended && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.polls.wait(&mut events, Some(left), |c| cqes.push(c))?;
+            for c in cqes.drain(..).filter(|c| c.user_data == CAP_PROBE) {
+                if let Some(bid) = io_uring::cqueue::buffer_select(c.flags) {
+                    self.give_back(bid);
+                }
+                ended = !c.more();
+                capped.get_or_insert(c.result > 0 && ended);
+                if !ended {
+                    // The cap was not honoured: end it with the stream.
+                    theirs.shutdown(std::net::Shutdown::Write)?;
+                }
+            }
+        }
+        if !ended {
+            return Err(unavailable(
+                "a receive on a socket pair did not end within 1 s",
+            ));
+        }
+        Ok(capped.unwrap_or(false))
     }
 
     /// Whether the driver can run here (an `Unsupported` error says why).
@@ -266,12 +365,19 @@ impl Ring {
     pub fn arm_recv(&mut self, id: ConnId, fd: BorrowedFd<'_>) -> io::Result<()> {
         let user_data = recv_user_data(id)
             .ok_or_else(|| io::Error::other("connection table past 2^31 slots"))?;
-        let entry = opcode::RecvMulti::new(types::Fd(fd.as_raw_fd()), GROUP).build();
+        let mut entry = opcode::RecvMulti::new(types::Fd(fd.as_raw_fd()), GROUP).build();
+        if self.receive_cap > 0 {
+            // Ends (armed again if still wanted) after this many bytes.
+            entry = with_optlen(entry, self.receive_cap);
+        }
         // SAFETY: the socket stays open while the receive is armed (its
         // connection holds it, then `retire` dooms it); the buffers are
         // the ring's, which outlive it (see `Drop`).
         unsafe { self.submit(user_data, entry)? };
         self.armed_recvs += 1;
+        if !self.recv_ended.is_empty() {
+            self.recv_ended.retain(|c| *c != id); // armed anew
+        }
         Ok(())
     }
 
@@ -314,10 +420,24 @@ impl Ring {
         Ok(key)
     }
 
-    /// Whether send `key` waits for room in its socket (see
-    /// [`Done::Sent`]): the caller watches the socket for writability and
-    /// then calls [`Ring::write_parked`].
-    pub fn send_parked(&self, key: u32) -> bool {
+    /// Where connection `id`'s send `key` is: see [`SendState`].
+    pub fn send_state(&self, key: u32, id: ConnId) -> SendState {
+        match self.ops.get(key as usize) {
+            Some(Op::Send { conn, parked, .. }) if *conn == id => {
+                if *parked {
+                    SendState::Parked
+                } else {
+                    SendState::InKernel
+                }
+            }
+            // Its last completion is among those the loop has not seen yet
+            // (the key may already serve another operation).
+            _ => SendState::Over,
+        }
+    }
+
+    /// Whether send `key` waits for room in its socket.
+    fn send_parked(&self, key: u32) -> bool {
         matches!(
             self.ops.get(key as usize),
             Some(Op::Send { parked: true, .. })
@@ -407,7 +527,10 @@ impl Ring {
     /// that is over (closed at once if nothing is).
     pub fn retire(&mut self, id: ConnId, stream: Stream, recv: RecvState, send: Option<u32>) {
         let mut ops = 0;
+        // Its end may be among the completions the loop has not seen yet.
+        let over = !self.recv_ended.is_empty() && self.recv_ended.contains(&id);
         match recv {
+            _ if over => {}
             RecvState::Idle => {}
             RecvState::Armed => {
                 self.cancel_recv(id);
@@ -492,6 +615,9 @@ impl Ring {
                     "a receive completed without a provided buffer",
                 )),
             };
+            if last {
+                self.recv_ended.push(conn);
+            }
             return Some(Done::Received {
                 conn,
                 received,
@@ -691,6 +817,7 @@ impl Selector for Ring {
     /// the operations' completions are resolved for [`Ring::take_done`].
     fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.queue_pending();
+        self.recv_ended.clear(); // the loop has seen them
         let mut cqes = std::mem::take(&mut self.cqes);
         let waited = self.polls.wait(events, timeout, |c| cqes.push(c));
         for c in cqes.drain(..) {
@@ -744,6 +871,7 @@ fn sock_flags() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn a_receive_names_its_connection_and_nothing_else() {
@@ -761,6 +889,82 @@ mod tests {
             recv_user_data(ConnId::new(1 << 31, 1)),
             None,
             "refused, not wrapped"
+        );
+    }
+
+    #[test]
+    fn optlen_is_where_the_crate_puts_it() {
+        let by_crate =
+            opcode::SetSockOpt::new(types::Fd(3), 0, 0, std::ptr::null(), 0x1234_5678).build();
+        let ours = with_optlen(
+            opcode::SetSockOpt::new(types::Fd(3), 0, 0, std::ptr::null(), 0).build(),
+            0x1234_5678,
+        );
+        // SAFETY: as in `with_optlen`.
+        let (a, b) = unsafe {
+            (
+                std::mem::transmute::<squeue::Entry, [u8; 64]>(by_crate),
+                std::mem::transmute::<squeue::Entry, [u8; 64]>(ours),
+            )
+        };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_capped_receive_ends_after_its_window() {
+        if crate::backend::skip_unavailable(crate::Backend::Uring, "capped_receive") {
+            return;
+        }
+        let mut ring = Ring::new(512).expect("a ring");
+        if ring.receive_cap == 0 {
+            eprintln!("skipped: this kernel does not cap a multishot receive (Linux 6.17)");
+            return;
+        }
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("a pair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        // Four windows wait in the socket; the buffer ring could take all.
+        let waiting = 4 * RECEIVE_WINDOW as usize;
+        theirs.set_nonblocking(true).expect("non-blocking");
+        let mut written = 0;
+        while written < waiting {
+            match theirs.write(&vec![7; waiting - written]) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        assert!(
+            written > 2 * RECEIVE_WINDOW as usize,
+            "the socket took {written}"
+        );
+        let id = ConnId::new(1, 1);
+        ring.arm_recv(id, ours.as_fd()).expect("armed");
+        let mut events = Events::with_capacity(8);
+        let mut done = Vec::new();
+        let (mut got, mut ended) = (0, false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ended && Instant::now() < deadline {
+            ring.wait_once(&mut events, Some(Duration::from_millis(100)))
+                .expect("a wait");
+            ring.take_done(&mut done);
+            for d in done.drain(..) {
+                if let Done::Received {
+                    received,
+                    ended: last,
+                    ..
+                } = d
+                {
+                    if let Received::Data { bid, len } = received {
+                        got += len;
+                        ring.give_back(bid);
+                    }
+                    ended |= last;
+                }
+            }
+        }
+        assert!(ended, "the receive ended by its cap");
+        assert!(
+            got >= RECEIVE_WINDOW as usize && got < RECEIVE_WINDOW as usize + BUFFER_SIZE,
+            "one window and at most one buffer more, got {got}"
         );
     }
 
