@@ -14,7 +14,21 @@
 //! until it completes. Same loop, same app contract, same tests.
 //!
 //! ```no_run
-//! use iomux::{app::Echo, Backend, Config, EventLoop, SIGINT, SIGTERM};
+//! use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, SIGINT, SIGTERM};
+//!
+//! /// Sends back what it gets.
+//! struct Echo;
+//!
+//! impl App for Echo {
+//!     type State = ();
+//!     fn name(&self) -> &'static str {
+//!         "echo"
+//!     }
+//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+//!         ctx.send(conn, input);
+//!         input.len()
+//!     }
+//! }
 //!
 //! let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
 //! lp.listen(iomux::net::tcp_listener("127.0.0.1:8888".parse().unwrap())?)?;
@@ -64,6 +78,11 @@
 //! every client. Keep [`App`] callbacks short.
 
 #![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "iomux runs on Linux only: its backends are Linux's select, poll, epoll and io_uring (io_uring needs Linux 5.13 for uring-poll and 6.0 for uring)"
+);
 
 pub mod app;
 mod backend;

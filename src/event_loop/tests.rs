@@ -251,7 +251,7 @@ fn receives_out_of_provided_buffers_are_armed_again() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut lp = EventLoop::new(Backend::Uring, config).unwrap();
-    let mut app = crate::app::Echo;
+    let mut app = Echo;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let (server, client) = pair(&listener);
@@ -301,7 +301,7 @@ fn a_stopped_loop_no_longer_listens_on_every_backend() {
         let addr = listener.local_addr().unwrap();
         let mut lp: EventLoop<()> = EventLoop::new(backend, Config::default()).unwrap();
         lp.listen(listener).unwrap();
-        let mut app = crate::app::Echo;
+        let mut app = Echo;
         lp.run_once(&mut app, Some(Duration::ZERO)).unwrap();
         lp.stop_handle().stop();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -323,5 +323,25 @@ fn a_stopped_loop_no_longer_listens_on_every_backend() {
             "{backend}: still listening after the stop: {refused:?}"
         );
         drop(lp);
+    }
+}
+
+/// Sends back what it gets.
+struct Echo;
+
+impl crate::App for Echo {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn on_data(
+        &mut self,
+        ctx: &mut crate::Ctx<'_>,
+        conn: crate::ConnId,
+        _: &mut (),
+        input: &[u8],
+    ) -> usize {
+        ctx.send(conn, input);
+        input.len()
     }
 }

@@ -17,10 +17,11 @@
 //! pool too. Jobs count against the loop's per-connection job limit, which
 //! pauses reading: a client that pipelines without end cannot grow memory.
 
-use super::{App, line_too_long};
-use crate::conn::ConnId;
-use crate::ctx::Ctx;
-use crate::pool::{JobId, JobResult};
+use iomux::App;
+use iomux::ConnId;
+use iomux::Ctx;
+use iomux::app::line_too_long;
+use iomux::pool::{JobId, JobResult};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 

@@ -17,9 +17,11 @@
 mod common;
 
 use common::{LIVENESS, LoopThread, Server, parse_summary, read_to_end};
-use iomux::app::{App, iterated_sha256_hex, split_lines};
+use iomux::App;
+use iomux::app::split_lines;
 use iomux::pool::{JobId, JobPanicked, JobResult};
 use iomux::{Config, ConnId, Ctx};
+use iomux_cli::apps::iterated_sha256_hex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -117,7 +119,7 @@ fn ns_per_round() -> f64 {
 /// most the protocol's maximum).
 fn heavy_n(target: Duration) -> u64 {
     let n = (target.as_nanos() as f64 / ns_per_round()) as u64;
-    n.clamp(1000, iomux::app::MAX_ITERATIONS)
+    n.clamp(1000, iomux_cli::apps::MAX_ITERATIONS)
 }
 
 /// User plus system CPU time of process `pid`, in clock ticks.
@@ -675,7 +677,7 @@ fn sigterm_waits_for_job_in_flight(backend: &str) {
 /// waiting for the job and without a panic.
 fn job_longer_than_grace_is_abandoned(backend: &str) {
     let mut server = hash_server(backend, &["--workers", "1"]);
-    let n = iomux::app::MAX_ITERATIONS;
+    let n = iomux_cli::apps::MAX_ITERATIONS;
     let mut c = server.connect();
     let baseline = cpu_ticks(server.pid());
     c.write_all(format!("hash {n} forever\n").as_bytes())

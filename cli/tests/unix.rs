@@ -283,7 +283,7 @@ fn adopted_unix_stream_echo(backend: &str) {
             iomux::EventLoop::new(backend, iomux::Config::default())?;
         lp.adopt_unix(ours)?;
         let _ = handle_tx.send(lp.stop_handle());
-        lp.run(&mut iomux::app::Echo)
+        lp.run(&mut common::Echo)
     });
     let stop = handle_rx.recv_timeout(LIVENESS).expect("the loop started");
     theirs.write_all(b"through an adopted stream").unwrap();

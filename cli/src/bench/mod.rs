@@ -438,7 +438,7 @@ pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
         return bad("--interval must be at least 0.01 seconds".into());
     }
     if let Mode::Hash { heavy_iters, heavy } = c.mode {
-        if !(1..=iomux::app::MAX_ITERATIONS).contains(&heavy_iters) {
+        if !(1..=crate::apps::MAX_ITERATIONS).contains(&heavy_iters) {
             return bad("--heavy-iters must be from 1 to 10000000".into());
         }
         if heavy > 1_000_000 {

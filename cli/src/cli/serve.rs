@@ -1,7 +1,8 @@
 //! `iomux serve`: the multi-client server.
 
+use crate::apps::{Ack, Chat, Echo, Hash};
 use clap::{Args, ValueEnum};
-use iomux::app::{Ack, App, Chat, Echo, Hash};
+use iomux::App;
 use iomux::group::Threads;
 use iomux::{Addr, Backend, Config, EventLoop, Stats};
 use std::io::Write;

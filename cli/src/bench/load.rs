@@ -231,7 +231,7 @@ pub fn build_request(base: &[u8], seq: u64, out: &mut Vec<u8>) {
 
 /// The `hash` app's reply to TEXT with N iterations.
 pub fn hash_reply(text: &[u8], n: u64) -> Vec<u8> {
-    let mut reply = iomux::app::iterated_sha256_hex(text, n).into_bytes();
+    let mut reply = crate::apps::iterated_sha256_hex(text, n).into_bytes();
     reply.push(b'\n');
     reply
 }

@@ -3,9 +3,9 @@
 //! Memory stays bounded when the client does not read: the loop stops
 //! reading a connection whose pending output is above the high-water mark.
 
-use super::App;
-use crate::conn::ConnId;
-use crate::ctx::Ctx;
+use iomux::App;
+use iomux::ConnId;
+use iomux::Ctx;
 
 /// The echo app.
 #[derive(Default)]

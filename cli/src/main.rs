@@ -1,8 +1,5 @@
 //! The `iomux` command: a thin layer of flags over the library.
 
-mod bench;
-mod cli;
-
 fn main() {
-    std::process::exit(cli::main());
+    std::process::exit(iomux_cli::main());
 }

@@ -8,15 +8,16 @@
 //! Limits, like Redis's client buffers: a sender whose line grows past
 //! `max_line` is disconnected (the reason is logged); a receiver that does
 //! not read what it is pushed goes over the loop's output limits
-//! ([`crate::Config::max_output`], `max_output_soft`) and is disconnected
+//! ([`iomux::Config::max_output`], `max_output_soft`) and is disconnected
 //! by the loop rather than let the server's memory grow.
 
 use std::sync::Arc;
 
-use super::{App, line_too_long, split_lines};
-use crate::conn::ConnId;
-use crate::ctx::Ctx;
-use crate::mailbox::Message;
+use iomux::App;
+use iomux::ConnId;
+use iomux::Ctx;
+use iomux::app::{line_too_long, split_lines};
+use iomux::group::Message;
 
 /// The chat app.
 pub struct Chat {

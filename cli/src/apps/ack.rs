@@ -1,9 +1,9 @@
 //! `ack`: the seed's server. Prints each chunk received as `ADDR: TEXT`
 //! and answers with a fixed reply (`Ok,Thanks`).
 
-use super::App;
-use crate::conn::ConnId;
-use crate::ctx::Ctx;
+use iomux::App;
+use iomux::ConnId;
+use iomux::Ctx;
 use std::io::Write;
 
 /// The ack app.

@@ -28,18 +28,6 @@ use crate::ctx::Ctx;
 use crate::pool::{JobId, JobResult};
 use crate::reason::{CloseReason, Limit};
 
-mod ack;
-mod chat;
-mod echo;
-#[cfg(feature = "hash")]
-mod hash;
-
-pub use ack::Ack;
-pub use chat::Chat;
-pub use echo::Echo;
-#[cfg(feature = "hash")]
-pub use hash::{ConnState as HashState, Hash, MAX_ITERATIONS, iterated_sha256_hex, parse_request};
-
 /// The callbacks of a protocol. All run on the loop thread: keep them short.
 pub trait App {
     /// Per-connection state, kept by the loop next to the connection
