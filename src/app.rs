@@ -34,8 +34,10 @@ pub trait App {
     /// (`()` for none).
     type State: Default;
 
-    /// Name for logs.
-    fn name(&self) -> &'static str;
+    /// Name for logs; the type's name unless the app gives one.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 
     /// The loop's first turn begins (before any connection opens): set
     /// timers, watch descriptors.

@@ -84,39 +84,39 @@ pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Listed for the end-of-turn flush.
-    pub const DIRTY: Flags = Flags(1);
+    pub(crate) const DIRTY: Flags = Flags(1);
     /// Output went over the high-water mark and has not drained to the
     /// low-water mark since.
-    pub const FULL: Flags = Flags(2);
+    pub(crate) const FULL: Flags = Flags(2);
     /// The app paused reading.
-    pub const APP_PAUSED: Flags = Flags(4);
+    pub(crate) const APP_PAUSED: Flags = Flags(4);
     /// The app consumed part of its input on the last offer: offer the rest
     /// again without waiting for new bytes.
-    pub const REOFFER: Flags = Flags(8);
+    pub(crate) const REOFFER: Flags = Flags(8);
     /// A write-timeout timer is armed.
-    pub const WRITE_TIMER: Flags = Flags(16);
+    pub(crate) const WRITE_TIMER: Flags = Flags(16);
     /// A soft output limit timer is armed.
-    pub const SOFT_TIMER: Flags = Flags(32);
+    pub(crate) const SOFT_TIMER: Flags = Flags(32);
     /// Stays open after the peer's end of stream (until the app closes it
     /// or its write side is shut).
-    pub const KEEP_OPEN: Flags = Flags(64);
+    pub(crate) const KEEP_OPEN: Flags = Flags(64);
     /// Shut the write side once the pending output is written.
-    pub const SHUT_AFTER_FLUSH: Flags = Flags(128);
+    pub(crate) const SHUT_AFTER_FLUSH: Flags = Flags(128);
     /// The write side is shut: the peer has seen our end of stream.
-    pub const WRITE_SHUT: Flags = Flags(256);
+    pub(crate) const WRITE_SHUT: Flags = Flags(256);
     /// Input came that nobody will read (the completion driver received it
     /// after the connection stopped listening): closing must linger as if
     /// it were still unread in the socket.
-    pub const DISCARDED: Flags = Flags(512);
+    pub(crate) const DISCARDED: Flags = Flags(512);
     /// The completion driver's receive is armed (see [`Conn::recv_state`]).
-    pub const RECV_ARMED: Flags = Flags(1024);
+    pub(crate) const RECV_ARMED: Flags = Flags(1024);
     /// The completion driver's receive is being cancelled.
-    pub const RECV_CANCELLING: Flags = Flags(2048);
+    pub(crate) const RECV_CANCELLING: Flags = Flags(2048);
     /// On the completion driver, the ring's polls watch the socket (its
     /// interest in `Conn::registered`): for room while a send waits for it,
     /// and with no interest while no receive is armed, so a reset peer is
     /// still heard.
-    pub const POLLED: Flags = Flags(4096);
+    pub(crate) const POLLED: Flags = Flags(4096);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one
@@ -170,7 +170,7 @@ impl ConnIo {
 
     /// Bytes queued but not yet written to the socket (a send in flight
     /// counts until it completes).
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.written + self.in_flight
     }
 }
@@ -206,7 +206,7 @@ pub(crate) struct Drained {
 }
 
 impl Conn {
-    pub fn new(stream: Stream, peer: Peer, id: ConnId) -> Conn {
+    pub(crate) fn new(stream: Stream, peer: Peer, id: ConnId) -> Conn {
         Conn {
             stream,
             generation: id.generation(),
@@ -220,28 +220,28 @@ impl Conn {
 
     /// Whether this slot holds the connection `id` names (and not a newer
     /// one in the same slot).
-    pub fn is(&self, id: ConnId) -> bool {
+    pub(crate) fn is(&self, id: ConnId) -> bool {
         self.generation == id.generation()
     }
 
-    pub fn id(&self, index: usize) -> ConnId {
+    pub(crate) fn id(&self, index: usize) -> ConnId {
         ConnId::new(index, self.generation)
     }
 
-    pub fn peer(&self) -> &Peer {
+    pub(crate) fn peer(&self) -> &Peer {
         &self.peer
     }
 
     /// The socket and the peer's name (the buffers are dropped).
-    pub fn into_parts(self) -> (Stream, Peer) {
+    pub(crate) fn into_parts(self) -> (Stream, Peer) {
         (self.stream, self.peer)
     }
 
-    pub fn has(&self, flag: Flags) -> bool {
+    pub(crate) fn has(&self, flag: Flags) -> bool {
         self.flags.0 & flag.0 != 0
     }
 
-    pub fn set(&mut self, flag: Flags, on: bool) {
+    pub(crate) fn set(&mut self, flag: Flags, on: bool) {
         if on {
             self.flags.0 |= flag.0;
         } else {
@@ -250,58 +250,58 @@ impl Conn {
     }
 
     /// Sets `flag`; true if it was clear.
-    pub fn raise(&mut self, flag: Flags) -> bool {
+    pub(crate) fn raise(&mut self, flag: Flags) -> bool {
         let was = self.has(flag);
         self.set(flag, true);
         !was
     }
 
-    pub fn io(&self) -> Option<&ConnIo> {
+    pub(crate) fn io(&self) -> Option<&ConnIo> {
         self.io.as_deref()
     }
 
-    pub fn io_mut(&mut self) -> Option<&mut ConnIo> {
+    pub(crate) fn io_mut(&mut self) -> Option<&mut ConnIo> {
         self.io.as_deref_mut()
     }
 
     /// The buffers, made on first use.
-    pub fn io_or_new(&mut self, now: Instant) -> &mut ConnIo {
+    pub(crate) fn io_or_new(&mut self, now: Instant) -> &mut ConnIo {
         self.io.get_or_insert_with(|| Box::new(ConnIo::new(now)))
     }
 
     /// Bytes queued but not yet written to the socket.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.io().map_or(0, ConnIo::pending)
     }
 
-    pub fn jobs(&self) -> u32 {
+    pub(crate) fn jobs(&self) -> u32 {
         self.io().map_or(0, |io| io.jobs)
     }
 
-    pub fn has_input(&self) -> bool {
+    pub(crate) fn has_input(&self) -> bool {
         self.io().is_some_and(|io| !io.input.is_empty())
     }
 
     /// Nothing more is owed: no output pending, no job in flight.
-    pub fn owes_nothing(&self) -> bool {
+    pub(crate) fn owes_nothing(&self) -> bool {
         self.pending() == 0 && self.jobs() == 0
     }
 
     /// Served at all (not scheduled for close).
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.phase != Phase::Closing
     }
 
     /// Takes part in the protocol: the app may send to it and is called
     /// for it (not closing, not lingering).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !matches!(self.phase, Phase::Closing | Phase::Lingering)
     }
 
     /// Whether the app may be handed input now: the protocol is still
     /// listening, output has room, the app did not pause it, and its jobs
     /// are under the limit.
-    pub fn may_deliver(&self, max_jobs: u32) -> bool {
+    pub(crate) fn may_deliver(&self, max_jobs: u32) -> bool {
         matches!(
             self.phase,
             Phase::Open | Phase::EofPending | Phase::Stopping
@@ -312,7 +312,7 @@ impl Conn {
 
     /// Whether to read from the socket now. A lingering connection reads
     /// (and drops) whatever comes until the peer closes.
-    pub fn may_read(&self, max_jobs: u32) -> bool {
+    pub(crate) fn may_read(&self, max_jobs: u32) -> bool {
         match self.phase {
             Phase::Lingering => true,
             Phase::Open => self.may_deliver(max_jobs),
@@ -326,7 +326,7 @@ impl Conn {
     /// holds no input the app could still take (input the app left on
     /// its last offer waits for bytes that will not come; paused input
     /// waits for the app to resume, within the shutdown's grace period).
-    pub fn finished_when_flushed(&self) -> bool {
+    pub(crate) fn finished_when_flushed(&self) -> bool {
         match self.phase {
             Phase::Draining => true,
             Phase::Stopping => {
@@ -339,7 +339,7 @@ impl Conn {
 
     /// Queues bytes for the peer; marks the connection full when the
     /// pending output passes `high_water`.
-    pub fn queue(&mut self, data: &[u8], high_water: usize, now: Instant) {
+    pub(crate) fn queue(&mut self, data: &[u8], high_water: usize, now: Instant) {
         let io = self.io_or_new(now);
         if io.pending() == 0 {
             io.last_progress = now;
@@ -357,7 +357,7 @@ impl Conn {
 
     /// Writes pending output until done or the socket would block.
     /// Returns the bytes written alongside the outcome.
-    pub fn flush(&mut self, now: Instant) -> io::Result<(usize, Flush)> {
+    pub(crate) fn flush(&mut self, now: Instant) -> io::Result<(usize, Flush)> {
         let Some(io) = self.io.as_deref_mut() else {
             return Ok((0, Flush::Done));
         };
@@ -389,7 +389,7 @@ impl Conn {
     /// and where they start. The connection's output buffer becomes the
     /// spare one, so what the app queues meanwhile never moves what the
     /// kernel reads. `None` when nothing is pending or a send is in flight.
-    pub fn take_output(&mut self) -> Option<(Vec<u8>, usize)> {
+    pub(crate) fn take_output(&mut self) -> Option<(Vec<u8>, usize)> {
         let io = self.io.as_deref_mut()?;
         if io.in_flight > 0 || io.written == io.output.len() {
             return None;
@@ -402,7 +402,7 @@ impl Conn {
     }
 
     /// Where the completion driver's receive is.
-    pub fn recv_state(&self) -> RecvState {
+    pub(crate) fn recv_state(&self) -> RecvState {
         if self.has(Flags::RECV_CANCELLING) {
             RecvState::Cancelling
         } else if self.has(Flags::RECV_ARMED) {
@@ -412,18 +412,18 @@ impl Conn {
         }
     }
 
-    pub fn set_recv_state(&mut self, state: RecvState) {
+    pub(crate) fn set_recv_state(&mut self, state: RecvState) {
         self.set(Flags::RECV_ARMED, state == RecvState::Armed);
         self.set(Flags::RECV_CANCELLING, state == RecvState::Cancelling);
     }
 
     /// The key of the completion driver's send in flight, if one is.
-    pub fn send_in_flight(&self) -> Option<u32> {
+    pub(crate) fn send_in_flight(&self) -> Option<u32> {
         self.io().filter(|io| io.in_flight > 0).map(|io| io.send_op)
     }
 
     /// A send completed with `n` bytes taken.
-    pub fn sent(&mut self, n: usize, now: Instant) {
+    pub(crate) fn sent(&mut self, n: usize, now: Instant) {
         if let Some(io) = self.io.as_deref_mut() {
             io.in_flight = io.in_flight.saturating_sub(n);
             if n > 0 {
@@ -434,7 +434,7 @@ impl Conn {
 
     /// A send's buffer is back and fully sent (`sent` counted its bytes):
     /// kept for the next send unless it grew big.
-    pub fn send_done(&mut self, mut buf: Vec<u8>) {
+    pub(crate) fn send_done(&mut self, mut buf: Vec<u8>) {
         if let Some(io) = self.io.as_deref_mut() {
             debug_assert_eq!(io.in_flight, 0, "a finished send leaves nothing in flight");
             buf.clear();
@@ -446,7 +446,7 @@ impl Conn {
 
     /// After output was written: a full connection that is down to the
     /// low-water mark has room again.
-    pub fn after_write(&mut self, low_water: usize) -> Drained {
+    pub(crate) fn after_write(&mut self, low_water: usize) -> Drained {
         let below = self.has(Flags::FULL) && self.pending() <= low_water;
         if below {
             self.set(Flags::FULL, false);
@@ -457,7 +457,7 @@ impl Conn {
     }
 
     /// One read into `buf`, retrying `EINTR`.
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.stream.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -469,7 +469,7 @@ impl Conn {
     /// The interest a level-triggered selector should have for this
     /// connection: read while reading is allowed, write only while output
     /// is pending (a writable interest left on would spin).
-    pub fn level_interest(&self, max_jobs: u32) -> Interest {
+    pub(crate) fn level_interest(&self, max_jobs: u32) -> Interest {
         if self.phase == Phase::Connecting {
             return Interest::WRITABLE; // the connect's outcome
         }

@@ -32,6 +32,15 @@ pub struct Ctx<'a> {
     pub(crate) driver: &'a mut Driver,
 }
 
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("loop_index", &self.loop_index())
+            .field("connections", &self.connections())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ctx<'_> {
     /// Queues `data` for `conn`; it is written before the loop sleeps.
     /// Returns false if the connection is gone, closing, or went over

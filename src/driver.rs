@@ -46,7 +46,7 @@ pub(crate) enum Driver {
 }
 
 impl Driver {
-    pub fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
+    pub(crate) fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
         Ok(match backend.resolve() {
             Backend::Uring => Driver::Completion(Box::new(Ring::new(config.uring_buffers)?)),
             other => {
@@ -58,7 +58,7 @@ impl Driver {
     }
 
     /// The backend's name.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Driver::Readiness { selector, .. } => selector.name(),
             Driver::Completion(_) => Backend::Uring.name(),
@@ -67,13 +67,13 @@ impl Driver {
 
     /// Readiness is reported once per change (epoll-et): what the loop
     /// leaves unfinished it must remember, no event will say it again.
-    pub fn edge_triggered(&self) -> bool {
+    pub(crate) fn edge_triggered(&self) -> bool {
         matches!(self, Driver::Readiness { edge: true, .. })
     }
 
     /// The selector for what is not a connection's data: the waker, the
     /// signal pipe, the app's sources, listeners on a readiness backend.
-    pub fn selector(&mut self) -> &mut dyn Selector {
+    pub(crate) fn selector(&mut self) -> &mut dyn Selector {
         match self {
             Driver::Readiness { selector, .. } => &mut **selector,
             Driver::Completion(ring) => &mut **ring,
@@ -83,7 +83,7 @@ impl Driver {
     /// One wait (at most `timeout`): readiness into `events`; on the
     /// completion driver the same `io_uring_enter` submits this turn's
     /// operations and brings their completions into `done`.
-    pub fn wait(
+    pub(crate) fn wait(
         &mut self,
         events: &mut Events,
         done: &mut Vec<Done>,
@@ -102,7 +102,7 @@ impl Driver {
     /// Watches a new connection (`Open`, or `Connecting`: its connect
     /// completes when the socket turns writable). On the completion driver
     /// an open connection's receive is armed by its first flush.
-    pub fn add_conn(&mut self, conn: &mut Conn, id: ConnId) -> io::Result<()> {
+    pub(crate) fn add_conn(&mut self, conn: &mut Conn, id: ConnId) -> io::Result<()> {
         let connecting = conn.phase == Phase::Connecting;
         let interest = match self {
             Driver::Completion(_) if !connecting => return Ok(()),
@@ -119,7 +119,7 @@ impl Driver {
 
     /// An outbound connect is established: on the completion driver the
     /// ring does its I/O from now on, and the poll that waited goes.
-    pub fn connected(&mut self, conn: &mut Conn) {
+    pub(crate) fn connected(&mut self, conn: &mut Conn) {
         if let Driver::Completion(ring) = self {
             let _ = ring.deregister(conn.stream.as_fd());
             conn.registered = Interest::NONE;
@@ -132,7 +132,7 @@ impl Driver {
     /// interests; on the completion driver a receive is armed exactly
     /// while the connection may read and no input waits to be offered
     /// again.
-    pub fn update_interest(
+    pub(crate) fn update_interest(
         &mut self,
         conn: &mut Conn,
         id: ConnId,
@@ -155,7 +155,7 @@ impl Driver {
     /// Bytes the socket has now, into `buf` (readiness). The completion
     /// driver's bytes come by themselves ([`Done::Received`]): nothing to
     /// pull, `WouldBlock`.
-    pub fn read(&mut self, conn: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, conn: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Driver::Readiness { .. } => conn.read(buf),
             Driver::Completion(_) => Err(io::ErrorKind::WouldBlock.into()),
@@ -168,7 +168,7 @@ impl Driver {
     /// flight (nothing is written past it; its completion goes on); a send
     /// parked by a full socket is written here, straight.
     /// Returns the bytes written now and what the output waits for.
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         conn: &mut Conn,
         id: ConnId,
@@ -209,7 +209,12 @@ impl Driver {
     /// this writes directly while no operation of the ring holds output
     /// (none in flight, or one parked by a full socket, written first):
     /// nothing overtakes a send in the kernel.
-    pub fn offer_now(&mut self, conn: &mut Conn, id: ConnId, now: Instant) -> io::Result<usize> {
+    pub(crate) fn offer_now(
+        &mut self,
+        conn: &mut Conn,
+        id: ConnId,
+        now: Instant,
+    ) -> io::Result<usize> {
         let mut taken = 0;
         if let Driver::Completion(ring) = self
             && let Some(key) = conn.send_in_flight()
@@ -234,7 +239,7 @@ impl Driver {
     /// reset the connection and destroy output still in flight): in the
     /// socket, or on its way in a receive. `None` while a receive is armed
     /// or being cancelled: decide once it ended.
-    pub fn unread_input(&self, conn: &Conn) -> Option<bool> {
+    pub(crate) fn unread_input(&self, conn: &Conn) -> Option<bool> {
         if conn.recv_state() != RecvState::Idle {
             return None;
         }
@@ -246,7 +251,7 @@ impl Driver {
     /// descriptions). Completion: its polls, receive and send are
     /// cancelled, and its socket is kept until the kernel let go of it.
     /// Returns the peer's name, for the log.
-    pub fn retire(&mut self, conn: Conn, id: ConnId) -> Peer {
+    pub(crate) fn retire(&mut self, conn: Conn, id: ConnId) -> Peer {
         match self {
             Driver::Readiness { selector, .. } => {
                 let _ = selector.deregister(conn.stream.as_fd());
@@ -266,7 +271,7 @@ impl Driver {
 
     /// Received bytes in provided buffer `bid`, lent while the app reads
     /// them (completion driver).
-    pub fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
+    pub(crate) fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
         match self {
             Driver::Completion(ring) => ring.lend(bid, len),
             Driver::Readiness { .. } => None,
@@ -274,7 +279,7 @@ impl Driver {
     }
 
     /// Gives lent bytes back; their buffer goes to the kernel again.
-    pub fn give_back(&mut self, lent: Lent) {
+    pub(crate) fn give_back(&mut self, lent: Lent) {
         if let Driver::Completion(ring) = self {
             ring.give_back_lent(lent);
         }
@@ -282,7 +287,7 @@ impl Driver {
 
     /// Accepts from listener `index` (`token`, socket `fd`): its readiness,
     /// or a multishot accept.
-    pub fn watch_listener(
+    pub(crate) fn watch_listener(
         &mut self,
         index: usize,
         token: Token,
@@ -295,7 +300,7 @@ impl Driver {
     }
 
     /// Stops accepting from listener `index` (a pause, or for good).
-    pub fn unwatch_listener(&mut self, index: usize, fd: BorrowedFd<'_>) {
+    pub(crate) fn unwatch_listener(&mut self, index: usize, fd: BorrowedFd<'_>) {
         match self {
             Driver::Readiness { selector, .. } => {
                 let _ = selector.deregister(fd);
@@ -306,7 +311,7 @@ impl Driver {
 
     /// The listeners are about to close: what names them must reach the
     /// kernel first (a queued accept names the fd number).
-    pub fn before_listeners_close(&mut self) {
+    pub(crate) fn before_listeners_close(&mut self) {
         if let Driver::Completion(ring) = self {
             ring.submit_now();
         }
@@ -314,7 +319,7 @@ impl Driver {
 
     /// The loop stops: closed sockets whose operations the ring still
     /// cancels close now (no later turn would submit the cancels).
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         if let Driver::Completion(ring) = self {
             ring.settle(Duration::from_secs(1));
         }

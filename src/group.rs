@@ -52,6 +52,15 @@ pub struct Threads {
     local: SocketAddr,
 }
 
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads")
+            .field("local", &self.local)
+            .field("loops", &self.listeners.len())
+            .finish()
+    }
+}
+
 impl Threads {
     /// `loops` listening sockets on `addr` with `SO_REUSEPORT` (port 0:
     /// the first picks a port, the others join it).

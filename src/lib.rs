@@ -77,7 +77,12 @@
 //! are detected and handled on the same thread, so a slow handler stalls
 //! every client. Keep [`App`] callbacks short.
 
-#![warn(missing_docs)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -102,7 +107,7 @@ mod shared;
 pub mod source;
 mod stats;
 mod stream;
-pub mod timer;
+mod timer;
 mod token;
 pub mod uring;
 mod waker;

@@ -97,7 +97,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Group {
-    pub fn new(loops: usize) -> Group {
+    pub(crate) fn new(loops: usize) -> Group {
         Group {
             mailboxes: (0..loops)
                 .map(|_| Mailbox {
@@ -113,18 +113,18 @@ impl Group {
     }
 
     /// Gives loop `index` the waker its mailbox rings (once).
-    pub fn set_waker(&self, index: usize, waker: Waker) {
+    pub(crate) fn set_waker(&self, index: usize, waker: Waker) {
         if let Some(mailbox) = self.mailboxes.get(index) {
             let _ = mailbox.waker.set(waker);
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.mailboxes.len()
     }
 
     /// Posts `message` to loop `to`; false if there is no such loop.
-    pub fn post(&self, to: usize, message: Message) -> bool {
+    pub(crate) fn post(&self, to: usize, message: Message) -> bool {
         let Some(mailbox) = self.mailboxes.get(to) else {
             return false;
         };
@@ -138,7 +138,7 @@ impl Group {
     }
 
     /// Takes loop `index`'s messages, in the order they were posted.
-    pub fn take(&self, index: usize, into: &mut Vec<Message>) {
+    pub(crate) fn take(&self, index: usize, into: &mut Vec<Message>) {
         if let Some(mailbox) = self.mailboxes.get(index) {
             mailbox.rung.store(false, Ordering::Release);
             into.append(&mut lock(&mailbox.queue));
@@ -146,14 +146,14 @@ impl Group {
     }
 
     /// Publishes loop `index`'s counters for the group's stats line.
-    pub fn publish(&self, index: usize, snapshot: &LoopSnapshot) {
+    pub(crate) fn publish(&self, index: usize, snapshot: &LoopSnapshot) {
         if let Some(slot) = self.published.get(index) {
             slot.store(snapshot);
         }
     }
 
     /// Every loop's last published counters, by loop index.
-    pub fn published(&self) -> Vec<LoopSnapshot> {
+    pub(crate) fn published(&self) -> Vec<LoopSnapshot> {
         self.published.iter().map(Published::load).collect()
     }
 }

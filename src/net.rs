@@ -111,6 +111,15 @@ pub struct UnixListener {
     addr: Addr,
 }
 
+impl std::fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixListener")
+            .field("socket", &self.socket)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
 impl UnixListener {
     /// Listens on `addr` (`Addr::Unix` or `Addr::Abstract`). A socket file
     /// left by a server that is gone (nothing accepts on it) is replaced,

@@ -52,7 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    pub fn new(workers: usize, waker: Waker) -> std::io::Result<Pool> {
+    pub(crate) fn new(workers: usize, waker: Waker) -> std::io::Result<Pool> {
         let inner = Arc::new(Inner {
             queue: Mutex::new(VecDeque::new()),
             work: Condvar::new(),
@@ -79,11 +79,11 @@ impl Pool {
         })
     }
 
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.workers
     }
 
-    pub fn submit(&mut self, conn: ConnId, job: Job) -> JobId {
+    pub(crate) fn submit(&mut self, conn: ConnId, job: Job) -> JobId {
         self.next_id += 1;
         let id = JobId(self.next_id);
         lock(&self.inner.queue).push_back((id, conn, job));
@@ -92,17 +92,17 @@ impl Pool {
     }
 
     /// Drops the queued (not yet running) jobs of `conn`, which closed.
-    pub fn cancel(&self, conn: ConnId) {
+    pub(crate) fn cancel(&self, conn: ConnId) {
         lock(&self.inner.queue).retain(|(_, c, _)| *c != conn);
     }
 
     /// Jobs waiting for a worker.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         lock(&self.inner.queue).len()
     }
 
     /// Results that came back since the last call.
-    pub fn take_done(&self) -> Vec<(JobId, ConnId, JobResult)> {
+    pub(crate) fn take_done(&self) -> Vec<(JobId, ConnId, JobResult)> {
         std::mem::take(&mut *lock(&self.inner.done))
     }
 }

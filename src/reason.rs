@@ -38,7 +38,7 @@ pub enum CloseReason {
     PeerClosed,
     /// The app closed it.
     App,
-    /// The app closed it, and said why ([`Ctx::close_because`]).
+    /// The app closed it, and said why ([`crate::Ctx::close_because`]).
     AppError(String),
     /// Silent for longer than the idle timeout.
     Idle,

@@ -47,7 +47,7 @@ pub(crate) enum TimerKind {
 
 impl TimerKind {
     /// The connection a timer belongs to, if any.
-    pub fn owner(&self) -> Option<ConnId> {
+    pub(crate) fn owner(&self) -> Option<ConnId> {
         match *self {
             TimerKind::Idle(id)
             | TimerKind::Write(id)
@@ -114,7 +114,7 @@ pub(crate) fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
 }
 
 impl Shared {
-    pub fn new(config: Config, pool: Option<Pool>, backend: &'static str) -> Shared {
+    pub(crate) fn new(config: Config, pool: Option<Pool>, backend: &'static str) -> Shared {
         Shared {
             conns: Slab::new(),
             config,
@@ -141,24 +141,24 @@ impl Shared {
 
     /// The one lookup: the connection `id` names, if it is still in its
     /// slot and not scheduled for close.
-    pub fn live(&self, id: ConnId) -> Option<&Conn> {
+    pub(crate) fn live(&self, id: ConnId) -> Option<&Conn> {
         self.conns
             .get(id.index())
             .filter(|c| c.is(id) && c.is_live())
     }
 
     /// [`Shared::live`], mutable.
-    pub fn live_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub(crate) fn live_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         live_in(&mut self.conns, id)
     }
 
     /// A connection the app may send to and act on (live, not lingering).
-    pub fn active_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub(crate) fn active_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.live_mut(id).filter(|c| c.is_active())
     }
 
     /// Schedules `id` for close (once; later reasons are dropped).
-    pub fn schedule_close(&mut self, id: ConnId, reason: CloseReason) {
+    pub(crate) fn schedule_close(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(c) = self.live_mut(id) {
             c.phase = Phase::Closing;
             self.closing.push((id, reason));
@@ -167,18 +167,18 @@ impl Shared {
 
     /// A name for a Unix-domain peer that bound none: numbered so log
     /// lines tell clients apart.
-    pub fn unnamed_unix_peer(&self) -> Peer {
+    pub(crate) fn unnamed_unix_peer(&self) -> Peer {
         Peer::UnnamedUnix(self.stats.accepted.wrapping_add(1) as u32)
     }
 
     /// Records why `id` will close when it closes later (the first reason
     /// given stands: a limit is not renamed by the shutdown that follows).
-    pub fn note_close_reason(&mut self, id: ConnId, reason: CloseReason) {
+    pub(crate) fn note_close_reason(&mut self, id: ConnId, reason: CloseReason) {
         self.close_reasons.entry(id).or_insert(reason);
     }
 
     /// Lists `id` for the end-of-turn flush (and interest update).
-    pub fn mark_dirty(&mut self, id: ConnId) {
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
         if let Some(c) = self.live_mut(id)
             && c.raise(Flags::DIRTY)
         {
@@ -189,7 +189,7 @@ impl Shared {
     /// Puts a stream in the table and watches it, in `phase` (`Open`, or
     /// `Connecting` for an outbound connect in progress). Its app state
     /// slot is already `Default`: a closing connection's state is taken.
-    pub fn insert_conn(
+    pub(crate) fn insert_conn(
         &mut self,
         driver: &mut Driver,
         stream: Stream,
@@ -225,7 +225,7 @@ impl Shared {
 
     /// Starts a non-blocking connect to `addr`; the connection is
     /// `Connecting` until its socket turns writable.
-    pub fn connect(&mut self, driver: &mut Driver, addr: SocketAddr) -> io::Result<ConnId> {
+    pub(crate) fn connect(&mut self, driver: &mut Driver, addr: SocketAddr) -> io::Result<ConnId> {
         let stream = crate::net::tcp_connect_started(addr)?;
         if self.config.nodelay {
             let _ = stream.set_nodelay(true);
@@ -239,7 +239,7 @@ impl Shared {
     /// Unix-domain path or an abstract name. A Unix-domain connect is
     /// finished (or failed) by the time it returns, but it is told through
     /// the writable event all the same, so every outcome takes one path.
-    pub fn connect_addr(
+    pub(crate) fn connect_addr(
         &mut self,
         driver: &mut Driver,
         addr: &crate::stream::Addr,
@@ -257,14 +257,14 @@ impl Shared {
     }
 
     /// Arms a timer relative to this turn's start.
-    pub fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
+    pub(crate) fn add_timer(&mut self, after: Duration, kind: TimerKind) -> Option<TimerId> {
         let at = self.now.checked_add(after)?;
         Some(self.timers.add(at, kind))
     }
 
     /// Tells the loop a connection went over `limit`; it stops taking
     /// part in the protocol until the app has been told.
-    pub fn note_limit(&mut self, id: ConnId, limit: Limit) {
+    pub(crate) fn note_limit(&mut self, id: ConnId, limit: Limit) {
         if let Some(c) = self.active_mut(id)
             && c.phase != Phase::Draining
         {
@@ -274,7 +274,7 @@ impl Shared {
     }
 
     /// Adds `owner` to the app's sources and watches it for `interest`.
-    pub fn watch_source(
+    pub(crate) fn watch_source(
         &mut self,
         driver: &mut Driver,
         owner: Box<dyn Owned>,
@@ -298,7 +298,7 @@ impl Shared {
     }
 
     /// Changes what source `id` is watched for.
-    pub fn set_source_interest(
+    pub(crate) fn set_source_interest(
         &mut self,
         driver: &mut Driver,
         id: SourceId,
@@ -319,7 +319,11 @@ impl Shared {
 
     /// Stops watching source `id` and gives its owner back (deregistered
     /// before it can be closed: epoll watches open descriptions).
-    pub fn unwatch_source(&mut self, driver: &mut Driver, id: SourceId) -> Option<Box<dyn Owned>> {
+    pub(crate) fn unwatch_source(
+        &mut self,
+        driver: &mut Driver,
+        id: SourceId,
+    ) -> Option<Box<dyn Owned>> {
         let entry = self.sources.remove(id)?;
         let _ = driver.selector().deregister(entry.owner.fd());
         Some(entry.owner)

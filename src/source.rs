@@ -89,7 +89,7 @@ pub(crate) struct Sources {
 
 impl Sources {
     /// Adds `owner` (not yet registered).
-    pub fn insert(&mut self, owner: Box<dyn Owned>, interest: Interest) -> SourceId {
+    pub(crate) fn insert(&mut self, owner: Box<dyn Owned>, interest: Interest) -> SourceId {
         self.generation = (self.generation + 1) & 0x1fff_ffff;
         let entry = self.entries.vacant_entry();
         let id = SourceId::new(entry.key(), self.generation);
@@ -101,19 +101,19 @@ impl Sources {
         id
     }
 
-    pub fn get(&self, id: SourceId) -> Option<&Entry> {
+    pub(crate) fn get(&self, id: SourceId) -> Option<&Entry> {
         self.entries
             .get(id.index())
             .filter(|e| e.generation == id.generation())
     }
 
-    pub fn get_mut(&mut self, id: SourceId) -> Option<&mut Entry> {
+    pub(crate) fn get_mut(&mut self, id: SourceId) -> Option<&mut Entry> {
         self.entries
             .get_mut(id.index())
             .filter(|e| e.generation == id.generation())
     }
 
-    pub fn remove(&mut self, id: SourceId) -> Option<Entry> {
+    pub(crate) fn remove(&mut self, id: SourceId) -> Option<Entry> {
         self.get(id)?;
         Some(self.entries.remove(id.index()))
     }

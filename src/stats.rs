@@ -46,14 +46,14 @@ pub(crate) struct TurnTimes {
 }
 
 impl TurnTimes {
-    pub fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         let bucket = (64 - us.leading_zeros()) as usize;
         self.buckets[bucket.min(self.buckets.len() - 1)] += 1;
     }
 
     /// Upper bound of the bucket holding the 99th percentile, in µs.
-    pub fn p99_us(&self) -> u64 {
+    pub(crate) fn p99_us(&self) -> u64 {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
             return 0;

@@ -16,28 +16,28 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => (&*s).read(buf),
             Stream::Unix(s) => (&*s).read(buf),
         }
     }
 
-    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => (&*s).write(buf),
             Stream::Unix(s) => (&*s).write(buf),
         }
     }
 
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
         }
     }
 
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Stream::Tcp(s) => s.take_error(),
             Stream::Unix(s) => s.take_error(),
@@ -45,7 +45,7 @@ impl Stream {
     }
 
     /// Whether a connect finished (the peer has an address).
-    pub fn is_connected(&self) -> io::Result<bool> {
+    pub(crate) fn is_connected(&self) -> io::Result<bool> {
         let peer = match self {
             Stream::Tcp(s) => s.peer_addr().map(drop),
             Stream::Unix(s) => s.peer_addr().map(drop),
@@ -57,7 +57,7 @@ impl Stream {
         }
     }
 
-    pub fn tcp(&self) -> Option<&TcpStream> {
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Stream::Tcp(s) => Some(s),
             Stream::Unix(_) => None,
@@ -151,7 +151,7 @@ impl From<Addr> for Peer {
 
 impl Peer {
     /// The TCP address, if it is one.
-    pub fn tcp(&self) -> Option<SocketAddr> {
+    pub(crate) fn tcp(&self) -> Option<SocketAddr> {
         match self {
             Peer::V4(a) => Some(SocketAddr::V4(*a)),
             Peer::V6(a) => Some(SocketAddr::V6(**a)),
@@ -159,7 +159,7 @@ impl Peer {
         }
     }
 
-    pub fn addr(&self) -> Addr {
+    pub(crate) fn addr(&self) -> Addr {
         match self {
             Peer::V4(a) => Addr::Tcp(SocketAddr::V4(*a)),
             Peer::V6(a) => Addr::Tcp(SocketAddr::V6(**a)),

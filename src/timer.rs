@@ -27,7 +27,7 @@ struct Entry<T> {
 }
 
 /// Armed timers of payload `T`; ties leave in the order they were added.
-pub struct Timers<T> {
+pub(crate) struct Timers<T> {
     entries: Slab<Entry<T>>,
     /// (deadline, order of adding, slab key, entry seq).
     heap: BinaryHeap<Reverse<(Instant, u64, u32, u32)>>,
@@ -48,7 +48,7 @@ impl<T> Default for Timers<T> {
 
 impl<T> Timers<T> {
     /// Arms `what`, due at `at`.
-    pub fn add(&mut self, at: Instant, what: T) -> TimerId {
+    pub(crate) fn add(&mut self, at: Instant, what: T) -> TimerId {
         self.seq = self.seq.wrapping_add(1);
         self.added += 1;
         let seq = self.seq;
@@ -59,7 +59,7 @@ impl<T> Timers<T> {
 
     /// Disarms `id`; returns its payload, or `None` if it already fired or
     /// was cancelled.
-    pub fn cancel(&mut self, id: TimerId) -> Option<T> {
+    pub(crate) fn cancel(&mut self, id: TimerId) -> Option<T> {
         let key = id.key as usize;
         if self.entries.get(key).is_some_and(|e| e.seq == id.seq) {
             let what = self.entries.remove(key).what;
@@ -71,7 +71,7 @@ impl<T> Timers<T> {
     }
 
     /// The payload of `id`, while it is armed.
-    pub fn get(&self, id: TimerId) -> Option<&T> {
+    pub(crate) fn get(&self, id: TimerId) -> Option<&T> {
         self.entries
             .get(id.key as usize)
             .filter(|e| e.seq == id.seq)
@@ -80,7 +80,7 @@ impl<T> Timers<T> {
 
     /// Disarms every timer whose payload fails `keep` (e.g. those of a
     /// closed connection).
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.entries.retain(|_, e| keep(&e.what));
         self.compact_if_sparse();
     }
@@ -105,19 +105,19 @@ impl<T> Timers<T> {
     }
 
     /// The earliest live deadline.
-    pub fn next_deadline(&mut self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         self.skip_dead();
         self.heap.peek().map(|Reverse((at, ..))| *at)
     }
 
     /// Time until the earliest deadline, zero when it has passed.
-    pub fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+    pub(crate) fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
         self.next_deadline()
             .map(|at| at.saturating_duration_since(now))
     }
 
     /// Removes and returns one entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<T> {
         self.skip_dead();
         match self.heap.peek() {
             Some(Reverse((at, _, key, _))) if *at <= now => {
@@ -130,13 +130,8 @@ impl<T> Timers<T> {
     }
 
     /// Number of armed timers.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// No armed timers.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Heap slots, live and dead (for tests of the compaction).
@@ -183,7 +178,7 @@ mod tests {
         }
         let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0)).collect();
         assert_eq!(order, vec![5, 1, 3]);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
         for i in 0..10 {
             t.add(t0, i);
         }
@@ -209,7 +204,7 @@ mod tests {
         assert_eq!(t.cancel(c), None, "a fired timer cannot be cancelled");
         assert_eq!(t.pop_due(later), Some("b"));
         assert_eq!(t.cancel(b), None);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -11,25 +11,25 @@ const LISTENER_BIT: u64 = 1 << 62;
 /// An app's own descriptor ([`SourceId`] below this bit).
 const SOURCE_BIT: u64 = 1 << 61;
 
-pub const WAKER: Token = Token(LOOP_BIT);
-pub const SIGNALS: Token = Token(LOOP_BIT | 1);
+pub(crate) const WAKER: Token = Token(LOOP_BIT);
+pub(crate) const SIGNALS: Token = Token(LOOP_BIT | 1);
 
 /// Listeners one loop accepts from.
-pub const MAX_LISTENERS: usize = 1 << 16;
+pub(crate) const MAX_LISTENERS: usize = 1 << 16;
 
 /// The token of listener `index`; `None` past [`MAX_LISTENERS`].
-pub fn listener(index: usize) -> Option<Token> {
+pub(crate) fn listener(index: usize) -> Option<Token> {
     (index < MAX_LISTENERS).then_some(Token(LOOP_BIT | LISTENER_BIT | index as u64))
 }
 
 /// The token of an app's source.
-pub fn source(id: SourceId) -> Token {
+pub(crate) fn source(id: SourceId) -> Token {
     Token(LOOP_BIT | SOURCE_BIT | id.0)
 }
 
 /// The source an event came from.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Conn(ConnId),
     Listener(usize),
     /// An app's own descriptor.
@@ -38,7 +38,7 @@ pub enum Source {
     Signals,
 }
 
-pub fn decode(token: Token) -> Source {
+pub(crate) fn decode(token: Token) -> Source {
     let t = token.0;
     if t & LOOP_BIT == 0 {
         Source::Conn(ConnId(t))

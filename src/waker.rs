@@ -18,6 +18,14 @@ pub struct Waker {
     inner: Arc<Bell>,
 }
 
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker")
+            .field("fd", &self.inner.fd)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Bell {
     fd: OwnedFd,
     /// Rung by a user's [`Waker::wake`] (not by the pool or a stop), so
@@ -67,7 +75,7 @@ impl Waker {
 }
 
 /// Asks a running loop to shut down gracefully, from any thread.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StopHandle {
     pub(crate) requested: Arc<AtomicBool>,
     pub(crate) waker: Waker,
@@ -89,7 +97,7 @@ pub(crate) struct SignalPipe {
 }
 
 impl SignalPipe {
-    pub fn new(signals: &[i32]) -> io::Result<SignalPipe> {
+    pub(crate) fn new(signals: &[i32]) -> io::Result<SignalPipe> {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
@@ -104,7 +112,7 @@ impl SignalPipe {
     }
 
     /// True if a signal arrived since the last call.
-    pub fn drain(&mut self) -> bool {
+    pub(crate) fn drain(&mut self) -> bool {
         use std::io::Read;
         let mut buf = [0u8; 64];
         let mut any = false;
@@ -117,7 +125,7 @@ impl SignalPipe {
         any
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 }

@@ -126,6 +126,16 @@ pub struct EventLoop<S = ()> {
     done: Vec<Done>,
 }
 
+impl<S> std::fmt::Debug for EventLoop<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("backend", &self.driver.name())
+            .field("listeners", &self.listeners.len())
+            .field("connections", &self.shared.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Default> EventLoop<S> {
     /// A loop over `backend` with `config` (checked with
     /// [`Config::validate`]: an invalid one is an `InvalidInput` error).

@@ -228,9 +228,7 @@ fn an_invalid_config_is_refused_up_front() {
         max_jobs_per_conn: 0,
         ..Config::default()
     };
-    let e = EventLoop::<()>::new(Backend::Poll, config)
-        .err()
-        .expect("refused");
+    let e = EventLoop::<()>::new(Backend::Poll, config).expect_err("refused");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
 }
 

@@ -28,6 +28,15 @@ pub struct Epoll {
     native: Vec<epoll::Event>,
 }
 
+impl std::fmt::Debug for Epoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoll")
+            .field("fd", &self.epoll)
+            .field("edge", &self.edge)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Epoll {
     /// A new epoll instance; `edge` adds `EPOLLET` to every registration.
     pub fn new(edge: bool) -> io::Result<Epoll> {

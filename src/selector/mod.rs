@@ -68,6 +68,34 @@ impl Interest {
     pub const fn is_writable(self) -> bool {
         self.bits & 2 != 0
     }
+    /// Everything `self` or `other` asks for.
+    pub const fn with(self, other: Interest) -> Interest {
+        Interest {
+            bits: self.bits | other.bits,
+        }
+    }
+}
+
+/// `Interest::READABLE | Interest::WRITABLE` is [`Interest::BOTH`].
+///
+/// ```
+/// use iomux::Interest;
+///
+/// let both = Interest::READABLE | Interest::WRITABLE;
+/// assert_eq!(both, Interest::BOTH);
+/// assert!(both.is_readable() && both.is_writable());
+/// ```
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, other: Interest) -> Interest {
+        self.with(other)
+    }
+}
+
+impl std::ops::BitOrAssign for Interest {
+    fn bitor_assign(&mut self, other: Interest) {
+        *self = self.with(other);
+    }
 }
 
 /// One readiness report.
@@ -132,6 +160,15 @@ impl Event {
 pub struct Events {
     list: Vec<Event>,
     capacity: usize,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("events", &self.list)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 impl Events {
@@ -214,7 +251,7 @@ pub trait Selector {
     /// One wait: the backend's system call, without the `EINTR` retry.
     /// `events` is empty on entry; fill at most `events.capacity()`.
     fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
-    /// The backend's name, as accepted by [`Backend::from_str`].
+    /// The backend's name, as accepted by [`crate::Backend`]'s `FromStr`.
     fn name(&self) -> &'static str;
     /// True when readiness is reported once per change (epoll `EPOLLET`).
     fn edge_triggered(&self) -> bool {
@@ -239,7 +276,7 @@ pub trait Selector {
 
 /// A timeout in milliseconds for the kernel, rounded *up* so that a wait of
 /// 0.3 ms is not turned into a busy poll of 0 ms. `None` is "forever".
-pub fn timeout_ms(timeout: Option<Duration>) -> i32 {
+pub(crate) fn timeout_ms(timeout: Option<Duration>) -> i32 {
     match timeout {
         None => -1,
         Some(t) => {

@@ -28,6 +28,14 @@ pub struct Poll {
     position: Vec<usize>,
 }
 
+impl std::fmt::Debug for Poll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poll")
+            .field("watched", &self.fds.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Poll {
     /// An empty selector.
     pub fn new() -> Poll {

@@ -42,6 +42,14 @@ pub struct Select {
     touched: Vec<RawFd>,
 }
 
+impl std::fmt::Debug for Select {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Select")
+            .field("watched", &self.slots.iter().flatten().count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Select {
     /// An empty selector.
     pub fn new() -> Select {

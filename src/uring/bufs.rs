@@ -41,7 +41,7 @@ pub(crate) struct BufRing {
 impl BufRing {
     /// `count` (a power of two, at most 32768) buffers of `size` bytes,
     /// registered with `ring` as buffer group `group`.
-    pub fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
+    pub(super) fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
         if !count.is_power_of_two() || count > 1 << 15 || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -95,7 +95,7 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, which a completion just
     /// handed us.
-    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+    pub(super) fn get(&self, bid: u16, len: usize) -> &[u8] {
         let bid = usize::from(bid % self.count);
         let len = len.min(self.size);
         // SAFETY: buffer `bid` lies inside `memory`; the kernel wrote it
@@ -105,7 +105,7 @@ impl BufRing {
     }
 
     /// Lends buffer `bid` to the kernel again.
-    pub fn give_back(&mut self, bid: u16) {
+    pub(super) fn give_back(&mut self, bid: u16) {
         let bid = bid % self.count;
         let index = usize::from(self.tail & (self.count - 1));
         // SAFETY: `index < count`, inside the entries allocation; the kernel

@@ -38,7 +38,7 @@ pub(crate) struct Cqe {
 
 impl Cqe {
     /// The request stays armed (a multishot that goes on).
-    pub fn more(&self) -> bool {
+    pub(crate) fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
 }
@@ -79,7 +79,7 @@ impl Core {
     /// need (Linux 5.13: poll add, async cancel, `EXT_ARG`, multishot
     /// poll). `IOMUX_NO_URING=1` makes it fail as if io_uring were
     /// disabled (to test that path).
-    pub fn new() -> io::Result<Core> {
+    pub(crate) fn new() -> io::Result<Core> {
         if std::env::var_os("IOMUX_NO_URING").is_some_and(|v| !v.is_empty() && v != "0") {
             return Err(unavailable("disabled by IOMUX_NO_URING"));
         }
@@ -122,7 +122,7 @@ impl Core {
 
     /// Fails (`Unsupported`, naming the first missing one) unless the
     /// kernel has every opcode of `needed`.
-    pub fn require_opcodes(&self, needed: &[(u8, &str)]) -> io::Result<()> {
+    pub(crate) fn require_opcodes(&self, needed: &[(u8, &str)]) -> io::Result<()> {
         let mut probe = Probe::new();
         self.ring
             .submitter()
@@ -135,7 +135,7 @@ impl Core {
     }
 
     /// The ring, for registrations (provided buffers).
-    pub fn ring(&self) -> &IoUring {
+    pub(crate) fn ring(&self) -> &IoUring {
         &self.ring
     }
 
@@ -148,7 +148,7 @@ impl Core {
     ///
     /// Every buffer and file the entry refers to must stay valid until its
     /// last completion has been read.
-    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+    pub(crate) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: passed on from the caller.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
@@ -164,7 +164,7 @@ impl Core {
 
     /// Queues a cancel of the request with `target` as its `user_data`;
     /// its own completion carries `user_data`.
-    pub fn push_cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
+    pub(crate) fn push_cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(target)
             .build()
             .user_data(user_data);
@@ -177,7 +177,7 @@ impl Core {
     /// one `io_uring_enter`. `sleep` false: only collects, even if nothing
     /// completed (completions are left over, or a request could not be
     /// queued). Returns true when the time ran out.
-    pub fn enter(&mut self, timeout: Option<Duration>, sleep: bool) -> io::Result<bool> {
+    pub(crate) fn enter(&mut self, timeout: Option<Duration>, sleep: bool) -> io::Result<bool> {
         let leftover = !self.ring.completion().is_empty();
         let submitter = self.ring.submitter();
         let result = match crate::selector::timeout_ms(timeout) {
@@ -207,7 +207,7 @@ impl Core {
     /// Submits what is queued and runs the kernel's deferred work without
     /// sleeping: so that a cancel queued now has let go of its file before
     /// the caller closes the descriptor.
-    pub fn release_now(&mut self) -> io::Result<()> {
+    pub(crate) fn release_now(&mut self) -> io::Result<()> {
         match self.enter(Some(Duration::ZERO), false) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             other => other.map(drop),
@@ -218,7 +218,7 @@ impl Core {
     /// (each may become an event for the caller's bounded buffer); the
     /// rest stay in the ring for the next wait (which then does not
     /// sleep). Completions of [`IGNORED`] requests are dropped.
-    pub fn harvest(&mut self, out: &mut Vec<Cqe>, room: usize) {
+    pub(crate) fn harvest(&mut self, out: &mut Vec<Cqe>, room: usize) {
         let mut cq = self.ring.completion();
         let mut polls = 0;
         while polls < room {

@@ -124,8 +124,7 @@ fn event(token: Token, interest: Interest, mask: u32) -> Option<Event> {
 
 /// The io_uring poll selector (`uring-poll`): a ring and its poll
 /// registrations. The completion driver keeps one for the loop's own
-/// descriptors; completions of its operations (`OP_BIT`) are handed to
-/// the caller of [`UringPoll::wait`].
+/// descriptors, and takes the completions of its own operations from it.
 pub struct UringPoll {
     pub(crate) core: Core,
     /// Registration of each fd, indexed by fd.
@@ -138,6 +137,14 @@ pub struct UringPoll {
     next_generation: u32,
     /// This wait's completions (reused, no allocation).
     cqes: Vec<Cqe>,
+}
+
+impl std::fmt::Debug for UringPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringPoll")
+            .field("watched", &self.regs.iter().flatten().count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UringPoll {

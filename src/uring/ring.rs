@@ -175,7 +175,7 @@ pub(crate) struct Lent {
 }
 
 impl Lent {
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.bufs.get(self.bid, self.len)
     }
 }
@@ -216,7 +216,7 @@ impl Ring {
     /// A ring with a group of `buffers` provided buffers, after checking
     /// that the kernel has what the driver needs (Linux 6.0: multishot
     /// receive).
-    pub fn new(buffers: u16) -> io::Result<Ring> {
+    pub(crate) fn new(buffers: u16) -> io::Result<Ring> {
         let polls = UringPoll::new()?;
         polls.core.require_opcodes(&[
             (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
@@ -292,7 +292,7 @@ impl Ring {
     }
 
     /// Whether the driver can run here (an `Unsupported` error says why).
-    pub fn probe() -> io::Result<()> {
+    pub(crate) fn probe() -> io::Result<()> {
         Ring::new(crate::Config::default().uring_buffers).map(drop)
     }
 
@@ -362,7 +362,7 @@ impl Ring {
     }
 
     /// Arms connection `id`'s multishot receive on its socket.
-    pub fn arm_recv(&mut self, id: ConnId, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn arm_recv(&mut self, id: ConnId, fd: BorrowedFd<'_>) -> io::Result<()> {
         let user_data = recv_user_data(id)
             .ok_or_else(|| io::Error::other("connection table past 2^31 slots"))?;
         let mut entry = opcode::RecvMulti::new(types::Fd(fd.as_raw_fd()), GROUP).build();
@@ -383,7 +383,7 @@ impl Ring {
 
     /// Cancels connection `id`'s receive; its end comes back as
     /// [`Received::Cancelled`] (or whatever it ended with first).
-    pub fn cancel_recv(&mut self, id: ConnId) {
+    pub(crate) fn cancel_recv(&mut self, id: ConnId) {
         if let Some(user_data) = recv_user_data(id) {
             self.cancel(user_data);
         }
@@ -392,7 +392,7 @@ impl Ring {
     /// Sends `buf[off..]` on connection `id`'s socket; the buffer comes
     /// back with the send's last completion ([`Done::Sent`]). Returns the
     /// send's key (for [`Ring::retire`]).
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         id: ConnId,
         fd: BorrowedFd<'_>,
@@ -421,7 +421,7 @@ impl Ring {
     }
 
     /// Where connection `id`'s send `key` is: see [`SendState`].
-    pub fn send_state(&self, key: u32, id: ConnId) -> SendState {
+    pub(crate) fn send_state(&self, key: u32, id: ConnId) -> SendState {
         match self.ops.get(key as usize) {
             Some(Op::Send { conn, parked, .. }) if *conn == id => {
                 if *parked {
@@ -448,7 +448,7 @@ impl Ring {
     /// as far as the socket takes it: the operation is not in the kernel,
     /// so nothing can overtake it or be overtaken. Returns the bytes taken,
     /// and the buffer once all of it went (the send is over then).
-    pub fn write_parked(
+    pub(crate) fn write_parked(
         &mut self,
         key: u32,
         fd: BorrowedFd<'_>,
@@ -483,7 +483,7 @@ impl Ring {
     }
 
     /// Arms listener `index`'s multishot accept on its socket.
-    pub fn accept(&mut self, index: usize, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn accept(&mut self, index: usize, fd: BorrowedFd<'_>) -> io::Result<()> {
         if self.accepts.len() <= index {
             self.accepts.resize(index + 1, None);
         }
@@ -508,7 +508,7 @@ impl Ring {
 
     /// Hands what is queued to the kernel now (before closing descriptors
     /// the queued requests name).
-    pub fn submit_now(&mut self) {
+    pub(crate) fn submit_now(&mut self) {
         self.queue_pending();
         if let Err(e) = self.polls.core.ring().submit() {
             log::debug!(target: "iomux::uring", "submit: {e}");
@@ -516,7 +516,7 @@ impl Ring {
     }
 
     /// Cancels listener `index`'s accept (pausing or closing it).
-    pub fn stop_accepting(&mut self, index: usize) {
+    pub(crate) fn stop_accepting(&mut self, index: usize) {
         if let Some(key) = self.accepts.get_mut(index).and_then(Option::take) {
             self.cancel(key as u64 | OP_BIT);
         }
@@ -525,7 +525,13 @@ impl Ring {
     /// Connection `id` closed: cancels what it has in the kernel (its
     /// receive as `recv` says, its send `send`) and keeps its socket until
     /// that is over (closed at once if nothing is).
-    pub fn retire(&mut self, id: ConnId, stream: Stream, recv: RecvState, send: Option<u32>) {
+    pub(crate) fn retire(
+        &mut self,
+        id: ConnId,
+        stream: Stream,
+        recv: RecvState,
+        send: Option<u32>,
+    ) {
         let mut ops = 0;
         // Its end may be among the completions the loop has not seen yet.
         let over = !self.recv_ended.is_empty() && self.recv_ended.contains(&id);
@@ -576,7 +582,7 @@ impl Ring {
     }
 
     /// Moves the completions of the last wait, resolved, into `out`.
-    pub fn take_done(&mut self, out: &mut Vec<Done>) {
+    pub(crate) fn take_done(&mut self, out: &mut Vec<Done>) {
         out.append(&mut self.done);
     }
 
@@ -736,13 +742,13 @@ impl Ring {
     }
 
     /// Lends provided buffer `bid`'s first `len` bytes (see [`Lent`]).
-    pub fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
+    pub(crate) fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
         let bufs = ManuallyDrop::new(self.bufs.take()?);
         Some(Lent { bufs, bid, len })
     }
 
     /// Takes lent bytes back and lends their buffer to the kernel again.
-    pub fn give_back_lent(&mut self, lent: Lent) {
+    pub(crate) fn give_back_lent(&mut self, lent: Lent) {
         let mut bufs = ManuallyDrop::into_inner(lent.bufs);
         bufs.give_back(lent.bid);
         self.bufs = Some(bufs);
@@ -759,7 +765,7 @@ impl Ring {
     /// operation is over (within `within`): when the loop stops, no later
     /// turn would submit the cancels. What completes meanwhile is dropped
     /// (an accepted socket is closed). Submits at least once.
-    pub fn settle(&mut self, within: Duration) {
+    pub(crate) fn settle(&mut self, within: Duration) {
         self.run_until(within, |ring| {
             ring.doomed.is_empty() && !ring.ops_in_kernel()
         });
