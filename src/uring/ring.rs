@@ -44,10 +44,10 @@ const RECV_BIT: u64 = 1 << 62;
 /// that stopped taking input can have received ahead before its cancel
 /// lands, as the delivery window, not the whole buffer ring.
 const RECEIVE_WINDOW: u32 = 64 * 1024;
-/// The `user_data` of the startup check of that cap: a receive's, with a
-/// slot index `recv_user_data` never gives.
 /// Said once per ring on a kernel without that cap.
 const NO_RECEIVE_CAP: &str = "this kernel does not cap a multishot receive (Linux 6.17): a connection that stops taking input may have received ahead as far as the buffer ring";
+/// The `user_data` of the startup check of that cap: a receive's, with a
+/// slot index `recv_user_data` never gives.
 const CAP_PROBE: u64 = OP_BIT | RECV_BIT | 0x7fff_ffff;
 /// Where `optlen` (the total cap of a multishot receive) sits in a
 /// submission queue entry (`struct io_uring_sqe`).
@@ -199,9 +199,9 @@ pub(crate) struct Ring {
     /// meanwhile still counts its receive as armed, but nothing more of it
     /// will come, so its socket must not wait for it.
     recv_ended: Vec<ConnId>,
-    /// `RECEIVE_WINDOW` where the kernel caps a receive's total; else none
-    /// (0), and a receive runs ahead as far as the buffer ring allows.
-    receive_cap: u32,
+    /// `RECEIVE_WINDOW` where the kernel caps a receive's total; without
+    /// it a receive runs ahead as far as the buffer ring allows.
+    receive_cap: Option<u32>,
     /// Cancels to queue before the next wait: ones that found the
     /// submission queue unusable, or that did not take; a lost cancel
     /// would leave a receive running or a doomed socket open.
@@ -236,13 +236,13 @@ impl Ring {
             bufs: Some(bufs),
             armed_recvs: 0,
             recv_ended: Vec::new(),
-            receive_cap: 0,
+            receive_cap: None,
             pending_cancels: Vec::new(),
             cqes: Vec::new(),
             done: Vec::new(),
         };
         if ring.kernel_caps_receives()? {
-            ring.receive_cap = RECEIVE_WINDOW;
+            ring.receive_cap = Some(RECEIVE_WINDOW);
         } else {
             log::info!(target: "iomux::uring", "{NO_RECEIVE_CAP}");
         }
@@ -366,18 +366,16 @@ impl Ring {
         let user_data = recv_user_data(id)
             .ok_or_else(|| io::Error::other("connection table past 2^31 slots"))?;
         let mut entry = opcode::RecvMulti::new(types::Fd(fd.as_raw_fd()), GROUP).build();
-        if self.receive_cap > 0 {
+        if let Some(cap) = self.receive_cap {
             // Ends (armed again if still wanted) after this many bytes.
-            entry = with_optlen(entry, self.receive_cap);
+            entry = with_optlen(entry, cap);
         }
         // SAFETY: the socket stays open while the receive is armed (its
         // connection holds it, then `retire` dooms it); the buffers are
         // the ring's, which outlive it (see `Drop`).
         unsafe { self.submit(user_data, entry)? };
         self.armed_recvs += 1;
-        if !self.recv_ended.is_empty() {
-            self.recv_ended.retain(|c| *c != id); // armed anew
-        }
+        self.recv_ended.retain(|c| *c != id); // armed anew
         Ok(())
     }
 
@@ -434,14 +432,6 @@ impl Ring {
             // (the key may already serve another operation).
             _ => SendState::Over,
         }
-    }
-
-    /// Whether send `key` waits for room in its socket.
-    fn send_parked(&self, key: u32) -> bool {
-        matches!(
-            self.ops.get(key as usize),
-            Some(Op::Send { parked: true, .. })
-        )
     }
 
     /// Writes what parked send `key` holds straight to `fd`, its socket,
@@ -534,7 +524,7 @@ impl Ring {
     ) {
         let mut ops = 0;
         // Its end may be among the completions the loop has not seen yet.
-        let over = !self.recv_ended.is_empty() && self.recv_ended.contains(&id);
+        let over = self.recv_ended.contains(&id);
         match recv {
             _ if over => {}
             RecvState::Idle => {}
@@ -544,15 +534,16 @@ impl Ring {
             }
             RecvState::Cancelling => ops += 1,
         }
-        let owns = |k: &u32| matches!(self.ops.get(*k as usize), Some(Op::Send { conn, .. }) if *conn == id);
-        if let Some(key) = send.filter(owns) {
-            if self.send_parked(key) {
+        if let Some(key) = send {
+            match self.send_state(key, id) {
                 // Not in the kernel: its buffer is simply dropped.
-                self.ops.remove(key as usize);
-            } else {
+                SendState::Parked => drop(self.ops.remove(key as usize)),
                 // A send to a peer that stopped reading might never end.
-                self.cancel(u64::from(key) | OP_BIT);
-                ops += 1;
+                SendState::InKernel => {
+                    self.cancel(u64::from(key) | OP_BIT);
+                    ops += 1;
+                }
+                SendState::Over => {}
             }
         }
         if ops > 0 {
@@ -922,7 +913,7 @@ mod tests {
             return;
         }
         let mut ring = Ring::new(512).expect("a ring");
-        if ring.receive_cap == 0 {
+        if ring.receive_cap.is_none() {
             eprintln!("skipped: this kernel does not cap a multishot receive (Linux 6.17)");
             return;
         }
