@@ -135,7 +135,7 @@ impl Http {
             self.reply,
             "HTTP/1.1 {status} {reason}\r\nContent-Length: {len}\r\nConnection: {connection}\r\n\r\n"
         );
-        ctx.send(conn, &self.reply);
+        let _ = ctx.send(conn, &self.reply);
     }
 
     /// Ends a response: counted, and the connection closes after it unless
@@ -157,7 +157,7 @@ impl Http {
         keep_alive: bool,
     ) {
         self.head(ctx, conn, status, reason, body.len(), keep_alive);
-        ctx.send(conn, body);
+        let _ = ctx.send(conn, body);
         Self::done(ctx, conn, keep_alive);
     }
 
@@ -168,7 +168,7 @@ impl Http {
         let mut left = n;
         while left > 0 {
             let take = left.min(CHUNK.len());
-            ctx.send(conn, &CHUNK[..take]);
+            let _ = ctx.send(conn, &CHUNK[..take]);
             left -= take;
         }
         Self::done(ctx, conn, keep_alive);

@@ -71,7 +71,7 @@ impl<W: Write> Lines<W> {
                     if !rest.is_empty() {
                         self.print("stdin", &rest);
                     }
-                    ctx.unwatch(id);
+                    drop(ctx.unwatch::<Stdin>(id)); // deregistered, then closed
                     ctx.stop();
                     return;
                 }
@@ -85,7 +85,7 @@ impl<W: Write> Lines<W> {
                 Err(rustix::io::Errno::AGAIN) => return,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(_) => {
-                    ctx.unwatch(id);
+                    drop(ctx.unwatch::<Stdin>(id));
                     return;
                 }
             }

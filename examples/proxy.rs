@@ -14,31 +14,27 @@
 //! either side slows the other down, and the proxy holds about a
 //! high-water mark of data per direction, never the whole stream.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use iomux::{App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop, SIGINT, SIGTERM};
+use iomux::net::Listener;
+use iomux::{App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop, Origin, SIGINT, SIGTERM};
 
 /// Each side knows the other.
 #[derive(Default)]
 pub struct Side {
-    /// The connection on the other side (set once both exist).
+    /// The connection on the other side: the client's upstream from the
+    /// moment it is asked for, the upstream's client once it is up.
     pub other: Option<ConnId>,
 }
 
-/// The proxy: where to connect, and the upstream connections not yet
-/// established (their state is filled in when they open).
+/// The proxy: where to connect.
 pub struct Proxy {
     upstream: SocketAddr,
-    connecting: HashMap<ConnId, ConnId>,
 }
 
 impl Proxy {
     pub fn new(upstream: SocketAddr) -> Proxy {
-        Proxy {
-            upstream,
-            connecting: HashMap::new(),
-        }
+        Proxy { upstream }
     }
 }
 
@@ -49,16 +45,19 @@ impl App for Proxy {
         "proxy"
     }
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, side: &mut Side) {
-        if let Some(client) = self.connecting.remove(&conn) {
-            side.other = Some(client); // the upstream of `client` is up
-            ctx.resume_reading(client);
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, side: &mut Side, origin: Origin) {
+        if let Origin::Connected { by } = origin {
+            // The upstream of client `by` is up.
+            side.other = by;
+            match by {
+                Some(client) => ctx.resume_reading(client),
+                None => ctx.close(conn),
+            }
             return;
         }
         match ctx.connect(self.upstream) {
             Ok(up) => {
                 side.other = Some(up);
-                self.connecting.insert(up, conn);
                 // Nothing is read from the client until the upstream is up:
                 // its bytes would have nowhere to go.
                 ctx.pause_reading(conn);
@@ -75,8 +74,8 @@ impl App for Proxy {
             ctx.pause_reading(conn); // resumed by `other`'s drain
             return 0;
         }
-        if !ctx.send(other, input) {
-            ctx.close(conn);
+        if let Err(why) = ctx.send(other, input) {
+            ctx.close_because(conn, format!("the other side cannot take more: {why}"));
         }
         input.len()
     }
@@ -97,18 +96,16 @@ impl App for Proxy {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, side: Side, why: &CloseReason) {
-        if let Some(client) = self.connecting.remove(&conn) {
+        match (side.other, ctx.origin(conn)) {
+            // Either side closed: the other follows once it has written
+            // what it holds (an upstream still connecting closes at once).
+            (Some(other), _) => ctx.close_after_flush(other),
             // An upstream that never came up (refused, timed out).
-            let why = why.describe().unwrap_or_else(|| "closed".into());
-            ctx.close_because(client, format!("upstream connect failed: {why}"));
-            return;
-        }
-        if let Some(other) = side.other {
-            if self.connecting.remove(&other).is_some() {
-                ctx.close(other); // its upstream never came up
-            } else {
-                ctx.close_after_flush(other);
+            (None, Some(Origin::Connected { by: Some(client) })) => {
+                let why = why.describe().unwrap_or_else(|| "closed".into());
+                ctx.close_because(client, format!("upstream connect failed: {why}"));
             }
+            (None, _) => {}
         }
     }
 }
@@ -126,7 +123,7 @@ fn main() -> std::io::Result<()> {
     };
     let backend = Backend::from_env().map_err(std::io::Error::other)?;
     let mut lp = EventLoop::new(backend, Config::default())?;
-    lp.listen(iomux::net::tcp_listener(listen)?)?;
+    lp.listen(Listener::bind(&listen.into())?)?;
     lp.stop_on_signals(&[SIGINT, SIGTERM])?;
     println!(
         "proxy: {listen} -> {upstream} (backend {})",

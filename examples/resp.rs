@@ -220,14 +220,14 @@ impl App for Resp {
                 Parsed::Command(args, len) => {
                     self.out.clear();
                     self.execute(&args);
-                    ctx.send(conn, &self.out);
+                    let _ = ctx.send(conn, &self.out);
                     ctx.record_request();
                     used += len;
                 }
                 Parsed::Error(message) => {
                     self.out.clear();
                     self.error(&message);
-                    ctx.send(conn, &self.out);
+                    let _ = ctx.send(conn, &self.out);
                     ctx.close_after_flush(conn);
                     return input.len();
                 }
@@ -240,7 +240,7 @@ impl App for Resp {
         if let Limit::Input { max } = limit {
             self.out.clear();
             self.error(&format!("Protocol error: command larger than {max} bytes"));
-            ctx.send(conn, &self.out);
+            let _ = ctx.send(conn, &self.out);
         }
     }
 }

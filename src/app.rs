@@ -23,10 +23,11 @@
 //!   when it opens, handed to its callbacks, and given back by value to
 //!   [`App::on_close`].
 
-use crate::conn::ConnId;
+use crate::conn::{ConnId, Origin};
 use crate::ctx::Ctx;
 use crate::pool::{JobId, JobResult};
 use crate::reason::{CloseReason, Limit};
+use crate::timer::TimerId;
 
 /// The callbacks of a protocol. All run on the loop thread: keep them short.
 pub trait App {
@@ -43,12 +44,20 @@ pub trait App {
     /// timers, watch descriptors.
     fn on_start(&mut self, _ctx: &mut Ctx<'_>) {}
 
-    /// A connection opened.
-    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _state: &mut Self::State) {}
+    /// A connection opened: accepted, established after a connect (with
+    /// the connection that asked for it), or adopted.
+    fn on_open(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _state: &mut Self::State,
+        _origin: Origin,
+    ) {
+    }
 
     /// Bytes arrived. `input` is what earlier calls left unconsumed followed
     /// by any new bytes. Return how many bytes were consumed; the rest is
-    /// offered again (see the contract above).
+    /// offered again (see [the contract](crate::app#the-contract)).
     fn on_data(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -77,7 +86,9 @@ pub trait App {
     ) {
     }
 
-    /// The connection closed, for `reason`; its id is now dead.
+    /// The connection closed, for `reason`; its id is now dead (but
+    /// [`Ctx::peer`] and [`Ctx::origin`] still answer for it during this
+    /// call).
     fn on_close(
         &mut self,
         _ctx: &mut Ctx<'_>,
@@ -87,8 +98,9 @@ pub trait App {
     ) {
     }
 
-    /// A timer set with [`Ctx::set_timer`] expired.
-    fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _timer: u64) {}
+    /// A timer set with [`Ctx::set_timer`] expired; `timer` is the id it
+    /// returned.
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _timer: TimerId) {}
 
     /// A timer set with [`Ctx::set_conn_timer`] expired (never after the
     /// connection closed).
@@ -97,7 +109,7 @@ pub trait App {
         _ctx: &mut Ctx<'_>,
         _conn: ConnId,
         _state: &mut Self::State,
-        _timer: u64,
+        _timer: TimerId,
     ) {
     }
 
@@ -110,7 +122,8 @@ pub trait App {
     fn on_ready(&mut self, _ctx: &mut Ctx<'_>, _source: crate::SourceId, _ready: crate::Readiness) {
     }
 
-    /// Another loop of the group posted `message` ([`Ctx::post`]).
+    /// Another loop of the group posted `message` ([`Ctx::post`]);
+    /// downcast it to the type that was posted.
     fn on_message(&mut self, _ctx: &mut Ctx<'_>, _message: crate::mailbox::Message) {}
 
     /// A job given to [`Ctx::offload`] for `conn` finished. Results for a
@@ -126,9 +139,6 @@ pub trait App {
     ) {
     }
 }
-
-/// The shipped apps, by name.
-pub const NAMES: [&str; 4] = ["ack", "echo", "chat", "hash"];
 
 /// Splits complete `\n`-terminated lines off the front of `input`. Returns
 /// the lines (without `\n`, nor a `\r` before it) and the bytes they used.

@@ -74,8 +74,22 @@ impl Backend {
         self == Backend::Uring
     }
 
-    /// Whether this backend can run here: an `Unsupported` error names
-    /// what is missing (io_uring disabled, an old kernel).
+    /// Whether this backend can run here.
+    ///
+    /// ```
+    /// use iomux::Backend;
+    ///
+    /// assert!(Backend::Poll.check().is_ok()); // poll(2) is everywhere
+    /// match Backend::Uring.check() {
+    ///     Ok(()) => println!("io_uring is here"),
+    ///     Err(why) => println!("no uring: {why}"),
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `Unsupported`, naming what is missing (io_uring disabled by
+    /// `kernel.io_uring_disabled` or a sandbox, a kernel too old for the
+    /// operations used); what opening the backend says otherwise.
     pub fn check(self) -> io::Result<()> {
         match self.resolve() {
             Backend::Uring => Ring::probe(),
@@ -90,15 +104,21 @@ impl Backend {
         }
     }
     /// Reads `IOMUX_BACKEND`; `Auto` when unset.
+    ///
+    /// # Errors
+    /// The variable names no backend ([`UnknownBackend`] lists them).
     pub fn from_env() -> Result<Backend, UnknownBackend> {
         match std::env::var("IOMUX_BACKEND") {
             Ok(name) if !name.is_empty() => name.parse(),
             _ => Ok(Backend::Auto),
         }
     }
-    /// Creates the selector. `UringPoll` fails with an `Unsupported` error
-    /// saying why where io_uring is unavailable; `Uring` is not a selector
-    /// (an `InvalidInput` error).
+    /// Creates the selector, to use on its own (see [`Selector`]).
+    ///
+    /// # Errors
+    /// `UringPoll` fails with an `Unsupported` error saying why where
+    /// io_uring is unavailable; `Uring` is not a selector (an
+    /// `InvalidInput` error); epoll fails if no descriptor is left.
     pub fn open(self) -> io::Result<Box<dyn Selector>> {
         Ok(match self.resolve() {
             Backend::Uring => {

@@ -113,7 +113,19 @@ impl Default for Config {
 impl Config {
     /// Checks that the loop can run with this config: every count that
     /// gates progress is at least 1, every period that re-arms is non-zero,
-    /// the water marks are ordered. The error names the field.
+    /// the water marks are ordered.
+    ///
+    /// ```
+    /// use iomux::Config;
+    ///
+    /// assert!(Config::default().validate().is_ok());
+    /// let mut bad = Config::default();
+    /// bad.max_clients = 0;
+    /// assert!(bad.validate().unwrap_err().to_string().contains("max_clients"));
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput`, naming the first field that is out of range.
     pub fn validate(&self) -> io::Result<()> {
         let positive = [
             ("max_clients", self.max_clients),

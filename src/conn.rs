@@ -38,6 +38,24 @@ impl ConnId {
     }
 }
 
+/// How a connection came to be: told to [`crate::App::on_open`], and
+/// asked any time of its life (its close included) with
+/// [`crate::Ctx::origin`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Accepted from one of the loop's listeners.
+    Accepted,
+    /// Made by [`crate::Ctx::connect`] (or [`crate::EventLoop::connect`]).
+    Connected {
+        /// The connection whose callback asked for it: a proxy pairs its
+        /// two sides with this. `None` when a loop-wide callback (a timer,
+        /// `on_start`) or the code around the loop asked.
+        by: Option<ConnId>,
+    },
+    /// Handed to [`crate::EventLoop::adopt`].
+    Adopted,
+}
+
 /// Where a connection is in its life. Events for a `Closing` connection
 /// are ignored; every other phase is served.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -117,6 +135,13 @@ impl Flags {
     /// and with no interest while no receive is armed, so a reset peer is
     /// still heard.
     pub(crate) const POLLED: Flags = Flags(4096);
+    /// Made by a connect ([`Origin::Connected`]).
+    pub(crate) const CONNECTED: Flags = Flags(8192);
+    /// Adopted ([`Origin::Adopted`]).
+    pub(crate) const ADOPTED: Flags = Flags(16384);
+    /// Asked to close after its output while its connect was in progress:
+    /// it drains once connected.
+    pub(crate) const DRAIN_WHEN_CONNECTED: Flags = Flags(32768);
 }
 
 /// Output buffers above this capacity are freed when they drain, so one
@@ -149,6 +174,8 @@ pub(crate) struct ConnIo {
     pub jobs: u32,
     /// App timers armed for this connection.
     pub timers: u32,
+    /// For a connect: the connection whose callback asked for it.
+    pub opened_by: Option<ConnId>,
 }
 
 impl ConnIo {
@@ -165,6 +192,7 @@ impl ConnIo {
             over_soft_since: None,
             jobs: 0,
             timers: 0,
+            opened_by: None,
         }
     }
 
@@ -230,6 +258,18 @@ impl Conn {
 
     pub(crate) fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    pub(crate) fn origin(&self) -> Origin {
+        if self.has(Flags::CONNECTED) {
+            Origin::Connected {
+                by: self.io().and_then(|io| io.opened_by),
+            }
+        } else if self.has(Flags::ADOPTED) {
+            Origin::Adopted
+        } else {
+            Origin::Accepted
+        }
     }
 
     /// The socket and the peer's name (the buffers are dropped).

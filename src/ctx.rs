@@ -6,18 +6,18 @@
 //! write: output goes through the connection's buffer, so flow control and
 //! ordering hold.
 
+use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, ConnId, Flags, Phase};
+use crate::conn::{Conn, ConnId, Flags, Origin, Phase};
 use crate::driver::Driver;
-use crate::mailbox::Message;
 use crate::pool::{JobId, JobResult, Pool};
-use crate::reason::{CloseReason, Limit};
+use crate::reason::{CloseReason, Limit, SendError};
 use crate::selector::{Interest, Token};
-use crate::shared::{Shared, TimerKind, live_in};
+use crate::shared::{Shared, TimerKind};
 use crate::source::SourceId;
 use crate::stats::Stats;
 use crate::stream::Addr;
@@ -43,36 +43,71 @@ impl std::fmt::Debug for Ctx<'_> {
 
 impl Ctx<'_> {
     /// Queues `data` for `conn`; it is written before the loop sleeps.
-    /// Returns false if the connection is gone, closing, or went over
-    /// its output limit with this data.
     ///
     /// Sent from `conn`'s own `on_data`, `on_job_done`, `on_drain` or
     /// `on_limit`, `data` is a reply: flow control bounds it (check
     /// [`Ctx::output_full`] between requests). Sent from anywhere else
     /// (another connection's callback, a timer, a wake-up) it is pushed
-    /// output, and [`crate::Config::max_output`] guards against a peer that does
-    /// not read it.
-    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> bool {
+    /// output, and [`crate::Config::max_output`] guards against a peer
+    /// that does not read it.
+    ///
+    /// ```
+    /// use iomux::{App, ConnId, Ctx, SendError};
+    ///
+    /// /// Copies what one client says to another, if that one is still there.
+    /// struct Relay {
+    ///     to: Option<ConnId>,
+    /// }
+    ///
+    /// impl App for Relay {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         match self.to.map(|to| ctx.send(to, input)) {
+    ///             Some(Ok(())) => {}
+    ///             Some(Err(SendError::OverLimit)) => {} // it will be closed; told in on_limit
+    ///             Some(Err(why)) => ctx.close_because(conn, format!("relay: {why}")),
+    ///             None => ctx.close_because(conn, "nobody to relay to"),
+    ///         }
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError`] says why nothing was queued: the connection is gone,
+    /// closing, or its write side shut; or that this data was queued and
+    /// took it over its output limit, so it will be closed.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         let reply = self.shared.serving == Some(conn);
         let (high, hard, soft) = {
             let c = &self.shared.config;
             (c.high_water, c.max_output, c.max_output_soft)
         };
         let now = self.shared.now;
-        let Some(c) = live_in(&mut self.shared.conns, conn).filter(|c| c.is_active()) else {
-            return false;
+        // Not `live_in`: a connection scheduled for close is closing, not
+        // gone.
+        let Some(c) = self
+            .shared
+            .conns
+            .get_mut(conn.index())
+            .filter(|c| c.is(conn))
+        else {
+            return Err(SendError::Gone);
         };
-        if (c.phase == Phase::Draining && !reply) || c.has(Flags::SHUT_AFTER_FLUSH) {
-            // Over a limit, closing after its last reply, or its write side
-            // is (about to be) shut.
-            return false;
+        if !c.is_active() || (c.phase == Phase::Draining && !reply) {
+            // Scheduled for close, lingering, over a limit, or closing
+            // after its last reply.
+            return Err(SendError::Closing);
+        }
+        if c.has(Flags::SHUT_AFTER_FLUSH) {
+            return Err(SendError::WriteShut);
         }
         c.queue(data, high, now);
         if c.raise(Flags::DIRTY) {
             self.shared.dirty.push(conn);
         }
         if reply || c.pending() <= soft.map_or(hard, |(s, _)| s) {
-            return true;
+            return Ok(());
         }
         // Pushed output over a limit. One turn can push more than the limit
         // to a peer that reads promptly (a chat burst of short lines); the
@@ -83,13 +118,13 @@ impl Ctx<'_> {
             Ok(n) => self.shared.stats.bytes_out += n as u64,
             Err(e) => {
                 self.shared.schedule_close(conn, CloseReason::Error(e));
-                return false;
+                return Err(SendError::Closing);
             }
         }
         let pending = c.pending();
         if pending > hard {
             self.shared.note_limit(conn, Limit::Output { max: hard });
-            return false;
+            return Err(SendError::OverLimit);
         }
         if let Some((soft, period)) = soft
             && pending > soft
@@ -102,7 +137,7 @@ impl Ctx<'_> {
                 self.shared.add_timer(period, TimerKind::SoftLimit(conn));
             }
         }
-        true
+        Ok(())
     }
 
     /// Queues `data` for every open connection except `except` (pushed
@@ -119,7 +154,9 @@ impl Ctx<'_> {
                 .filter(|&id| Some(id) != except),
         );
         for &id in &ids {
-            self.send(id, data);
+            // One that cannot take it is closing or over its limit, and
+            // hears of that itself.
+            let _ = self.send(id, data);
         }
         ids.clear();
         self.shared.broadcast_ids = ids;
@@ -178,17 +215,53 @@ impl Ctx<'_> {
     }
 
     /// Closes `conn` once its pending output is written; nothing more is
-    /// read from it.
+    /// read from it. A connect still in progress closes at once if nothing
+    /// waits to be sent, else once it is established and has sent it.
     pub fn close_after_flush(&mut self, conn: ConnId) {
-        if let Some(c) = self.shared.active_mut(conn) {
-            c.phase = Phase::Draining;
-            self.shared.mark_dirty(conn);
+        let Some(c) = self.shared.active_mut(conn) else {
+            return;
+        };
+        match c.phase {
+            Phase::Connecting if c.pending() == 0 => {
+                self.shared.schedule_close(conn, CloseReason::App);
+            }
+            Phase::Connecting => c.set(Flags::DRAIN_WHEN_CONNECTED, true),
+            _ => {
+                c.phase = Phase::Draining;
+                self.shared.mark_dirty(conn);
+            }
         }
     }
 
     /// Stops reading `conn` (and handing it input) until
     /// [`Ctx::resume_reading`]. Its output still goes out; it is not
-    /// counted as idle meanwhile.
+    /// counted as idle meanwhile. Input it left unconsumed stays, and is
+    /// offered again when reading resumes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iomux::{App, ConnId, Ctx, Origin, TimerId};
+    ///
+    /// /// Takes at most one line a second from each client (the rest waits
+    /// /// in the client's socket: TCP's own back-pressure slows it down).
+    /// struct OneLineASecond;
+    ///
+    /// impl App for OneLineASecond {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         let Some(end) = input.iter().position(|&b| b == b'\n') else {
+    ///             return 0; // not a whole line yet
+    ///         };
+    ///         let _ = ctx.send(conn, &input[..=end]);
+    ///         ctx.pause_reading(conn);
+    ///         ctx.set_conn_timer(conn, Duration::from_secs(1), 0);
+    ///         end + 1
+    ///     }
+    ///     fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: TimerId) {
+    ///         ctx.resume_reading(conn); // the next line, if one waits, comes at once
+    ///     }
+    /// }
+    /// ```
     pub fn pause_reading(&mut self, conn: ConnId) {
         if let Some(c) = self.shared.active_mut(conn)
             && c.raise(Flags::APP_PAUSED)
@@ -218,15 +291,36 @@ impl Ctx<'_> {
     }
 
     /// The peer's TCP address (`None` for a Unix-domain connection: see
-    /// [`Ctx::peer`]).
+    /// [`Ctx::peer`]). Still known in `conn`'s `on_close`.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.shared.live(conn)?.peer().tcp()
+        self.peer_of(conn, |peer| peer.tcp())
     }
 
     /// The peer, TCP or Unix-domain, for logs and protocols
-    /// (`127.0.0.1:40112`, `unix:#3`).
+    /// (`127.0.0.1:40112`, `unix:#3`). Still known in `conn`'s `on_close`.
     pub fn peer(&self, conn: ConnId) -> Option<Addr> {
-        self.shared.live(conn).map(|c| c.peer().addr())
+        self.peer_of(conn, |peer| Some(peer.addr()))
+    }
+
+    /// How `conn` came to be (accepted, connected and for whom, adopted).
+    /// Still known in `conn`'s `on_close`, so a connect that failed can be
+    /// paired with the connection that asked for it.
+    pub fn origin(&self, conn: ConnId) -> Option<Origin> {
+        match &self.shared.closed {
+            Some(closed) if closed.id == conn => Some(closed.origin),
+            _ => self.shared.live(conn).map(Conn::origin),
+        }
+    }
+
+    fn peer_of<R>(
+        &self,
+        conn: ConnId,
+        f: impl FnOnce(&crate::stream::Peer) -> Option<R>,
+    ) -> Option<R> {
+        match &self.shared.closed {
+            Some(closed) if closed.id == conn => f(&closed.peer),
+            _ => f(self.shared.live(conn)?.peer()),
+        }
     }
 
     /// The local TCP address the connection arrived on (one system call).
@@ -257,23 +351,59 @@ impl Ctx<'_> {
         self.shared.conns.len()
     }
 
-    /// Calls [`crate::App::on_timer`] with `id` after `after`. `None` if
-    /// the deadline is not representable.
-    pub fn set_timer(&mut self, after: Duration, id: u64) -> Option<TimerId> {
-        self.shared.add_timer(after, TimerKind::App(id))
+    /// Calls [`crate::App::on_timer`] with the returned id after `after`;
+    /// `tag` comes back with it ([`TimerId::tag`]), to tell an app's kinds
+    /// of timers apart. `None` if the deadline is not representable.
+    pub fn set_timer(&mut self, after: Duration, tag: u64) -> Option<TimerId> {
+        let timer = self.shared.add_timer(after, TimerKind::App(tag))?;
+        Some(timer.tagged(tag))
     }
 
-    /// Calls [`crate::App::on_conn_timer`] for `conn` with `id` after
-    /// `after`; the timer is dropped if `conn` closes first. `None` if
-    /// `conn` is gone.
-    pub fn set_conn_timer(&mut self, conn: ConnId, after: Duration, id: u64) -> Option<TimerId> {
+    /// Calls [`crate::App::on_conn_timer`] for `conn` with the returned id
+    /// (and its `tag`) after `after`; the timer is dropped if `conn` closes
+    /// first. `None` if `conn` is gone (or the deadline is not
+    /// representable).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iomux::{App, ConnId, Ctx, TimerId};
+    ///
+    /// /// Closes a client that has not said `hello` within a second.
+    /// struct Greeting;
+    ///
+    /// #[derive(Default)]
+    /// struct Client {
+    ///     deadline: Option<TimerId>,
+    /// }
+    ///
+    /// impl App for Greeting {
+    ///     type State = Client;
+    ///     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, c: &mut Client, _: iomux::Origin) {
+    ///         c.deadline = ctx.set_conn_timer(conn, Duration::from_secs(1), 0);
+    ///     }
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, c: &mut Client, input: &[u8]) -> usize {
+    ///         if input.starts_with(b"hello") {
+    ///             if let Some(t) = c.deadline.take() {
+    ///                 ctx.cancel_timer(t);
+    ///             }
+    ///         }
+    ///         input.len()
+    ///     }
+    ///     fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, c: &mut Client, t: TimerId) {
+    ///         if c.deadline == Some(t) {
+    ///             ctx.close_because(conn, "no greeting within a second");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn set_conn_timer(&mut self, conn: ConnId, after: Duration, tag: u64) -> Option<TimerId> {
         let now = self.shared.now;
         self.shared.active_mut(conn)?;
-        let timer = self.shared.add_timer(after, TimerKind::Conn(conn, id))?;
+        let timer = self.shared.add_timer(after, TimerKind::Conn(conn, tag))?;
         if let Some(c) = self.shared.active_mut(conn) {
             c.io_or_new(now).timers += 1;
         }
-        Some(timer)
+        Some(timer.tagged(tag))
     }
 
     /// Disarms a timer set with [`Ctx::set_timer`] or
@@ -295,24 +425,31 @@ impl Ctx<'_> {
 
     /// Watches `fd` (a pipe, a UDP socket, stdin, a timerfd...) for
     /// `interest`; readiness comes to [`crate::App::on_ready`]. The loop
-    /// owns `fd` from now on: reach it with [`Ctx::source`]; it is closed
-    /// by [`Ctx::unwatch`] (after it is deregistered) or with the loop.
+    /// owns `fd` from now on: reach it with [`Ctx::source`], take it back
+    /// with [`Ctx::unwatch`]; it is closed with the loop.
+    ///
+    /// # Errors
+    /// The backend refused the descriptor (epoll refuses regular files;
+    /// select refuses descriptors at or above `FD_SETSIZE`).
     pub fn watch<T: AsFd + 'static>(&mut self, fd: T, interest: Interest) -> io::Result<SourceId> {
         self.shared
             .watch_source(&mut *self.driver, Box::new(fd), interest)
     }
 
     /// Changes what `source` is watched for.
+    ///
+    /// # Errors
+    /// `NotFound` if `source` is not watched; what the backend says.
     pub fn set_interest(&mut self, source: SourceId, interest: Interest) -> io::Result<()> {
         self.shared
             .set_source_interest(&mut *self.driver, source, interest)
     }
 
-    /// Stops watching `source`, then closes it (drops it).
-    pub fn unwatch(&mut self, source: SourceId) -> bool {
-        self.shared
-            .unwatch_source(&mut *self.driver, source)
-            .is_some()
+    /// Stops watching `source` and hands its descriptor back, deregistered
+    /// (drop it to close it). `None`, and still watched, if it is not a
+    /// `T`; `None` if it is gone.
+    pub fn unwatch<T: AsFd + 'static>(&mut self, source: SourceId) -> Option<T> {
+        self.shared.unwatch_source(&mut *self.driver, source)
     }
 
     /// The descriptor `source` watches, as the type it was given as
@@ -326,24 +463,55 @@ impl Ctx<'_> {
             .downcast_ref()
     }
 
-    /// Connects to `addr` without blocking the loop: the id is returned at
+    /// Connects to `addr`, TCP or Unix-domain (`Addr::Unix`,
+    /// `Addr::Abstract`), without blocking the loop: the id is returned at
     /// once, [`crate::App::on_open`] runs when the connection is
-    /// established, and [`crate::App::on_close`] with the error when it is
-    /// not (refused, unreachable, or [`crate::Config::connect_timeout`] passed).
-    /// Data sent before it is established waits in its buffer. Then it is
-    /// a connection like an accepted one.
-    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        self.shared.connect(&mut *self.driver, addr)
-    }
-
-    /// [`Ctx::connect`] to any [`Addr`]: TCP, or a Unix-domain server
-    /// (`Addr::Unix`, `Addr::Abstract`). Errors known at once come back
-    /// here rather than in `on_close`: for a Unix-domain server that is
-    /// the usual case (no such file, nobody listening), and a full accept
-    /// queue is an error of kind `WouldBlock` (try again later; a
-    /// Unix-domain connect is never left in progress).
-    pub fn connect_addr(&mut self, addr: &Addr) -> io::Result<ConnId> {
-        self.shared.connect_addr(&mut *self.driver, addr)
+    /// established, with [`Origin::Connected`] naming the connection whose
+    /// callback asked (`by`), and [`crate::App::on_close`] with the error
+    /// when it is not (refused, unreachable, or
+    /// [`crate::Config::connect_timeout`] passed). Data sent before it is
+    /// established waits in its buffer. Then it is a connection like an
+    /// accepted one.
+    ///
+    /// ```
+    /// use iomux::{App, ConnId, Ctx, Origin};
+    ///
+    /// /// Opens one upstream connection per client and pairs the two.
+    /// struct Pairing {
+    ///     upstream: std::net::SocketAddr,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Side {
+    ///     other: Option<ConnId>,
+    /// }
+    ///
+    /// impl App for Pairing {
+    ///     type State = Side;
+    ///     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, side: &mut Side, origin: Origin) {
+    ///         match origin {
+    ///             Origin::Connected { by } => side.other = by, // the client that asked
+    ///             _ => match ctx.connect(self.upstream) {
+    ///                 Ok(up) => side.other = Some(up),
+    ///                 Err(e) => ctx.close_because(conn, format!("upstream: {e}")),
+    ///             },
+    ///         }
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut Side, input: &[u8]) -> usize {
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Errors known at once come back here rather than in `on_close`: no
+    /// descriptors left, an address of the wrong family; for a
+    /// Unix-domain server the usual ones (no such file, nobody listening),
+    /// and a full accept queue is an error of kind `WouldBlock` (try again
+    /// later; a Unix-domain connect is never left in progress).
+    pub fn connect(&mut self, addr: impl Into<Addr>) -> io::Result<ConnId> {
+        let by = self.shared.current;
+        self.shared.connect(&mut *self.driver, &addr.into(), by)
     }
 
     /// This loop's index in its group (0 for a loop on its own).
@@ -360,15 +528,15 @@ impl Ctx<'_> {
     /// [`crate::App::on_message`] on that loop's thread, after the
     /// messages this loop posted to it before. False if there is no such
     /// loop (or this loop is on its own).
-    pub fn post(&self, to: usize, message: Message) -> bool {
+    pub fn post<M: Any + Send>(&self, to: usize, message: M) -> bool {
         self.shared
             .group
             .as_ref()
-            .is_some_and(|(g, _)| g.post(to, message))
+            .is_some_and(|(g, _)| g.post(to, Box::new(message)))
     }
 
     /// Sends a clone of `message` to every other loop of the group.
-    pub fn post_to_others<M: Clone + Send + 'static>(&self, message: M) {
+    pub fn post_to_others<M: Any + Send + Clone>(&self, message: M) {
         if let Some((group, me)) = &self.shared.group {
             for to in (0..group.len()).filter(|to| to != me) {
                 group.post(to, Box::new(message.clone()));
@@ -415,6 +583,38 @@ impl Ctx<'_> {
     /// open (even after its peer shuts down, or during a graceful stop)
     /// until its jobs are done. `None` if there is no pool or `conn` is
     /// gone.
+    ///
+    /// ```
+    /// use iomux::pool::{JobId, JobResult};
+    /// use iomux::{App, ConnId, Ctx};
+    ///
+    /// /// Counts the primes below each number a client sends, off the loop.
+    /// struct Primes;
+    ///
+    /// fn primes_below(n: u64) -> u64 {
+    ///     (2..n).filter(|&k| (2..k).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
+    /// }
+    ///
+    /// impl App for Primes {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         let Some(end) = input.iter().position(|&b| b == b'\n') else {
+    ///             return 0;
+    ///         };
+    ///         if !ctx.can_offload(conn) {
+    ///             return 0; // offered again once one of its jobs is back
+    ///         }
+    ///         let n: u64 = std::str::from_utf8(&input[..end]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    ///         ctx.offload(conn, move || Box::new(primes_below(n)) as JobResult);
+    ///         end + 1
+    ///     }
+    ///     fn on_job_done(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: JobId, result: JobResult) {
+    ///         if let Ok(count) = result.downcast::<u64>() {
+    ///             let _ = ctx.send(conn, format!("{count}\n").as_bytes());
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn offload<F>(&mut self, conn: ConnId, job: F) -> Option<JobId>
     where
         F: FnOnce() -> JobResult + Send + 'static,

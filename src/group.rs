@@ -1,9 +1,10 @@
 //! One loop per core: N loops in N threads that share nothing but a few
 //! counters and a mailbox each.
 //!
-//! Every loop has its own listening socket bound to the same address with
-//! `SO_REUSEPORT`, so the kernel spreads new connections across them (by a
-//! hash of the connection's addresses), and its own app, built by a
+//! On TCP every loop has its own listening socket bound to the same address
+//! with `SO_REUSEPORT`, so the kernel spreads new connections across them
+//! (by a hash of the connection's addresses); on a Unix-domain socket the
+//! loops share one listening socket. Each loop has its own app, built by a
 //! factory. Loops reach each other's clients by posting messages
 //! ([`crate::Ctx::post`], [`crate::Ctx::post_to_others`]): a message waits
 //! in the receiving loop's mailbox, its waker rings, and
@@ -14,7 +15,6 @@
 //! and each loop's counters (for one stats line with totals).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -25,7 +25,10 @@ use crate::config::Config;
 use crate::event_loop::EventLoop;
 use crate::mailbox::Group;
 pub use crate::mailbox::Message;
+use crate::net::Listener;
 use crate::stats::Stats;
+use crate::stop::{StopHandle, StopTarget};
+use crate::stream::Addr;
 
 /// How a group of loops ended: each loop's counters, by loop index.
 #[derive(Debug)]
@@ -45,11 +48,15 @@ impl GroupStats {
     }
 }
 
-/// A group of loops serving one address. Built with [`Threads::new`],
-/// started with [`Threads::run`].
+/// A group of loops serving one address. Built with [`Threads::bind`],
+/// started with [`Threads::run`]; stopped by a signal it was told to
+/// stop on, its [`Threads::stop_handle`], or an app's [`crate::Ctx::stop`]
+/// (which stops that loop).
 pub struct Threads {
-    listeners: Vec<TcpListener>,
-    local: SocketAddr,
+    listeners: Vec<Listener>,
+    local: Addr,
+    signals: Vec<i32>,
+    group: Arc<Group>,
 }
 
 impl std::fmt::Debug for Threads {
@@ -57,33 +64,92 @@ impl std::fmt::Debug for Threads {
         f.debug_struct("Threads")
             .field("local", &self.local)
             .field("loops", &self.listeners.len())
+            .field("signals", &self.signals)
             .finish()
     }
 }
 
 impl Threads {
-    /// `loops` listening sockets on `addr` with `SO_REUSEPORT` (port 0:
-    /// the first picks a port, the others join it).
-    pub fn new(addr: SocketAddr, loops: usize) -> io::Result<Threads> {
+    /// `loops` loops listening on `addr`. TCP: one socket each with
+    /// `SO_REUSEPORT` (port 0: the first picks a port, the others join
+    /// it), so the kernel spreads new connections across them. Unix-domain:
+    /// one socket, shared (the kernel has no `SO_REUSEPORT` for those; an
+    /// idle loop wakes for a connection another loop may take first).
+    ///
+    /// # Errors
+    /// `InvalidInput` for zero loops or an unnamed address; `AddrInUse`
+    /// if another server listens on `addr` (even with `SO_REUSEPORT`);
+    /// what `socket`, `bind` and `listen` say.
+    pub fn bind(addr: &Addr, loops: usize) -> io::Result<Threads> {
         if loops == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a group needs at least one loop",
             ));
         }
-        if addr.port() != 0 {
-            // SO_REUSEPORT would let this group share a port with another
-            // server's group without a word; a plain bind says if the port
-            // is taken. (Bound, not listening, and closed at once.)
-            crate::net::bind_probe(addr)?;
+        let listeners = match addr {
+            Addr::Tcp(tcp) => {
+                if tcp.port() != 0 {
+                    // SO_REUSEPORT would let this group share a port with
+                    // another server's group without a word; a plain bind
+                    // says if the port is taken. (Bound, not listening, and
+                    // closed at once.)
+                    crate::net::bind_probe(*tcp)?;
+                }
+                let first = crate::net::tcp_listener_reuseport(*tcp)?;
+                let local = first.local_addr()?;
+                let mut listeners = vec![Listener::Tcp(first)];
+                for _ in 1..loops {
+                    listeners.push(Listener::Tcp(crate::net::tcp_listener_reuseport(local)?));
+                }
+                listeners
+            }
+            _ => {
+                let first = crate::net::UnixListener::bind(addr)?;
+                let mut listeners = Vec::with_capacity(loops);
+                for _ in 1..loops {
+                    listeners.push(Listener::Unix(first.share()?));
+                }
+                listeners.insert(0, Listener::Unix(first));
+                listeners
+            }
+        };
+        let local = listeners[0].local_addr()?;
+        Ok(Threads {
+            listeners,
+            local,
+            signals: Vec::new(),
+            group: Arc::new(Group::new(loops)),
+        })
+    }
+
+    /// Stops the whole group gracefully when one of `signals` arrives (e.g.
+    /// [`crate::SIGINT`], [`crate::SIGTERM`]); without it, signals are
+    /// the program's business.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a signal that cannot be caught (`SIGKILL`,
+    /// `SIGSTOP`, or not a signal).
+    pub fn stop_on_signals(mut self, signals: &[i32]) -> io::Result<Threads> {
+        if let Some(&bad) = signals
+            .iter()
+            .find(|s| signal_hook::consts::FORBIDDEN.contains(s) || !(1..64).contains(*s))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("signal {bad} cannot be caught"),
+            ));
         }
-        let first = crate::net::tcp_listener_reuseport(addr)?;
-        let local = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..loops {
-            listeners.push(crate::net::tcp_listener_reuseport(local)?);
+        self.signals = signals.to_vec();
+        Ok(self)
+    }
+
+    /// Stops every loop of the group gracefully, from any thread (before
+    /// or while it runs).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            target: StopTarget::Group(self.group.clone()),
         }
-        Ok(Threads { listeners, local })
     }
 
     /// Number of loops.
@@ -91,16 +157,42 @@ impl Threads {
         self.listeners.len()
     }
 
-    /// The address the loops listen on (the real port).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// The address the loops listen on (for TCP, the real port).
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
     }
 
     /// Runs one loop per listener, each in its own thread with the app
     /// `make_app(index)` and `config` (`max_clients` counts the whole
-    /// group), stopping all of them on SIGINT/SIGTERM. `ready` runs once
-    /// every loop is up (with the backend's resolved name). Returns when
-    /// every loop has finished its graceful shutdown.
+    /// group). `ready` runs once every loop is up (with the backend's
+    /// resolved name). Returns when every loop has finished its graceful
+    /// shutdown.
+    ///
+    /// ```
+    /// use iomux::group::Threads;
+    /// use iomux::{App, Backend, Config, ConnId, Ctx};
+    ///
+    /// struct Echo;
+    /// impl App for Echo {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         let _ = ctx.send(conn, input);
+    ///         input.len()
+    ///     }
+    /// }
+    ///
+    /// let threads = Threads::bind(&"127.0.0.1:0".parse()?, 2)?;
+    /// // A real server adds `.stop_on_signals(&[iomux::SIGINT, iomux::SIGTERM])`.
+    /// let stop = threads.stop_handle();
+    /// let stats = threads.run(Backend::Auto, Config::default(), |_| Echo, |_backend| stop.stop())?;
+    /// assert_eq!(stats.loops.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An invalid `config`; a loop that could not start (the backend is
+    /// unavailable, no descriptors): then none runs; a loop that failed
+    /// while running, or panicked.
     pub fn run<A, F>(
         self,
         backend: Backend,
@@ -114,7 +206,7 @@ impl Threads {
     {
         config.validate()?;
         let loops = self.listeners.len();
-        let group = Arc::new(Group::new(loops));
+        let (group, signals) = (self.group, self.signals);
         let barrier = Barrier::new(loops + 1);
         let results = thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -122,13 +214,18 @@ impl Threads {
                 .into_iter()
                 .enumerate()
                 .map(|(index, listener)| {
-                    let (group, config, barrier, make_app) =
-                        (group.clone(), config.clone(), &barrier, &make_app);
+                    let member = Member {
+                        index,
+                        backend,
+                        config: config.clone(),
+                        signals: &signals,
+                        group: group.clone(),
+                        barrier: &barrier,
+                    };
+                    let make_app = &make_app;
                     thread::Builder::new()
                         .name(format!("iomux-loop-{index}"))
-                        .spawn_scoped(scope, move || {
-                            run_member(index, listener, backend, config, group, barrier, make_app)
-                        })
+                        .spawn_scoped(scope, move || member.run(listener, make_app))
                 })
                 .collect::<io::Result<_>>()?;
             barrier.wait();
@@ -150,34 +247,39 @@ impl Threads {
     }
 }
 
-/// One loop of a group: set up, wait for the others, run.
-fn run_member<A: App, F: Fn(usize) -> A>(
+/// What one loop of a group is started with.
+struct Member<'a> {
     index: usize,
-    listener: TcpListener,
     backend: Backend,
     config: Config,
+    signals: &'a [i32],
     group: Arc<Group>,
-    barrier: &Barrier,
-    make_app: &F,
-) -> io::Result<Stats> {
-    let setup = || -> io::Result<EventLoop<A::State>> {
-        let mut lp = EventLoop::new(backend, config)?;
-        lp.listen(listener)?;
-        lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        group.set_waker(index, lp.waker());
-        lp.join_group(group.clone(), index);
-        Ok(lp)
-    };
-    let built = setup();
-    if built.is_err() {
-        group.failed.store(true, Ordering::SeqCst);
+    barrier: &'a Barrier,
+}
+
+impl Member<'_> {
+    /// Sets the loop up, waits for the others, runs.
+    fn run<A: App, F: Fn(usize) -> A>(self, listener: Listener, make_app: &F) -> io::Result<Stats> {
+        let setup = || -> io::Result<EventLoop<A::State>> {
+            let mut lp = EventLoop::new(self.backend, self.config)?;
+            lp.listen(listener)?;
+            if !self.signals.is_empty() {
+                lp.stop_on_signals(self.signals)?;
+            }
+            lp.join_group(self.group.clone(), self.index);
+            Ok(lp)
+        };
+        let built = setup();
+        if built.is_err() {
+            self.group.failed.store(true, Ordering::SeqCst);
+        }
+        self.barrier.wait();
+        let mut lp = built?;
+        if self.group.failed.load(Ordering::SeqCst) {
+            return Ok(lp.stats()); // another loop could not start: none runs
+        }
+        let mut app = make_app(self.index);
+        lp.run(&mut app)?;
+        Ok(lp.stats())
     }
-    barrier.wait();
-    let mut lp = built?;
-    if group.failed.load(Ordering::SeqCst) {
-        return Ok(lp.stats()); // another loop could not start: none runs
-    }
-    let mut app = make_app(index);
-    lp.run(&mut app)?;
-    Ok(lp.stats())
 }

@@ -1,81 +1,67 @@
-//! iomux: a small I/O-multiplexing event loop, one thread for many sockets.
+//! iomux: one thread serving many sockets, over the kernel mechanism you
+//! choose at run time.
 //!
-//! The model, in the order data flows:
+//! - **Selectors**: one [`Selector`] trait with a backend per mechanism:
+//!   `select`, `poll`, `epoll` (level- and edge-triggered) and io_uring poll
+//!   requests ([`Backend`]), usable on their own like Python's `selectors`.
+//! - **An event loop** ([`EventLoop`]) that owns the sockets and their
+//!   buffers, and calls your protocol, an [`App`], with the bytes that came;
+//!   on the same contract it also runs io_uring's completion model, where
+//!   the kernel does the reads and sends itself ([`Backend::Uring`]).
+//! - Timers, signals, a [`Waker`], an offload pool for heavy handlers
+//!   ([`Ctx::offload`]), any descriptor ([`Ctx::watch`]), Unix-domain
+//!   sockets and outbound connects ([`Addr`], [`Ctx::connect`]), one loop
+//!   per core ([`group::Threads`]). The library prints nothing: it reports
+//!   through the [`log`](https://docs.rs/log) facade and return values.
 //!
-//! kernel event → [`selector`] (select, poll, epoll, epoll-et, uring-poll;
-//! chosen at run time by [`Backend`]) → [`EventLoop`] (token → connection,
-//! stale tokens dropped) → connection buffers (read budget, back-pressure) →
-//! [`App`] (your protocol) → connection output → socket.
-//!
-//! Or, on the completion driver (`Backend::Uring`), the kernel does the
-//! I/O itself: completion of a multishot receive into a shared ring of
-//! provided buffers → [`EventLoop`] (operation → connection) → [`App`],
-//! straight from the buffer → connection output → a send the ring owns
-//! until it completes. Same loop, same app contract, same tests.
+//! A server in twenty lines:
 //!
 //! ```no_run
+//! use iomux::net::Listener;
 //! use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, SIGINT, SIGTERM};
-//!
-//! /// Sends back what it gets.
-//! struct Echo;
-//!
-//! impl App for Echo {
-//!     type State = ();
-//!     fn name(&self) -> &'static str {
-//!         "echo"
-//!     }
-//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
-//!         ctx.send(conn, input);
-//!         input.len()
-//!     }
-//! }
-//!
-//! let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
-//! lp.listen(iomux::net::tcp_listener("127.0.0.1:8888".parse().unwrap())?)?;
-//! lp.stop_on_signals(&[SIGINT, SIGTERM])?;
-//! lp.run(&mut Echo)?;
-//! # Ok::<(), std::io::Error>(())
-//! ```
-//!
-//! Your own protocol is an [`App`]: bytes in, [`Ctx::send`] out.
-//!
-//! ```
-//! use iomux::{App, ConnId, Ctx};
 //!
 //! /// Answers every line with its length.
 //! struct LineLength;
 //!
 //! impl App for LineLength {
 //!     type State = (); // nothing kept per connection
-//!
-//!     fn name(&self) -> &'static str {
-//!         "line-length"
-//!     }
 //!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
 //!         let (lines, used) = iomux::app::split_lines(input);
 //!         for line in lines {
-//!             ctx.send(conn, format!("{}\n", line.len()).as_bytes());
+//!             let _ = ctx.send(conn, format!("{}\n", line.len()).as_bytes());
 //!         }
-//!         used // the unfinished tail comes back with the next bytes
+//!         used // an unfinished line comes back with the next bytes
 //!     }
 //! }
+//!
+//! let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
+//! lp.listen(Listener::bind(&"127.0.0.1:8888".parse()?)?)?;
+//! lp.stop_on_signals(&[SIGINT, SIGTERM])?;
+//! lp.run(&mut LineLength)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The contract an app can rely on (flow control both ways, unconsumed
-//! input offered again, limits told before they close, per-connection
-//! [`App::State`], timers, pause/resume) is written out in [`app`]; the
-//! `examples/` directory has an HTTP/1.1 and a RESP2 server built on it.
-//! Beyond accepted TCP: outbound connects ([`Ctx::connect`]), Unix-domain
-//! sockets ([`net::UnixListener`], [`Addr`]), and any descriptor
-//! ([`Ctx::watch`], [`source`]). One loop per core: [`group::Threads`].
-//! The library prints nothing: it reports through the [`log`] facade.
+//! # The contract in brief
+//! Written out in [`app`]. Input is offered to [`App::on_data`] only while
+//! the connection's output has room; what the app does not consume is
+//! offered again (with the next bytes, or without when it matters: output
+//! drained, reading resumed, end of stream). A reply is bounded by that
+//! flow control, output pushed to other connections by output limits. A
+//! limit is told to [`App::on_limit`] before the close, so an error reply
+//! can go out. Each connection has an [`App::State`], handed to its
+//! callbacks and given back to [`App::on_close`]. Every callback runs on
+//! the loop thread: a slow one stalls every client (the one weakness of
+//! the model), so heavy work goes to [`Ctx::offload`].
 //!
-//! A handler too heavy for the loop thread goes to the offload pool
-//! ([`Config::workers`], [`Ctx::offload`], [`App::on_job_done`]).
-//!
-//! The one weakness of the model (the seed text says it plainly): events
-//! are detected and handled on the same thread, so a slow handler stalls
-//! every client. Keep [`App`] callbacks short.
+//! # Platform
+//! Linux only. `select`, `poll`, `epoll` and `epoll-et` run on any Linux
+//! this crate builds for; `uring-poll` needs io_uring with multishot poll
+//! (Linux 5.13); `uring` needs multishot receive and provided-buffer rings
+//! (Linux 6.0), and bounds what a connection receives ahead of the app to
+//! one 64 KiB window from Linux 6.17 (older kernels: to the buffer ring,
+//! said once in the log). [`Backend::check`] says whether one runs here.
+//! `examples/` has an HTTP/1.1 server, a RESP2 (Redis-protocol) server and
+//! a TCP proxy built on this crate.
 
 #![warn(
     missing_docs,
@@ -95,7 +81,7 @@ mod config;
 mod conn;
 mod ctx;
 mod driver;
-pub mod event_loop;
+mod event_loop;
 pub mod group;
 pub mod limits;
 mod mailbox;
@@ -106,6 +92,7 @@ pub mod selector;
 mod shared;
 pub mod source;
 mod stats;
+mod stop;
 mod stream;
 mod timer;
 mod token;
@@ -115,14 +102,21 @@ mod waker;
 pub use app::App;
 pub use backend::{Backend, UnknownBackend};
 pub use config::Config;
-pub use conn::ConnId;
+pub use conn::{ConnId, Origin};
 pub use ctx::Ctx;
 pub use event_loop::{EventLoop, Status};
-pub use reason::{CloseReason, Limit};
-pub use selector::{Event, Events, Interest, Selector, Token};
-pub use signal_hook::consts::{SIGINT, SIGTERM};
+pub use reason::{CloseReason, Limit, SendError};
+pub use selector::{Event, Events, Interest, Ready, Selector, Token};
 pub use source::{Readiness, SourceId};
 pub use stats::Stats;
+pub use stop::StopHandle;
 pub use stream::Addr;
 pub use timer::TimerId;
-pub use waker::{StopHandle, Waker};
+pub use waker::Waker;
+
+/// The interrupt signal (Ctrl-C), for [`EventLoop::stop_on_signals`] and
+/// [`group::Threads::stop_on_signals`].
+pub const SIGINT: i32 = signal_hook::consts::SIGINT;
+/// The termination signal (`kill`, service managers), for
+/// [`EventLoop::stop_on_signals`] and [`group::Threads::stop_on_signals`].
+pub const SIGTERM: i32 = signal_hook::consts::SIGTERM;

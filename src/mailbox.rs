@@ -89,6 +89,8 @@ pub(crate) struct Group {
     pub clients: AtomicUsize,
     /// A loop failed to start: the others stop instead of running.
     pub failed: AtomicBool,
+    /// Every loop's stop flag (a group stops as one).
+    pub stop: std::sync::Arc<AtomicBool>,
     published: Vec<Published>,
 }
 
@@ -108,14 +110,29 @@ impl Group {
                 .collect(),
             clients: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            stop: std::sync::Arc::new(AtomicBool::new(false)),
             published: (0..loops).map(|_| Published::default()).collect(),
         }
     }
 
-    /// Gives loop `index` the waker its mailbox rings (once).
+    /// Gives loop `index` the waker its mailbox rings (once). A stop asked
+    /// before the loop had a waker rings it now.
     pub(crate) fn set_waker(&self, index: usize, waker: Waker) {
         if let Some(mailbox) = self.mailboxes.get(index) {
             let _ = mailbox.waker.set(waker);
+            if self.stop.load(Ordering::SeqCst)
+                && let Some(waker) = mailbox.waker.get()
+            {
+                let _ = waker.ring();
+            }
+        }
+    }
+
+    /// Asks every loop to stop (see [`crate::StopHandle`]).
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for waker in self.mailboxes.iter().filter_map(|m| m.waker.get()) {
+            let _ = waker.ring();
         }
     }
 

@@ -1,4 +1,5 @@
-//! Socket set-up helpers.
+//! Sockets: where the loop listens ([`Listener`]), what it adopts
+//! ([`Stream`]), and the set-up helpers behind them.
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
 use std::io;
@@ -8,18 +9,101 @@ use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
 use std::path::PathBuf;
 
 use crate::stream::Addr;
+pub use crate::stream::Stream;
+
+/// A listening socket the loop accepts from: TCP or Unix-domain. Made by
+/// [`Listener::bind`] from any [`Addr`], or from a socket you set up
+/// yourself (`TcpListener` and [`UnixListener`] convert with `into()`).
+///
+/// ```
+/// use iomux::net::Listener;
+///
+/// let tcp = Listener::bind(&"127.0.0.1:0".parse()?)?;
+/// assert!(matches!(tcp.local_addr()?, iomux::Addr::Tcp(a) if a.port() != 0));
+/// let unix = Listener::bind(&"unix:@iomux-doc-listener".parse()?)?;
+/// assert_eq!(unix.local_addr()?.to_string(), "unix:@iomux-doc-listener");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP, as made by [`tcp_listener`].
+    Tcp(TcpListener),
+    /// Unix-domain, a path or an abstract name.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Listens on `addr`: TCP with `SO_REUSEADDR` and a deep backlog, or a
+    /// Unix-domain socket (see [`UnixListener::bind`]).
+    ///
+    /// # Errors
+    /// What `socket`, `bind` and `listen` say (`AddrInUse`, a permission
+    /// error, ...); `InvalidInput` for an [`Addr::UnnamedUnix`], which
+    /// names no place to listen.
+    pub fn bind(addr: &Addr) -> io::Result<Listener> {
+        match addr {
+            Addr::Tcp(tcp) => tcp_listener(*tcp).map(Listener::Tcp),
+            _ => UnixListener::bind(addr).map(Listener::Unix),
+        }
+    }
+
+    /// Where it listens (for TCP, with the port the kernel picked).
+    ///
+    /// # Errors
+    /// `getsockname` failing on a TCP socket (it does not, in practice).
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Addr::Tcp),
+            Listener::Unix(l) => Ok(l.local_addr().clone()),
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Listener {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Listener {
+        Listener::Unix(l)
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
 
 /// Backlog asked of `listen(2)`; the kernel caps it at `somaxconn`. Large,
 /// so that thousands of clients connecting at once are queued, not dropped.
 pub const BACKLOG: i32 = 4096;
 
 /// A listening TCP socket on `addr` with `SO_REUSEADDR` and a deep backlog.
+///
+/// # Errors
+/// What `socket`, `bind` and `listen` say (`AddrInUse`, ...).
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     listener(addr, false)
 }
 
 /// [`tcp_listener`] with `SO_REUSEPORT`: several such sockets may listen
 /// on one address, and the kernel spreads new connections across them.
+///
+/// # Errors
+/// As [`tcp_listener`].
 pub fn tcp_listener_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     listener(addr, true)
 }
@@ -125,6 +209,10 @@ impl UnixListener {
     /// left by a server that is gone (nothing accepts on it) is replaced,
     /// as other servers do; one a running server listens on is refused
     /// (`AddrInUse`), and so is a path that is not a socket.
+    ///
+    /// # Errors
+    /// `AddrInUse` and `AlreadyExists` as above, `InvalidInput` for a TCP
+    /// or unnamed address, and what `bind` and `listen` say.
     pub fn bind(addr: &Addr) -> io::Result<UnixListener> {
         let socket = match addr {
             Addr::Unix(path) => {
@@ -161,6 +249,16 @@ impl UnixListener {
 
     pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
         self.socket.set_nonblocking(true)
+    }
+
+    /// Another handle on the same listening socket, for another loop of a
+    /// group; the file is removed by the original only.
+    pub(crate) fn share(&self) -> io::Result<UnixListener> {
+        Ok(UnixListener {
+            socket: self.socket.try_clone()?,
+            path: None,
+            addr: self.addr.clone(),
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The offload pool: worker threads for handlers too heavy for the loop.
 //!
-//! The seed's one weakness of I/O multiplexing is that detection and
+//! The one weakness of I/O multiplexing is that detection and
 //! handling share a thread. An app hands heavy work to the pool with
 //! [`crate::Ctx::offload`]; the loop goes on serving everyone else. A
 //! worker runs the job, queues the result and rings the loop's
@@ -20,11 +20,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 pub type JobResult = Box<dyn Any + Send>;
 
 /// A job given to the pool.
-pub type Job = Box<dyn FnOnce() -> JobResult + Send>;
+pub(crate) type Job = Box<dyn FnOnce() -> JobResult + Send>;
 
-/// Identifies an offloaded job.
+/// Identifies an offloaded job: returned by [`crate::Ctx::offload`],
+/// handed back with its result. Ids grow in the order jobs were given.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobId(pub u64);
+pub struct JobId(u64);
+
+impl JobId {
+    /// A number for logs and maps.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
 
 /// The result of a job that panicked (the worker survives it).
 #[derive(Debug)]

@@ -74,3 +74,36 @@ impl CloseReason {
         }
     }
 }
+
+/// Why [`crate::Ctx::send`] did not queue data (or queued it and the
+/// connection is now over its limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No such connection: it closed (or the id is stale).
+    Gone,
+    /// The connection is closing: the app closed it, it is draining its
+    /// last reply, or it is shutting down with the loop; only its own
+    /// callbacks may still add to a last reply.
+    Closing,
+    /// Its write side is shut, or will be once its output is written
+    /// ([`crate::Ctx::shutdown_after_flush`]).
+    WriteShut,
+    /// This data was queued, and took the pushed output over the
+    /// connection's limit: it will be closed (the app hears of it in
+    /// [`crate::App::on_limit`]).
+    OverLimit,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Gone => "the connection is gone",
+            SendError::Closing => "the connection is closing",
+            SendError::WriteShut => "the connection's write side is shut",
+            SendError::OverLimit => "the connection went over its output limit",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}

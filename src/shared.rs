@@ -4,15 +4,15 @@
 //! per-connection app state, so a callback can borrow it and its own
 //! connection's state at once.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnId, Flags, Phase};
+use crate::conn::{Conn, ConnId, Flags, Origin, Phase};
 use crate::driver::Driver;
 use crate::mailbox::Group;
 use crate::pool::Pool;
@@ -20,7 +20,7 @@ use crate::reason::{CloseReason, Limit};
 use crate::selector::{Interest, Token};
 use crate::source::{Owned, SourceId, Sources};
 use crate::stats::Stats;
-use crate::stream::{Peer, Stream};
+use crate::stream::{Addr, Peer, Stream};
 use crate::timer::{TimerId, Timers};
 use crate::token;
 
@@ -39,9 +39,9 @@ pub(crate) enum TimerKind {
     Connect(ConnId),
     ResumeAccept,
     Stats,
-    /// [`Ctx::set_timer`].
+    /// [`Ctx::set_timer`], with the app's tag.
     App(u64),
-    /// [`Ctx::set_conn_timer`].
+    /// [`Ctx::set_conn_timer`], with the app's tag.
     Conn(ConnId, u64),
 }
 
@@ -58,6 +58,13 @@ impl TimerKind {
             TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
         }
     }
+}
+
+/// What is left of a connection while the app is told of its close.
+pub(crate) struct Closed {
+    pub id: ConnId,
+    pub peer: Peer,
+    pub origin: Origin,
 }
 
 /// The part of the loop apps may touch: everything but the selector, the
@@ -92,6 +99,12 @@ pub(crate) struct Shared {
     /// The connection whose own callback runs now: what is sent to it
     /// is a reply (bounded by flow control), not pushed output.
     pub serving: Option<ConnId>,
+    /// The connection whose callback runs now, reply or not (the `by` of
+    /// a connect it asks for).
+    pub current: Option<ConnId>,
+    /// The connection whose `on_close` runs now: gone from the table, but
+    /// its peer and origin are still asked for.
+    pub closed: Option<Closed>,
     /// The app's own descriptors.
     pub sources: Sources,
     /// Generation of the newest connection id.
@@ -131,6 +144,8 @@ impl Shared {
             pool,
             backend,
             serving: None,
+            current: None,
+            closed: None,
             group: None,
             generation: 0,
             sources: Sources::default(),
@@ -186,21 +201,32 @@ impl Shared {
         }
     }
 
-    /// Puts a stream in the table and watches it, in `phase` (`Open`, or
-    /// `Connecting` for an outbound connect in progress). Its app state
+    /// Puts a stream in the table and watches it: `Open`, or
+    /// `Connecting` for an outbound connect in progress. Its app state
     /// slot is already `Default`: a closing connection's state is taken.
     pub(crate) fn insert_conn(
         &mut self,
         driver: &mut Driver,
         stream: Stream,
         peer: Peer,
-        phase: Phase,
+        origin: Origin,
     ) -> io::Result<ConnId> {
         self.generation = (self.generation + 1) & 0x7fff_ffff;
         let entry = self.conns.vacant_entry();
         let id = ConnId::new(entry.key(), self.generation);
         let mut conn = Conn::new(stream, peer, id);
-        conn.phase = phase;
+        match origin {
+            Origin::Accepted => {}
+            Origin::Adopted => conn.set(Flags::ADOPTED, true),
+            Origin::Connected { by } => {
+                conn.phase = Phase::Connecting;
+                conn.set(Flags::CONNECTED, true);
+                if by.is_some() {
+                    conn.io_or_new(self.now).opened_by = by;
+                }
+            }
+        }
+        let connecting = conn.phase == Phase::Connecting;
         driver.add_conn(&mut conn, id)?;
         entry.insert(conn);
         // Its first flush, before the loop sleeps, sets up what the driver
@@ -215,44 +241,37 @@ impl Shared {
         if let Some(timeout) = self.config.idle_timeout {
             self.add_timer(timeout, TimerKind::Idle(id));
         }
-        if phase == Phase::Connecting
-            && let Some(timeout) = self.config.connect_timeout
-        {
+        if connecting && let Some(timeout) = self.config.connect_timeout {
             self.add_timer(timeout, TimerKind::Connect(id));
         }
         Ok(id)
     }
 
-    /// Starts a non-blocking connect to `addr`; the connection is
-    /// `Connecting` until its socket turns writable.
-    pub(crate) fn connect(&mut self, driver: &mut Driver, addr: SocketAddr) -> io::Result<ConnId> {
-        let stream = crate::net::tcp_connect_started(addr)?;
-        if self.config.nodelay {
-            let _ = stream.set_nodelay(true);
-        }
-        // Even a connect that finished at once is told through the
-        // writable event, so every outcome takes one path.
-        self.insert_conn(driver, Stream::Tcp(stream), addr.into(), Phase::Connecting)
-    }
-
-    /// [`Shared::connect`] for any place a server listens: TCP, a
-    /// Unix-domain path or an abstract name. A Unix-domain connect is
-    /// finished (or failed) by the time it returns, but it is told through
-    /// the writable event all the same, so every outcome takes one path.
-    pub(crate) fn connect_addr(
+    /// Starts a non-blocking connect to `addr`, for connection `by`: the
+    /// connection is `Connecting` until its socket turns writable. Even a
+    /// connect that finished at once (a Unix-domain one always does) is
+    /// told through the writable event, so every outcome takes one path.
+    pub(crate) fn connect(
         &mut self,
         driver: &mut Driver,
-        addr: &crate::stream::Addr,
+        addr: &Addr,
+        by: Option<ConnId>,
     ) -> io::Result<ConnId> {
-        if let crate::stream::Addr::Tcp(tcp) = addr {
-            return self.connect(driver, *tcp);
-        }
-        let stream = crate::net::unix_connect_started(addr)?;
+        let stream = match addr {
+            Addr::Tcp(tcp) => {
+                let stream = crate::net::tcp_connect_started(*tcp)?;
+                if self.config.nodelay {
+                    let _ = stream.set_nodelay(true);
+                }
+                Stream::Tcp(stream)
+            }
+            _ => Stream::Unix(crate::net::unix_connect_started(addr)?),
+        };
         self.insert_conn(
             driver,
-            Stream::Unix(stream),
+            stream,
             addr.clone().into(),
-            Phase::Connecting,
+            Origin::Connected { by },
         )
     }
 
@@ -317,15 +336,19 @@ impl Shared {
         Ok(())
     }
 
-    /// Stops watching source `id` and gives its owner back (deregistered
-    /// before it can be closed: epoll watches open descriptions).
-    pub(crate) fn unwatch_source(
+    /// Stops watching source `id` and gives its descriptor back as the
+    /// `T` it was given as (deregistered before it can be closed: epoll
+    /// watches open descriptions); one of another type stays watched.
+    pub(crate) fn unwatch_source<T: Any>(
         &mut self,
         driver: &mut Driver,
         id: SourceId,
-    ) -> Option<Box<dyn Owned>> {
+    ) -> Option<T> {
+        if !self.sources.get(id)?.owner.as_any().is::<T>() {
+            return None;
+        }
         let entry = self.sources.remove(id)?;
         let _ = driver.selector().deregister(entry.owner.fd());
-        Some(entry.owner)
+        entry.owner.into_any().downcast::<T>().ok().map(|b| *b)
     }
 }

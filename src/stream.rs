@@ -9,10 +9,26 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-/// A connected stream socket.
-pub(crate) enum Stream {
+/// A connected stream socket of either kind, as [`crate::EventLoop::adopt`]
+/// takes it (`TcpStream` and `UnixStream` convert with `into()`).
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
     Tcp(TcpStream),
+    /// A Unix-domain connection.
     Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Tcp(s)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Stream {
+        Stream::Unix(s)
+    }
 }
 
 impl Stream {
@@ -101,9 +117,44 @@ impl fmt::Display for Addr {
     }
 }
 
+impl From<SocketAddr> for Addr {
+    fn from(addr: SocketAddr) -> Addr {
+        Addr::Tcp(addr)
+    }
+}
+
+impl From<&Addr> for Addr {
+    fn from(addr: &Addr) -> Addr {
+        addr.clone()
+    }
+}
+
+/// Parses `127.0.0.1:8888`, `[::1]:8888`, `unix:/path` and `unix:@name`
+/// (a TCP address must be numeric: no name lookup).
+///
+/// ```
+/// use iomux::Addr;
+///
+/// assert_eq!("unix:@demo".parse::<Addr>(), Ok(Addr::Abstract("demo".into())));
+/// assert!(matches!("127.0.0.1:8888".parse::<Addr>(), Ok(Addr::Tcp(_))));
+/// assert!("localhost:80".parse::<Addr>().is_err());
+/// ```
+impl std::str::FromStr for Addr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Addr, String> {
+        match Addr::parse_unix(s) {
+            Some(parsed) => parsed,
+            None => s.parse::<SocketAddr>().map(Addr::Tcp).map_err(|e| {
+                format!("{s:?} is not an address (IP:PORT, unix:PATH or unix:@NAME): {e}")
+            }),
+        }
+    }
+}
+
 impl Addr {
     /// Parses the `unix:` forms; `None` for anything else (a TCP address,
-    /// which the caller resolves).
+    /// which the caller resolves: a host name, say). `Some(Err)` says what
+    /// is missing (`unix:` without a path, `unix:@` without a name).
     pub fn parse_unix(s: &str) -> Option<Result<Addr, String>> {
         let rest = s.strip_prefix("unix:")?;
         Some(match rest.strip_prefix('@') {

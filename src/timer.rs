@@ -14,11 +14,25 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-/// Names one armed timer; returned by the calls that set one.
+/// Names one armed timer: returned by the calls that set one, and handed
+/// to the callback when it fires, with the tag it was set with.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId {
     key: u32,
     seq: u32,
+    tag: u64,
+}
+
+impl TimerId {
+    /// The tag given when the timer was set (what kind of timer it is,
+    /// for an app that sets several).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    pub(crate) fn tagged(self, tag: u64) -> TimerId {
+        TimerId { tag, ..self }
+    }
 }
 
 struct Entry<T> {
@@ -54,7 +68,7 @@ impl<T> Timers<T> {
         let seq = self.seq;
         let key = self.entries.insert(Entry { seq, what }) as u32;
         self.heap.push(Reverse((at, self.added, key, seq)));
-        TimerId { key, seq }
+        TimerId { key, seq, tag: 0 }
     }
 
     /// Disarms `id`; returns its payload, or `None` if it already fired or
@@ -116,14 +130,14 @@ impl<T> Timers<T> {
             .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Removes and returns one entry due at or before `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<T> {
+    /// Removes and returns one entry due at or before `now`, with its id.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerId, T)> {
         self.skip_dead();
         match self.heap.peek() {
-            Some(Reverse((at, _, key, _))) if *at <= now => {
-                let key = *key as usize;
+            Some(&Reverse((at, _, key, seq))) if at <= now => {
                 self.heap.pop();
-                Some(self.entries.remove(key).what)
+                let what = self.entries.remove(key as usize).what;
+                Some((TimerId { key, seq, tag: 0 }, what))
             }
             _ => None,
         }
@@ -150,6 +164,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_due_timer_comes_back_with_the_id_it_was_set_with() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let late = t.add(t0 + Duration::from_millis(20), "late");
+        let early = t.add(t0 + Duration::from_millis(10), "early");
+        assert_ne!(late, early);
+        let later = t0 + Duration::from_millis(30);
+        assert_eq!(t.pop_due(later), Some((early, "early")));
+        assert_eq!(t.pop_due(later), Some((late, "late")));
+    }
+
+    #[test]
     fn pops_in_deadline_order_and_only_when_due() {
         let t0 = Instant::now();
         let mut t = Timers::default();
@@ -157,11 +183,11 @@ mod tests {
         t.add(t0 + Duration::from_millis(10), "a");
         t.add(t0 + Duration::from_millis(20), "b");
         assert_eq!(t.next_timeout(t0), Some(Duration::from_millis(10)));
-        assert_eq!(t.pop_due(t0), None);
+        assert_eq!(t.pop_due(t0).map(|(_, w)| w), None);
         let later = t0 + Duration::from_millis(25);
-        assert_eq!(t.pop_due(later), Some("a"));
-        assert_eq!(t.pop_due(later), Some("b"));
-        assert_eq!(t.pop_due(later), None);
+        assert_eq!(t.pop_due(later).map(|(_, w)| w), Some("a"));
+        assert_eq!(t.pop_due(later).map(|(_, w)| w), Some("b"));
+        assert_eq!(t.pop_due(later).map(|(_, w)| w), None);
         assert_eq!(t.len(), 1);
         assert_eq!(
             t.next_timeout(t0 + Duration::from_secs(1)),
@@ -176,14 +202,14 @@ mod tests {
         for i in [5, 1, 3] {
             t.add(t0, i);
         }
-        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0)).collect();
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0).map(|(_, w)| w)).collect();
         assert_eq!(order, vec![5, 1, 3]);
         assert_eq!(t.len(), 0);
         for i in 0..10 {
             t.add(t0, i);
         }
         t.retain(|i| i % 3 == 0);
-        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0)).collect();
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(t0).map(|(_, w)| w)).collect();
         assert_eq!(order, vec![0, 3, 6, 9]);
     }
 
@@ -200,9 +226,9 @@ mod tests {
         let c = t.add(t0 + Duration::from_millis(1), "c");
         assert_eq!(t.cancel(a), None);
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(t.pop_due(later), Some("c"));
+        assert_eq!(t.pop_due(later).map(|(_, w)| w), Some("c"));
         assert_eq!(t.cancel(c), None, "a fired timer cannot be cancelled");
-        assert_eq!(t.pop_due(later), Some("b"));
+        assert_eq!(t.pop_due(later).map(|(_, w)| w), Some("b"));
         assert_eq!(t.cancel(b), None);
         assert_eq!(t.len(), 0);
     }

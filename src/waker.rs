@@ -46,6 +46,10 @@ impl Waker {
 
     /// Makes the loop's next wait return (or the current one) and calls
     /// [`crate::App::on_wake`] there.
+    ///
+    /// # Errors
+    /// Writing the eventfd failed (it does not, short of a closed loop's
+    /// descriptor being reused).
     pub fn wake(&self) -> io::Result<()> {
         self.inner.by_user.store(true, Ordering::SeqCst);
         self.ring()
@@ -71,21 +75,6 @@ impl Waker {
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.inner.fd.as_fd()
-    }
-}
-
-/// Asks a running loop to shut down gracefully, from any thread.
-#[derive(Clone, Debug)]
-pub struct StopHandle {
-    pub(crate) requested: Arc<AtomicBool>,
-    pub(crate) waker: Waker,
-}
-
-impl StopHandle {
-    /// Starts the graceful shutdown (stop accepting, flush, close).
-    pub fn stop(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.ring();
     }
 }
 

@@ -48,13 +48,17 @@ impl App for Client {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let id = match &self.target {
             Addr::Tcp(tcp) => ctx.connect(*tcp),
-            other => ctx.connect_addr(other),
+            other => ctx.connect(other),
         }
         .expect("a connect starts");
-        assert!(ctx.send(id, b"hello\n"), "output may wait for the connect");
+        assert_eq!(
+            ctx.send(id, b"hello\n"),
+            Ok(()),
+            "output may wait for the connect"
+        );
         self.id = Some(id);
     }
-    fn on_open(&mut self, _: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, _: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.seen.opened.push(conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -214,11 +218,11 @@ fn connect_unix_errors_come_back_at_once(backend: &str) {
     let path = socket_path("connect-unix-errors", backend);
     let backend: Backend = backend.parse().expect("a backend");
     let mut lp: EventLoop = EventLoop::new(backend, Config::default()).expect("the loop");
-    let missing = lp.connect_addr(&Addr::Unix(path.clone())).unwrap_err();
+    let missing = lp.connect(Addr::Unix(path.clone())).unwrap_err();
     assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "{missing}");
     let gone = std::os::unix::net::UnixListener::bind(&path).unwrap();
     drop(gone); // the file stays, nobody listens
-    let refused = lp.connect_addr(&Addr::Unix(path.clone())).unwrap_err();
+    let refused = lp.connect(Addr::Unix(path.clone())).unwrap_err();
     assert_eq!(
         refused.kind(),
         std::io::ErrorKind::ConnectionRefused,
@@ -237,7 +241,7 @@ fn connect_unix_errors_come_back_at_once(backend: &str) {
     rustix::net::listen(&fd, 0).unwrap();
     let mut queued = Vec::new();
     let full = loop {
-        match lp.connect_addr(&Addr::Unix(path.clone())) {
+        match lp.connect(Addr::Unix(path.clone())) {
             Ok(id) => queued.push(id),
             Err(e) => break e,
         }
@@ -246,7 +250,7 @@ fn connect_unix_errors_come_back_at_once(backend: &str) {
     assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "{full}");
     assert!(full.to_string().contains("accept queue is full"), "{full}");
     assert!(!queued.is_empty(), "the first connect was queued");
-    let invalid = lp.connect_addr(&Addr::UnnamedUnix(1)).unwrap_err();
+    let invalid = lp.connect(Addr::UnnamedUnix(1)).unwrap_err();
     assert_eq!(invalid.kind(), std::io::ErrorKind::InvalidInput);
     drop(fd);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());

@@ -361,7 +361,7 @@ impl App for OnePerCall {
     fn name(&self) -> &'static str {
         "one-per-call"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -371,7 +371,7 @@ impl App for OnePerCall {
         };
         let mut reply = b"+".to_vec();
         reply.extend_from_slice(&input[..=end]);
-        ctx.send(conn, &reply);
+        let _ = ctx.send(conn, &reply);
         end + 1
     }
     fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
@@ -459,7 +459,7 @@ impl App for Bounded {
     fn name(&self) -> &'static str {
         "bounded"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         if let Some(socket) = ctx.socket(conn) {
             let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, 1 << 20);
         }
@@ -471,9 +471,9 @@ impl App for Bounded {
                 break;
             };
             if &input[used..used + end] == b"big" {
-                ctx.send(conn, &vec![b'b'; 1 << 20]);
+                let _ = ctx.send(conn, &vec![b'b'; 1 << 20]);
             } else {
-                ctx.send(conn, &input[used..=used + end]);
+                let _ = ctx.send(conn, &input[used..=used + end]);
             }
             used += end + 1;
         }
@@ -551,7 +551,7 @@ impl App for Values {
     fn name(&self) -> &'static str {
         "values"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -571,7 +571,7 @@ impl App for Values {
                 ctx.close_because(conn, "bad request");
                 return used;
             };
-            ctx.send(conn, &value(index, self.len));
+            let _ = ctx.send(conn, &value(index, self.len));
             self.served.fetch_add(1, Ordering::Relaxed);
             self.max_pending
                 .fetch_max(ctx.pending_output(conn), Ordering::Relaxed);
@@ -754,7 +754,7 @@ impl App for Pusher {
     fn name(&self) -> &'static str {
         "pusher"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         if let Some(socket) = ctx.socket(conn) {
             let _ = rustix::net::sockopt::set_socket_send_buffer_size(socket, 16 * 1024);
         }
@@ -764,7 +764,7 @@ impl App for Pusher {
         let (lines, used) = lines(input);
         for line in lines {
             if line == "ping" {
-                ctx.send(conn, b"pong\n");
+                let _ = ctx.send(conn, b"pong\n");
             } else if let Some(n) = line.strip_prefix("push ").and_then(|n| n.parse().ok()) {
                 ctx.broadcast(&vec![b'p'; n], Some(conn));
                 let peers: Vec<ConnId> = self.rec.peers.keys().copied().collect();
@@ -777,7 +777,7 @@ impl App for Pusher {
                         }
                     }
                 }
-                ctx.send(conn, b"pushed\n");
+                let _ = ctx.send(conn, b"pushed\n");
             } else {
                 ctx.close_because(conn, "bad request");
             }
@@ -787,7 +787,7 @@ impl App for Pusher {
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), limit: Limit) {
         self.rec.note(ctx, conn, Ev::Limit(limit));
         if let Some(reply) = self.limit_reply {
-            ctx.send(conn, reply);
+            let _ = ctx.send(conn, reply);
         }
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
@@ -1103,20 +1103,20 @@ impl App for Sizer {
     fn name(&self) -> &'static str {
         "sizer"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         let (lines, used) = lines(input);
         for line in lines {
-            ctx.send(conn, format!("ok {}\n", line.len()).as_bytes());
+            let _ = ctx.send(conn, format!("ok {}\n", line.len()).as_bytes());
         }
         used
     }
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), limit: Limit) {
         self.rec.note(ctx, conn, Ev::Limit(limit));
         if let Some(reply) = self.reply {
-            ctx.send(conn, reply);
+            let _ = ctx.send(conn, reply);
         }
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
@@ -1222,7 +1222,7 @@ impl App for Pauser {
     fn name(&self) -> &'static str {
         "pauser"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -1234,10 +1234,10 @@ impl App for Pauser {
             if line == "pause" {
                 ctx.pause_reading(conn);
                 ctx.set_conn_timer(conn, self.resume, RESUME);
-                ctx.send(conn, b"paused\n");
+                let _ = ctx.send(conn, b"paused\n");
                 return used;
             } else if let Some(n) = line.strip_prefix("big ").and_then(|n| n.parse().ok()) {
-                ctx.send(conn, &vec![b'b'; n]);
+                let _ = ctx.send(conn, &vec![b'b'; n]);
                 let full = ctx.output_full(conn);
                 self.rec.note(ctx, conn, Ev::Note(format!("full {full}")));
                 if full {
@@ -1245,15 +1245,15 @@ impl App for Pauser {
                     return used;
                 }
             } else {
-                ctx.send(conn, format!("got {line}\n").as_bytes());
+                let _ = ctx.send(conn, format!("got {line}\n").as_bytes());
             }
         }
         used
     }
-    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: u64) {
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: TimerId) {
         self.rec
-            .note(ctx, conn, Ev::ConnTimer(timer, String::new()));
-        if timer == RESUME {
+            .note(ctx, conn, Ev::ConnTimer(timer.tag(), String::new()));
+        if timer.tag() == RESUME {
             ctx.resume_reading(conn);
         }
     }
@@ -1424,7 +1424,7 @@ impl App for Ahead {
     fn name(&self) -> &'static str {
         "ahead"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
         ctx.pause_reading(conn);
         ctx.set_conn_timer(conn, Duration::from_millis(200), RESUME);
@@ -1438,8 +1438,8 @@ impl App for Ahead {
         }
         input.len()
     }
-    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: u64) {
-        match (timer, self.phase) {
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: TimerId) {
+        match (timer.tag(), self.phase) {
             (RESUME, AheadPhase::Held) => self.phase = AheadPhase::Resumed,
             (MEASURE, AheadPhase::Paused) => {
                 let ahead = ctx.stats().bytes_in - self.taken;
@@ -1591,7 +1591,7 @@ impl App for Timed {
     fn name(&self) -> &'static str {
         "timed"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut TimerState) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut TimerState, _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(
@@ -1631,19 +1631,27 @@ impl App for Timed {
                 }
                 _ => "?".to_string(),
             };
-            ctx.send(conn, format!("{reply}\n").as_bytes());
+            let _ = ctx.send(conn, format!("{reply}\n").as_bytes());
         }
         used
     }
-    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, st: &mut TimerState, id: u64) {
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, st: &mut TimerState, t: TimerId) {
+        let id = t.tag();
+        assert_eq!(
+            st.timers.get(&id),
+            Some(&t),
+            "fired as set_conn_timer named it"
+        );
         self.rec
             .note(ctx, conn, Ev::ConnTimer(id, st.label.clone()));
-        ctx.send(conn, format!("fired {id}\n").as_bytes());
+        let _ = ctx.send(conn, format!("fired {id}\n").as_bytes());
     }
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, t: TimerId) {
+        let id = t.tag();
         self.rec.global(ctx, Ev::Timer(id));
-        if let Some(&(_, conn)) = self.global.get(&id) {
-            ctx.send(conn, format!("gfired {id}\n").as_bytes());
+        if let Some(&(armed, conn)) = self.global.get(&id) {
+            assert_eq!(armed, t, "fired as set_timer named it");
+            let _ = ctx.send(conn, format!("gfired {id}\n").as_bytes());
         }
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: TimerState, reason: &CloseReason) {
@@ -1775,7 +1783,7 @@ impl App for Counter {
     fn name(&self) -> &'static str {
         "counter"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut Count) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut Count, _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, st: &mut Count, input: &[u8]) -> usize {
@@ -1784,10 +1792,10 @@ impl App for Counter {
             match line.as_str() {
                 "n" => {
                     st.0 += 1;
-                    ctx.send(conn, format!("{}\n", st.0).as_bytes());
+                    let _ = ctx.send(conn, format!("{}\n", st.0).as_bytes());
                 }
                 "quit" => {
-                    ctx.send(conn, b"bye\n");
+                    let _ = ctx.send(conn, b"bye\n");
                     ctx.close_after_flush(conn);
                 }
                 _ => ctx.close_because(conn, format!("bad request {line:?}")),
@@ -1887,7 +1895,7 @@ impl App for Flooder {
     fn name(&self) -> &'static str {
         "flooder"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut bool) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut bool, _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(
@@ -1904,17 +1912,17 @@ impl App for Flooder {
             match line.as_str() {
                 "flood" => {
                     *flooding = true;
-                    ctx.send(conn, &vec![b'f'; FLOOD]);
+                    let _ = ctx.send(conn, &vec![b'f'; FLOOD]);
                 }
                 "burst" => {
-                    ctx.send(conn, &vec![b'f'; BURST]);
+                    let _ = ctx.send(conn, &vec![b'f'; BURST]);
                 }
                 "pause" => {
                     ctx.pause_reading(conn);
-                    ctx.send(conn, b"paused\n");
+                    let _ = ctx.send(conn, b"paused\n");
                 }
                 _ => {
-                    ctx.send(conn, b"ok\n");
+                    let _ = ctx.send(conn, b"ok\n");
                 }
             }
         }
@@ -1923,7 +1931,7 @@ impl App for Flooder {
     fn on_drain(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, flooding: &mut bool) {
         self.rec.note(ctx, conn, Ev::Drain);
         if *flooding {
-            ctx.send(conn, &vec![b'f'; FLOOD]);
+            let _ = ctx.send(conn, &vec![b'f'; FLOOD]);
         }
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: bool, reason: &CloseReason) {
@@ -2052,7 +2060,7 @@ impl App for Sleepy {
     fn name(&self) -> &'static str {
         "sleepy"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
@@ -2084,7 +2092,7 @@ impl App for Sleepy {
     ) {
         let ms = result.downcast::<u64>().map_or(u64::MAX, |ms| *ms);
         self.rec.note(ctx, conn, Ev::JobDone);
-        ctx.send(conn, format!("slept {ms}\n").as_bytes());
+        let _ = ctx.send(conn, format!("slept {ms}\n").as_bytes());
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
         self.rec.close(ctx, conn, reason);
@@ -2154,14 +2162,14 @@ impl App for Waking {
     fn name(&self) -> &'static str {
         "waking"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         let (lines, used) = lines(input);
         for _ in lines {
             if ctx.offload(conn, || Box::new(7u32) as JobResult).is_none() {
-                ctx.send(conn, b"no pool\n");
+                let _ = ctx.send(conn, b"no pool\n");
             }
         }
         used
@@ -2176,7 +2184,7 @@ impl App for Waking {
     ) {
         self.rec.note(ctx, conn, Ev::JobDone);
         let value = result.downcast::<u32>().map_or(0, |v| *v);
-        ctx.send(conn, format!("done {value}\n").as_bytes());
+        let _ = ctx.send(conn, format!("done {value}\n").as_bytes());
     }
     fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
         self.rec.global(ctx, Ev::Wake);
@@ -2228,12 +2236,12 @@ impl App for Quiet {
     fn name(&self) -> &'static str {
         "quiet"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
         let (_, used) = lines(input);
-        ctx.send(conn, &input[..used]);
+        let _ = ctx.send(conn, &input[..used]);
         used
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
@@ -2338,7 +2346,7 @@ impl App for Sockets {
     fn name(&self) -> &'static str {
         "sockets"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         self.rec.open(ctx, conn);
         let local = ctx.local_addr(conn);
         let note = match (local, ctx.socket(conn)) {
@@ -2348,7 +2356,7 @@ impl App for Sockets {
                 let after = socket.nodelay().ok();
                 let _ = rustix::net::sockopt::set_socket_keepalive(socket, true);
                 let keepalive = rustix::net::sockopt::socket_keepalive(socket).ok();
-                ctx.send(conn, format!("{local}\n").as_bytes());
+                let _ = ctx.send(conn, format!("{local}\n").as_bytes());
                 format!("{local} nodelay {before:?}->{after:?} keepalive {keepalive:?}")
             }
             (local, socket) => format!("local {local:?} socket {}", socket.is_some()),
@@ -2398,7 +2406,7 @@ impl App for Slow {
             if line == "slow" {
                 thread::sleep(Duration::from_millis(60));
             }
-            ctx.send(conn, b"ok\n");
+            let _ = ctx.send(conn, b"ok\n");
         }
         used
     }

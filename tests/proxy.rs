@@ -38,8 +38,8 @@ impl App for Watched {
     fn name(&self) -> &'static str {
         "proxy"
     }
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, c: ConnId, s: &mut proxy::Side) {
-        self.inner.on_open(ctx, c, s)
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, c: ConnId, s: &mut proxy::Side, o: iomux::Origin) {
+        self.inner.on_open(ctx, c, s, o)
     }
     fn on_data(
         &mut self,

@@ -79,7 +79,16 @@ impl App for PipeRelay {
         let (bytes, ended) = drain(pipe);
         ctx.broadcast(&bytes, None);
         if ended {
-            assert!(ctx.unwatch(source), "unwatch a live source");
+            assert!(
+                ctx.unwatch::<io::PipeWriter>(source).is_none(),
+                "a source is handed back only as the type it was given as"
+            );
+            assert!(
+                ctx.source::<io::PipeReader>(source).is_some(),
+                "still watched"
+            );
+            let pipe: io::PipeReader = ctx.unwatch(source).expect("unwatch a live source");
+            drop(pipe);
             assert!(ctx.source::<io::PipeReader>(source).is_none());
             self.ended.store(true, Ordering::SeqCst);
         }

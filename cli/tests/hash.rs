@@ -934,7 +934,7 @@ impl App for Upper {
                     Box::new(format!("slept {ms}\n")) as JobResult
                 })
             } else {
-                ctx.send(conn, b"unknown\n");
+                let _ = ctx.send(conn, b"unknown\n");
                 continue;
             };
             match job {
@@ -943,7 +943,7 @@ impl App for Upper {
                     self.submitted.fetch_add(1, Ordering::SeqCst);
                 }
                 None => {
-                    ctx.send(conn, b"no pool\n");
+                    let _ = ctx.send(conn, b"no pool\n");
                 }
             }
         }
@@ -973,7 +973,7 @@ impl App for Upper {
                 Err(_) => "bad result type\n".to_string(),
             }
         };
-        ctx.send(conn, reply.as_bytes());
+        let _ = ctx.send(conn, reply.as_bytes());
     }
 }
 

@@ -21,6 +21,7 @@ backend_suite! {
     unix_stale_file_replaced_live_one_refused,
     bench_over_unix_sockets,
     adopted_unix_stream_echo,
+    unix_threads_share_one_socket,
 }
 
 /// `iomux serve --backend BACKEND EXTRA` (EXTRA has the `--bind`).
@@ -89,6 +90,28 @@ fn unix_echo(backend: &str) {
     );
     let summary = server.stop();
     assert_eq!(summary.clients, 1);
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+/// `--threads 2` on a socket file: the loops share the one socket, every
+/// client is served, the summary counts them all, the file goes at the end.
+fn unix_threads_share_one_socket(backend: &str) {
+    let path = socket_path("threads", backend);
+    let bind = format!("unix:{}", path.display());
+    let mut server = start(
+        backend,
+        &["--app", "echo", "-q", "--threads", "2", "--bind", &bind],
+    );
+    assert!(server.startup.contains(", 2 loops)"), "{}", server.startup);
+    let mut clients: Vec<UnixStream> = (0..12).map(|_| connect(&path)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let msg = format!("line {i}\n");
+        c.write_all(msg.as_bytes()).unwrap();
+        assert_eq!(read_exact(c, msg.len()), msg.as_bytes());
+    }
+    drop(clients);
+    let summary = server.stop();
+    assert_eq!(summary.clients, 12);
     assert!(!path.exists(), "the socket file is removed at shutdown");
 }
 
@@ -281,7 +304,7 @@ fn adopted_unix_stream_echo(backend: &str) {
     let looping = std::thread::spawn(move || {
         let mut lp: iomux::EventLoop<()> =
             iomux::EventLoop::new(backend, iomux::Config::default())?;
-        lp.adopt_unix(ours)?;
+        lp.adopt(ours)?;
         let _ = handle_tx.send(lp.stop_handle());
         lp.run(&mut common::Echo)
     });

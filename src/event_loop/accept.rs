@@ -1,8 +1,8 @@
 //! The accept path: listeners, admission, and running out of descriptors.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
@@ -10,28 +10,13 @@ use rustix::net::SocketFlags;
 
 use super::{EventLoop, Life, watch};
 use crate::app::App;
-use crate::conn::{ConnId, Phase};
+use crate::conn::ConnId;
 use crate::shared::TimerKind;
 use crate::stream::{Peer, Stream};
 use crate::token;
 
-/// A listening socket of either kind.
-pub(super) enum ListenSocket {
-    Tcp(TcpListener),
-    Unix(crate::net::UnixListener),
-}
-
-impl AsFd for ListenSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            ListenSocket::Tcp(l) => l.as_fd(),
-            ListenSocket::Unix(l) => l.as_fd(),
-        }
-    }
-}
-
 pub(super) struct Listener {
-    pub socket: ListenSocket,
+    pub socket: crate::net::Listener,
     /// Watched by the selector (not while accepting is paused).
     pub registered: bool,
 }
@@ -57,13 +42,18 @@ pub(super) fn is_per_connection(e: Errno) -> bool {
 
 impl<S: Default> EventLoop<S> {
     /// Puts a connected stream in the table and watches it.
-    pub(super) fn insert(&mut self, stream: Stream, peer: Peer) -> io::Result<ConnId> {
+    pub(super) fn insert(
+        &mut self,
+        stream: Stream,
+        peer: Peer,
+        origin: crate::Origin,
+    ) -> io::Result<ConnId> {
         self.shared
-            .insert_conn(&mut self.driver, stream, peer, Phase::Open)
+            .insert_conn(&mut self.driver, stream, peer, origin)
     }
 
     /// Starts watching a listening socket.
-    pub(super) fn add_listener(&mut self, socket: ListenSocket) -> io::Result<()> {
+    pub(super) fn add_listener(&mut self, socket: crate::net::Listener) -> io::Result<()> {
         let index = self.listeners.len();
         if token::listener(index).is_none() {
             return Err(io::Error::other(format!(
@@ -103,11 +93,11 @@ impl<S: Default> EventLoop<S> {
 
     /// Tells the app a connection opened.
     pub(super) fn open<A: App<State = S>>(&mut self, app: &mut A, id: ConnId) {
-        if self.shared.live(id).is_none() {
+        let Some(origin) = self.shared.live(id).map(crate::conn::Conn::origin) else {
             return;
-        }
+        };
         self.call_for(app, id, watch::Sends::Pushes, |app, ctx, st| {
-            app.on_open(ctx, id, st)
+            app.on_open(ctx, id, st, origin)
         });
     }
 
@@ -158,13 +148,13 @@ impl<S: Default> EventLoop<S> {
         addr: Option<SocketAddr>,
     ) -> Option<(Stream, Peer)> {
         match &self.listeners.get(index)?.socket {
-            ListenSocket::Tcp(_) => {
+            crate::net::Listener::Tcp(_) => {
                 let stream = TcpStream::from(fd);
                 let peer = addr.or_else(|| stream.peer_addr().ok())?;
                 Some((Stream::Tcp(stream), Peer::from(peer)))
             }
             // Clients rarely bind a name: number them instead.
-            ListenSocket::Unix(_) => Some((
+            crate::net::Listener::Unix(_) => Some((
                 Stream::Unix(UnixStream::from(fd)),
                 self.shared.unnamed_unix_peer(),
             )),
@@ -191,7 +181,7 @@ impl<S: Default> EventLoop<S> {
         {
             let _ = tcp.set_nodelay(true);
         }
-        match self.insert(stream, peer) {
+        match self.insert(stream, peer, crate::Origin::Accepted) {
             Ok(id) => {
                 if let Some(c) = self.shared.live(id) {
                     log::info!(target: "iomux::conn", "connect {}", c.peer());

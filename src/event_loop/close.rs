@@ -45,6 +45,7 @@ impl<S: Default> EventLoop<S> {
         // (or, on the completion driver, on its way out once the ring let
         // go of it).
         let conn = self.shared.conns.remove(id.index());
+        let origin = conn.origin();
         let peer = self.driver.retire(conn, id);
         self.shared.stats.closed += 1;
         if let Some((group, _)) = &self.shared.group {
@@ -57,9 +58,12 @@ impl<S: Default> EventLoop<S> {
         }
         log::info!(target: "iomux::conn", "disconnect {peer}");
         let state = std::mem::take(Self::state_slot(&mut self.states, id.index()));
+        // Its peer and origin stay readable through `Ctx` for the call.
+        self.shared.closed = Some(crate::shared::Closed { id, peer, origin });
         watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
             app.on_close(ctx, id, state, &reason)
         });
+        self.shared.closed = None;
     }
 
     /// Stop accepting and reading. Every connection gets until the grace

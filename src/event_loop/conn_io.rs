@@ -77,6 +77,13 @@ impl<S: Default> EventLoop<S> {
         self.driver.connected(conn);
         log::info!(target: "iomux::conn", "connected {}", conn.peer());
         self.open(app, id);
+        // Asked to close after its output while connecting: now it drains.
+        if let Some(c) = self.shared.live_mut(id)
+            && c.has(Flags::DRAIN_WHEN_CONNECTED)
+            && c.phase == Phase::Open
+        {
+            c.phase = Phase::Draining;
+        }
         // Queued output goes out; the reply may already be waiting (and on
         // an edge-triggered backend its edge came with this event).
         self.shared.mark_dirty(id);

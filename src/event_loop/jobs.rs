@@ -56,6 +56,9 @@ impl<S: Default> EventLoop<S> {
     /// Makes this loop member `index` of `group`: it receives the group's
     /// messages for it, and counts its clients against the group's total.
     pub(crate) fn join_group(&mut self, group: Arc<Group>, index: usize) {
+        // One flag for the group: stopping it (or any loop) stops all.
+        self.stop_flag = group.stop.clone();
+        group.set_waker(index, self.waker.clone());
         self.shared.group = Some((group, index));
     }
 

@@ -31,7 +31,6 @@
 //! and connects in progress.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,11 +41,12 @@ use crate::config::Config;
 use crate::conn::ConnId;
 use crate::driver::{Done, Driver};
 use crate::pool::Pool;
-use crate::selector::{Event, Events, Interest, Token};
+use crate::selector::{Event, Events, Interest, Ready, Token};
 use crate::shared::{Shared, TimerKind};
 use crate::stats::{Stats, TurnTimes};
+use crate::stop::StopHandle;
 use crate::token::{self, Source};
-use crate::waker::{SignalPipe, StopHandle, Waker};
+use crate::waker::{SignalPipe, Waker};
 
 mod accept;
 mod close;
@@ -137,8 +137,25 @@ impl<S> std::fmt::Debug for EventLoop<S> {
 }
 
 impl<S: Default> EventLoop<S> {
-    /// A loop over `backend` with `config` (checked with
-    /// [`Config::validate`]: an invalid one is an `InvalidInput` error).
+    /// A loop over `backend` with `config`. `S` is the app's per-connection
+    /// state ([`App::State`]); a loop for an app with none is `EventLoop`.
+    ///
+    /// ```
+    /// use iomux::{Backend, Config, EventLoop};
+    ///
+    /// let lp: EventLoop = EventLoop::new(Backend::Auto, Config::default())?;
+    /// assert!(["epoll", "uring-poll", "poll"].contains(&lp.backend_name()));
+    /// let mut small = Config::default();
+    /// small.max_clients = 100;
+    /// let lp: EventLoop<u64> = EventLoop::new(Backend::Poll, small)?; // state: a u64 per connection
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for a config [`Config::validate`] refuses; the
+    /// backend could not be opened (io_uring unavailable, no descriptors
+    /// left: [`Backend::check`] says why); the waker or offload pool could
+    /// not be made.
     pub fn new(backend: Backend, config: Config) -> io::Result<EventLoop<S>> {
         config.validate()?;
         let mut driver = Driver::open(backend, &config)?;
@@ -186,51 +203,76 @@ impl<S: Default> EventLoop<S> {
         &self.shared.config
     }
 
-    /// Accepts connections from `listener` (made non-blocking here).
-    pub fn listen(&mut self, listener: TcpListener) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
-        self.add_listener(accept::ListenSocket::Tcp(listener))
-    }
-
-    /// Accepts Unix-domain connections from `listener` (see
-    /// [`crate::net::UnixListener`]); its file is removed when the loop
-    /// stops listening.
-    pub fn listen_unix(&mut self, listener: crate::net::UnixListener) -> io::Result<()> {
+    /// Accepts connections from `listener`, TCP or Unix-domain (made
+    /// non-blocking here); a Unix-domain socket's file is removed when the
+    /// loop stops listening.
+    ///
+    /// ```no_run
+    /// use iomux::net::Listener;
+    /// use iomux::{Backend, Config, EventLoop};
+    ///
+    /// let mut lp: EventLoop = EventLoop::new(Backend::Auto, Config::default())?;
+    /// lp.listen(Listener::bind(&"127.0.0.1:8888".parse()?)?)?;
+    /// lp.listen(Listener::bind(&"unix:/tmp/iomux.sock".parse()?)?)?;
+    /// // or a socket set up by hand (options, systemd, a fixed port):
+    /// lp.listen(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Making the socket non-blocking or watching it failed, or the loop
+    /// has its maximum of listeners already.
+    pub fn listen(&mut self, listener: impl Into<crate::net::Listener>) -> io::Result<()> {
+        let listener = listener.into();
         listener.set_nonblocking()?;
-        self.add_listener(accept::ListenSocket::Unix(listener))
+        self.add_listener(listener)
     }
 
-    /// Adds an already connected stream (e.g. a client's outgoing
-    /// connection). Its `on_open` runs in the loop's first turn.
-    pub fn adopt(&mut self, stream: TcpStream) -> io::Result<ConnId> {
-        stream.set_nonblocking(true)?;
-        let peer = stream.peer_addr()?;
-        self.adopt_stream(crate::stream::Stream::Tcp(stream), peer.into())
-    }
-
-    /// [`EventLoop::adopt`] for a connected Unix-domain stream; the peer is
-    /// named by the socket's path when it has one.
-    pub fn adopt_unix(&mut self, stream: std::os::unix::net::UnixStream) -> io::Result<ConnId> {
-        stream.set_nonblocking(true)?;
-        let peer = match stream.peer_addr()?.as_pathname() {
-            Some(path) => crate::stream::Peer::from(crate::Addr::Unix(path.to_path_buf())),
-            None => self.shared.unnamed_unix_peer(),
+    /// Adds an already connected stream, TCP or Unix-domain (a socket
+    /// inherited or connected by hand). Its `on_open` runs with
+    /// [`crate::Origin::Adopted`] in the loop's next turn.
+    ///
+    /// # Errors
+    /// The stream has no peer (not connected), or making it non-blocking
+    /// or watching it failed.
+    pub fn adopt(&mut self, stream: impl Into<crate::net::Stream>) -> io::Result<ConnId> {
+        let stream = stream.into();
+        let peer = match &stream {
+            crate::net::Stream::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                s.peer_addr()?.into()
+            }
+            crate::net::Stream::Unix(s) => {
+                s.set_nonblocking(true)?;
+                match s.peer_addr()?.as_pathname() {
+                    Some(path) => crate::stream::Peer::from(crate::Addr::Unix(path.to_path_buf())),
+                    None => self.shared.unnamed_unix_peer(),
+                }
+            }
         };
-        self.adopt_stream(crate::stream::Stream::Unix(stream), peer)
-    }
-
-    fn adopt_stream(
-        &mut self,
-        stream: crate::stream::Stream,
-        peer: crate::stream::Peer,
-    ) -> io::Result<ConnId> {
-        let id = self.insert(stream, peer)?;
+        let id = self.insert(stream, peer, crate::Origin::Adopted)?;
         self.unopened.push(id);
         Ok(id)
     }
 
     /// Watches `fd` for `interest` (see [`crate::source`]); readiness comes
-    /// to [`App::on_ready`]. The loop owns `fd` until [`EventLoop::unwatch`].
+    /// to [`App::on_ready`]. The loop owns `fd` until [`EventLoop::unwatch`]
+    /// (or [`crate::Ctx::unwatch`]) hands it back.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use iomux::{Backend, Config, EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop = EventLoop::new(Backend::Poll, Config::default())?;
+    /// let (ours, _theirs) = UnixStream::pair()?;
+    /// let source = lp.watch(ours, Interest::READABLE)?;
+    /// let back: UnixStream = lp.unwatch(source).expect("watched as a UnixStream");
+    /// drop(back); // closed here, after it was deregistered
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`crate::Ctx::watch`].
     pub fn watch<T: std::os::fd::AsFd + 'static>(
         &mut self,
         fd: T,
@@ -241,32 +283,38 @@ impl<S: Default> EventLoop<S> {
     }
 
     /// Stops watching `source` and hands its descriptor back, deregistered
-    /// (so it may be closed). `None` if it is gone or not a `T`.
+    /// (drop it to close it); as [`crate::Ctx::unwatch`].
     pub fn unwatch<T: std::os::fd::AsFd + 'static>(
         &mut self,
         source: crate::source::SourceId,
     ) -> Option<T> {
-        let is_t = self.shared.sources.get(source)?.owner.as_any().is::<T>();
-        if !is_t {
-            return None;
-        }
-        let owner = self.shared.unwatch_source(&mut self.driver, source)?;
-        owner.into_any().downcast::<T>().ok().map(|b| *b)
+        self.shared.unwatch_source(&mut self.driver, source)
     }
 
-    /// Connects to `addr` without blocking (see [`crate::Ctx::connect`]).
-    pub fn connect(&mut self, addr: std::net::SocketAddr) -> io::Result<ConnId> {
-        self.shared.connect(&mut self.driver, addr)
+    /// Connects to `addr` (TCP or Unix-domain) without blocking; see
+    /// [`crate::Ctx::connect`], which this is before the loop runs.
+    ///
+    /// ```no_run
+    /// use iomux::{Backend, Config, EventLoop};
+    ///
+    /// let mut lp: EventLoop = EventLoop::new(Backend::Auto, Config::default())?;
+    /// let upstream = lp.connect("127.0.0.1:6379".parse::<std::net::SocketAddr>()?)?;
+    /// // `on_open` runs for `upstream` once the connection is established.
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`crate::Ctx::connect`].
+    pub fn connect(&mut self, addr: impl Into<crate::Addr>) -> io::Result<ConnId> {
+        self.shared.connect(&mut self.driver, &addr.into(), None)
     }
 
-    /// Connects to a TCP or Unix-domain `addr` without blocking (see
-    /// [`crate::Ctx::connect_addr`]).
-    pub fn connect_addr(&mut self, addr: &crate::Addr) -> io::Result<ConnId> {
-        self.shared.connect_addr(&mut self.driver, addr)
-    }
-
-    /// Shuts down gracefully when one of `signals` arrives (e.g. SIGINT,
-    /// SIGTERM).
+    /// Shuts down gracefully when one of `signals` arrives (e.g.
+    /// [`crate::SIGINT`], [`crate::SIGTERM`]).
+    ///
+    /// # Errors
+    /// A signal that cannot be caught (`SIGKILL`, `SIGSTOP`, not a signal),
+    /// or the signal pipe could not be made or watched.
     pub fn stop_on_signals(&mut self, signals: &[i32]) -> io::Result<()> {
         let pipe = SignalPipe::new(signals)?;
         self.driver
@@ -284,8 +332,10 @@ impl<S: Default> EventLoop<S> {
     /// Stops the loop from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
-            requested: self.stop_flag.clone(),
-            waker: self.waker.clone(),
+            target: crate::stop::StopTarget::Loop {
+                requested: self.stop_flag.clone(),
+                waker: self.waker.clone(),
+            },
         }
     }
 
@@ -301,6 +351,41 @@ impl<S: Default> EventLoop<S> {
 
     /// Runs until stopped (signal, [`StopHandle`], or [`crate::Ctx::stop`])
     /// and the graceful shutdown is over.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop};
+    ///
+    /// /// Answers one line, then stops the loop.
+    /// struct Once;
+    /// impl App for Once {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         let _ = ctx.send(conn, b"bye\n");
+    ///         ctx.stop(); // the reply is still written: the shutdown is graceful
+    ///         input.len()
+    ///     }
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
+    /// lp.listen(listener)?;
+    /// let client = std::thread::spawn(move || -> std::io::Result<String> {
+    ///     let mut c = std::net::TcpStream::connect(addr)?;
+    ///     c.write_all(b"hi\n")?;
+    ///     let mut reply = String::new();
+    ///     c.read_to_string(&mut reply)?; // until the server closes
+    ///     Ok(reply)
+    /// });
+    /// lp.run(&mut Once)?;
+    /// assert_eq!(client.join().unwrap()?, "bye\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The backend's wait failed (not `EINTR`, which is retried); the loop
+    /// stops where it is.
     pub fn run<A: App<State = S>>(&mut self, app: &mut A) -> io::Result<()> {
         while self.run_once(app, None)? == Status::Running {}
         Ok(())
@@ -309,6 +394,45 @@ impl<S: Default> EventLoop<S> {
     /// One turn of the loop, waiting at most `timeout` for events (`None`:
     /// until the next timer or event). For embedding the loop in another;
     /// [`EventLoop::run`] is `run_once` until [`Status::Stopped`].
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Status};
+    ///
+    /// struct Echo;
+    /// impl App for Echo {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         let _ = ctx.send(conn, input);
+    ///         input.len()
+    ///     }
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let mut lp = EventLoop::new(Backend::Poll, Config::default())?;
+    /// lp.listen(listener)?;
+    /// client.write_all(b"ping")?;
+    /// client.set_nonblocking(true)?;
+    /// let mut got = Vec::new();
+    /// for _ in 0..500 {
+    ///     // Your own work goes between turns.
+    ///     assert_eq!(lp.run_once(&mut Echo, Some(Duration::from_millis(10)))?, Status::Running);
+    ///     let mut buf = [0u8; 16];
+    ///     if let Ok(n) = client.read(&mut buf) {
+    ///         got.extend_from_slice(&buf[..n]);
+    ///     }
+    ///     if got == b"ping" {
+    ///         break;
+    ///     }
+    /// }
+    /// assert_eq!(got, b"ping");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`EventLoop::run`].
     pub fn run_once<A: App<State = S>>(
         &mut self,
         app: &mut A,
@@ -363,7 +487,7 @@ impl<S: Default> EventLoop<S> {
             // end of stream, and was spent while the connection was paused
             // or over budget: read on past a short read (until
             // `WouldBlock`), or that end would never be seen.
-            let event = Event::new(token, true, false, false, false).with_read_closed(true);
+            let event = Event::new(token, Ready::READABLE | Ready::READ_CLOSED);
             self.dispatch(app, event);
         }
         self.spare_tokens = batch;

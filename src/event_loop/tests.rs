@@ -62,16 +62,16 @@ fn stale_event_never_reaches_the_new_connection(backend: Backend) {
     assert_ne!(new, old);
     new_client.write_all(b"for the new one").unwrap();
     wait_readable(&lp.shared.conns[new.index()].stream, 15);
-    lp.dispatch(&mut app, Event::new(Token(old.0), true, true, false, false));
+    lp.dispatch(
+        &mut app,
+        Event::new(Token(old.0), Ready::READABLE | Ready::WRITABLE),
+    );
     assert!(
         app.data.is_empty(),
         "a stale event delivered data: {:?}",
         app.data
     );
-    lp.dispatch(
-        &mut app,
-        Event::new(Token(new.0), true, false, false, false),
-    );
+    lp.dispatch(&mut app, Event::new(Token(new.0), Ready::READABLE));
     assert_eq!(app.data, vec![(new, b"for the new one".to_vec())]);
 }
 
@@ -144,7 +144,7 @@ impl App for ReplyAndClose {
         "reply-and-close"
     }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
-        ctx.send(conn, b"bye\n");
+        let _ = ctx.send(conn, b"bye\n");
         ctx.close_after_flush(conn);
         input.len()
     }
@@ -159,10 +159,7 @@ fn said_hello(backend: Backend) -> (EventLoop, ConnId, TcpStream, TcpListener) {
     let id = lp.adopt(server).unwrap();
     client.write_all(b"hello\n").unwrap();
     wait_readable(&lp.shared.conns[id.index()].stream, 6);
-    lp.dispatch(
-        &mut ReplyAndClose,
-        Event::new(Token(id.0), true, false, false, false),
-    );
+    lp.dispatch(&mut ReplyAndClose, Event::new(Token(id.0), Ready::READABLE));
     (lp, id, client, listener)
 }
 
@@ -339,7 +336,7 @@ impl crate::App for Echo {
         _: &mut (),
         input: &[u8],
     ) -> usize {
-        ctx.send(conn, input);
+        let _ = ctx.send(conn, input);
         input.len()
     }
 }

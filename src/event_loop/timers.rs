@@ -26,7 +26,7 @@ impl<S: Default> EventLoop<S> {
     pub(super) fn fire_timers<A: App<State = S>>(&mut self, app: &mut A) {
         self.sweep_orphan_timers();
         let now = self.shared.now;
-        while let Some(kind) = self.shared.timers.pop_due(now) {
+        while let Some((timer, kind)) = self.shared.timers.pop_due(now) {
             match kind {
                 TimerKind::Idle(id) => self.check_idle(id),
                 TimerKind::Write(id) => self.check_write(id),
@@ -60,12 +60,12 @@ impl<S: Default> EventLoop<S> {
                         self.shared.add_timer(every, TimerKind::Stats);
                     }
                 }
-                TimerKind::App(t) => {
+                TimerKind::App(tag) => {
                     watch::call(&mut self.shared, &mut self.driver, app, |app, ctx| {
-                        app.on_timer(ctx, t)
+                        app.on_timer(ctx, timer.tagged(tag))
                     })
                 }
-                TimerKind::Conn(id, t) => {
+                TimerKind::Conn(id, tag) => {
                     let Some(conn) = self.shared.live_mut(id).filter(|c| c.is_active()) else {
                         continue;
                     };
@@ -73,7 +73,7 @@ impl<S: Default> EventLoop<S> {
                         io.timers = io.timers.saturating_sub(1);
                     }
                     self.call_for(app, id, watch::Sends::Pushes, |app, ctx, st| {
-                        app.on_conn_timer(ctx, id, st, t)
+                        app.on_conn_timer(ctx, id, st, timer.tagged(tag))
                     });
                 }
             }

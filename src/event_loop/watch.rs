@@ -20,7 +20,7 @@ fn coarse_now() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// Runs `call`, timing it when the stall watchdog is on: the seed's
+/// Runs `call`, timing it when the stall watchdog is on: the model's
 /// weakness made visible — while a handler runs, nobody else is served.
 fn timed<R>(
     shared: &mut Shared,
@@ -74,12 +74,13 @@ pub(super) fn call_conn<A: App, R>(
     f: impl FnOnce(&mut A, &mut Ctx<'_>, &mut A::State) -> R,
 ) -> R {
     let name = app.name();
-    let outer = shared.serving;
+    let outer = (shared.serving, shared.current);
     shared.serving = (sends == Sends::Replies).then_some(id);
+    shared.current = Some(id);
     let result = timed(shared, name, Some(id), |shared| {
         f(app, &mut Ctx { shared, driver }, state)
     });
-    shared.serving = outer;
+    (shared.serving, shared.current) = outer;
     result
 }
 

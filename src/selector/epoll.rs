@@ -15,7 +15,7 @@
 //!   short read is not taken as "drained" when the peer has already shut
 //!   down (no further edge would come for that end of stream).
 
-use super::{Event, Events, Interest, Selector, Token, timespec};
+use super::{Event, Events, Interest, Ready, Selector, Token, timespec};
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -39,6 +39,9 @@ impl std::fmt::Debug for Epoll {
 
 impl Epoll {
     /// A new epoll instance; `edge` adds `EPOLLET` to every registration.
+    ///
+    /// # Errors
+    /// `epoll_create1` failed (no descriptors left).
     pub fn new(edge: bool) -> io::Result<Epoll> {
         Ok(Epoll {
             epoll: epoll::create(CreateFlags::CLOEXEC)?,
@@ -103,16 +106,16 @@ impl Selector for Epoll {
         let (ready, _) = epoll::wait(&self.epoll, buffer, ts.as_ref())?;
         for ev in ready.iter() {
             let f = ev.flags;
-            events.push(
-                Event::new(
-                    Token(ev.data.u64()),
-                    f.intersects(EventFlags::IN | EventFlags::PRI),
-                    f.contains(EventFlags::OUT),
-                    f.contains(EventFlags::ERR),
-                    f.contains(EventFlags::HUP),
-                )
-                .with_read_closed(f.contains(EventFlags::RDHUP)),
+            let mut ready = Ready::EMPTY;
+            ready.set(
+                Ready::READABLE,
+                f.intersects(EventFlags::IN | EventFlags::PRI),
             );
+            ready.set(Ready::WRITABLE, f.contains(EventFlags::OUT));
+            ready.set(Ready::ERROR, f.contains(EventFlags::ERR));
+            ready.set(Ready::HUP, f.contains(EventFlags::HUP));
+            ready.set(Ready::READ_CLOSED, f.contains(EventFlags::RDHUP));
+            events.push(Event::new(Token(ev.data.u64()), ready));
         }
         Ok(())
     }

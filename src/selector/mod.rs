@@ -98,58 +98,107 @@ impl std::ops::BitOrAssign for Interest {
     }
 }
 
+/// What an event reports, for building one ([`Event::new`]; a backend of
+/// your own, or a test). Combine with `|`.
+///
+/// ```
+/// use iomux::{Event, Ready, Token};
+///
+/// let e = Event::new(Token(7), Ready::READABLE | Ready::READ_CLOSED);
+/// assert!(e.is_readable() && e.is_read_closed() && !e.is_writable());
+/// ```
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ready(u8);
+
+impl Ready {
+    /// Nothing.
+    pub const EMPTY: Ready = Ready(0);
+    /// A read would not block.
+    pub const READABLE: Ready = Ready(1);
+    /// A write would not block.
+    pub const WRITABLE: Ready = Ready(2);
+    /// An error condition is pending on the fd.
+    pub const ERROR: Ready = Ready(4);
+    /// The fd hung up (both directions closed).
+    pub const HUP: Ready = Ready(8);
+    /// The peer shut its write side (`EPOLLRDHUP`, `POLLRDHUP`).
+    pub const READ_CLOSED: Ready = Ready(16);
+
+    /// Whether every flag of `flag` is set.
+    pub const fn contains(self, flag: Ready) -> bool {
+        self.0 & flag.0 == flag.0
+    }
+
+    /// Sets (or clears) `flag`.
+    pub fn set(&mut self, flag: Ready, on: bool) {
+        if on {
+            self.0 |= flag.0;
+        } else {
+            self.0 &= !flag.0;
+        }
+    }
+
+    const fn any(self, flags: Ready) -> bool {
+        self.0 & flags.0 != 0
+    }
+}
+
+impl std::ops::BitOr for Ready {
+    type Output = Ready;
+    fn bitor(self, other: Ready) -> Ready {
+        Ready(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Ready {
+    fn bitor_assign(&mut self, other: Ready) {
+        self.0 |= other.0;
+    }
+}
+
 /// One readiness report.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// The registration's token.
     pub token: Token,
-    flags: u8,
+    ready: Ready,
 }
 
 impl Event {
-    const READABLE: u8 = 1;
-    const WRITABLE: u8 = 2;
-    const ERROR: u8 = 4;
-    const HUP: u8 = 8;
-    const READ_CLOSED: u8 = 16;
-
-    /// Builds an event; used by the backends and by tests.
-    pub fn new(token: Token, readable: bool, writable: bool, error: bool, hup: bool) -> Event {
-        let bit = |on: bool, flag: u8| if on { flag } else { 0 };
-        let flags = bit(readable, Self::READABLE)
-            | bit(writable, Self::WRITABLE)
-            | bit(error, Self::ERROR)
-            | bit(hup, Self::HUP);
-        Event { token, flags }
+    /// An event for `token` reporting `ready`.
+    pub const fn new(token: Token, ready: Ready) -> Event {
+        Event { token, ready }
     }
-    pub(crate) fn with_read_closed(mut self, read_closed: bool) -> Event {
-        if read_closed {
-            self.flags |= Self::READ_CLOSED;
-        }
-        self
+    /// What the event reports, as the backend built it.
+    pub const fn ready(&self) -> Ready {
+        self.ready
     }
     /// A read would not block (data, end of stream or an error is waiting).
-    pub fn is_readable(&self) -> bool {
-        self.flags & (Self::READABLE | Self::ERROR | Self::HUP | Self::READ_CLOSED) != 0
+    pub const fn is_readable(&self) -> bool {
+        self.ready.any(Ready(
+            Ready::READABLE.0 | Ready::ERROR.0 | Ready::HUP.0 | Ready::READ_CLOSED.0,
+        ))
     }
     /// A write would not block (space, or an error is waiting).
-    pub fn is_writable(&self) -> bool {
-        self.flags & (Self::WRITABLE | Self::ERROR | Self::HUP) != 0
+    pub const fn is_writable(&self) -> bool {
+        self.ready
+            .any(Ready(Ready::WRITABLE.0 | Ready::ERROR.0 | Ready::HUP.0))
     }
     /// The kernel flagged an error condition on the fd.
-    pub fn is_error(&self) -> bool {
-        self.flags & Self::ERROR != 0
+    pub const fn is_error(&self) -> bool {
+        self.ready.any(Ready::ERROR)
     }
     /// The fd hung up (both directions closed).
-    pub fn is_hup(&self) -> bool {
-        self.flags & Self::HUP != 0
+    pub const fn is_hup(&self) -> bool {
+        self.ready.any(Ready::HUP)
     }
     /// The peer is known to have closed its write side, so a short read does
     /// not prove the socket is drained: the end of stream is still queued.
     /// Only epoll (`EPOLLRDHUP`) and uring-poll (`POLLRDHUP`) tell this;
     /// others report plain readability.
-    pub fn is_read_closed(&self) -> bool {
-        self.flags & (Self::READ_CLOSED | Self::HUP | Self::ERROR) != 0
+    pub const fn is_read_closed(&self) -> bool {
+        self.ready
+            .any(Ready(Ready::READ_CLOSED.0 | Ready::HUP.0 | Ready::ERROR.0))
     }
 }
 
@@ -236,6 +285,33 @@ impl<'a> IntoIterator for &'a Events {
 }
 
 /// A readiness mechanism. See the module docs for the contract.
+///
+/// Use one directly, as Python's `selectors` or mio's `Poll`:
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::fd::AsFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+/// use iomux::{Backend, Events, Interest, Token};
+///
+/// let mut selector = Backend::Epoll.open()?;
+/// let (ours, mut theirs) = UnixStream::pair()?;
+/// selector.register(ours.as_fd(), Token(1), Interest::READABLE)?;
+/// theirs.write_all(b"ping")?;
+/// let mut events = Events::with_capacity(16);
+/// selector.select(&mut events, Some(Duration::from_secs(5)))?;
+/// let ready: Vec<Token> = events.iter().map(|e| e.token).collect();
+/// assert_eq!(ready, [Token(1)]);
+/// selector.deregister(ours.as_fd())?; // before `ours` is closed
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+/// Every method returns the backend's system call error as it is, except
+/// that `register` of a watched fd is `AlreadyExists` and `reregister` or
+/// `deregister` of an unwatched one `NotFound` on every backend, and
+/// select refuses fds at or above `FD_SETSIZE` (`InvalidInput`).
 pub trait Selector {
     /// Starts watching `fd`. Fails with `AlreadyExists` if it is watched.
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()>;

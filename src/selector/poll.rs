@@ -9,7 +9,7 @@
 //! - Changing interest is a write to our own array: no system call.
 
 use super::{
-    Event, Events, Interest, Selector, Token, already_registered, not_registered, timespec,
+    Event, Events, Interest, Ready, Selector, Token, already_registered, not_registered, timespec,
 };
 use rustix::event::{PollFd, PollFlags};
 use std::io;
@@ -124,13 +124,15 @@ impl Selector for Poll {
                 continue;
             }
             n -= 1;
-            events.push(Event::new(
-                token,
+            let mut ready = Ready::EMPTY;
+            ready.set(
+                Ready::READABLE,
                 r.intersects(PollFlags::IN | PollFlags::PRI),
-                r.contains(PollFlags::OUT),
-                r.intersects(PollFlags::ERR | PollFlags::NVAL),
-                r.contains(PollFlags::HUP),
-            ));
+            );
+            ready.set(Ready::WRITABLE, r.contains(PollFlags::OUT));
+            ready.set(Ready::ERROR, r.intersects(PollFlags::ERR | PollFlags::NVAL));
+            ready.set(Ready::HUP, r.contains(PollFlags::HUP));
+            events.push(Event::new(token, ready));
         }
         Ok(())
     }

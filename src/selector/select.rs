@@ -12,7 +12,7 @@
 //!   out-of-band data and is not used.
 
 use super::{
-    Event, Events, Interest, Selector, Token, already_registered, not_registered, timespec,
+    Event, Events, Interest, Ready, Selector, Token, already_registered, not_registered, timespec,
 };
 use rustix::event::{FdSetElement, FdSetIter, fd_set_insert, fd_set_num_elements, fd_set_remove};
 use std::io;
@@ -174,13 +174,10 @@ impl Selector for Select {
                 let ready = std::mem::take(&mut slot.ready);
                 // A full buffer drops the rest: they stay ready (level
                 // triggered) and come back next wait, with a bigger buffer.
-                events.push(Event::new(
-                    slot.token,
-                    ready & 1 != 0,
-                    ready & 2 != 0,
-                    false,
-                    false,
-                ));
+                let mut report = Ready::EMPTY;
+                report.set(Ready::READABLE, ready & 1 != 0);
+                report.set(Ready::WRITABLE, ready & 2 != 0);
+                events.push(Event::new(slot.token, report));
             }
         }
         Ok(())

@@ -86,10 +86,10 @@ fn only(events: &[Event], token: Token) -> Event {
 /// The kernel said "readable" itself, not only error or hang-up (which
 /// [`Event::is_readable`] also counts).
 fn raw_readable(ev: &Event) -> bool {
-    ev.flags & Event::READABLE != 0
+    ev.ready().contains(Ready::READABLE)
 }
 fn raw_writable(ev: &Event) -> bool {
-    ev.flags & Event::WRITABLE != 0
+    ev.ready().contains(Ready::WRITABLE)
 }
 
 /// A connected TCP pair on loopback: (client, server side).
@@ -630,9 +630,9 @@ fn events_buffer_grows(backend: Backend) {
 fn events_buffer_basics() {
     let mut events = Events::with_capacity(0);
     assert_eq!(events.capacity(), 1, "never zero");
-    assert!(events.push(Event::new(Token(1), true, false, false, false)));
+    assert!(events.push(Event::new(Token(1), Ready::READABLE)));
     assert!(events.is_full());
-    assert!(!events.push(Event::new(Token(2), true, false, false, false)));
+    assert!(!events.push(Event::new(Token(2), Ready::READABLE)));
     assert_eq!(events.len(), 1);
     events.grow_if_full();
     assert_eq!(events.capacity(), 2);
@@ -772,13 +772,13 @@ fn interest_flags() {
 
 #[test]
 fn event_flags_count_errors_as_readable_and_writable() {
-    let plain = Event::new(Token(1), true, false, false, false);
+    let plain = Event::new(Token(1), Ready::READABLE);
     assert!(plain.is_readable() && !plain.is_writable() && !plain.is_read_closed());
-    let err = Event::new(Token(1), false, false, true, false);
+    let err = Event::new(Token(1), Ready::ERROR);
     assert!(err.is_readable() && err.is_writable() && err.is_error() && err.is_read_closed());
-    let hup = Event::new(Token(1), false, false, false, true);
+    let hup = Event::new(Token(1), Ready::HUP);
     assert!(hup.is_readable() && hup.is_writable() && hup.is_hup());
-    let rdhup = Event::new(Token(1), false, false, false, false).with_read_closed(true);
+    let rdhup = Event::new(Token(1), Ready::READ_CLOSED);
     assert!(rdhup.is_readable() && rdhup.is_read_closed() && !rdhup.is_writable());
 }
 

@@ -60,7 +60,7 @@ use rustix::io::Errno;
 
 use super::core::{CANCEL_BIT, Core, Cqe, OP_BIT, is};
 use crate::selector::{
-    Event, Events, Interest, Selector, Token, already_registered, not_registered,
+    Event, Events, Interest, Ready, Selector, Token, already_registered, not_registered,
 };
 
 /// Waits one `wait_once` may make when wake-ups report nothing.
@@ -113,13 +113,19 @@ fn poll_mask(interest: Interest) -> u32 {
 fn event(token: Token, interest: Interest, mask: u32) -> Option<Event> {
     let f = PollFlags::from_bits_truncate(mask as u16);
     let read = interest.is_readable();
-    let readable = read && f.intersects(PollFlags::IN | PollFlags::PRI);
-    let writable = interest.is_writable() && f.contains(PollFlags::OUT);
-    let error = f.intersects(PollFlags::ERR | PollFlags::NVAL);
-    let hup = f.contains(PollFlags::HUP);
-    let read_closed = read && f.contains(PollFlags::RDHUP);
-    (readable || writable || error || hup || read_closed)
-        .then(|| Event::new(token, readable, writable, error, hup).with_read_closed(read_closed))
+    let mut ready = Ready::EMPTY;
+    ready.set(
+        Ready::READABLE,
+        read && f.intersects(PollFlags::IN | PollFlags::PRI),
+    );
+    ready.set(
+        Ready::WRITABLE,
+        interest.is_writable() && f.contains(PollFlags::OUT),
+    );
+    ready.set(Ready::ERROR, f.intersects(PollFlags::ERR | PollFlags::NVAL));
+    ready.set(Ready::HUP, f.contains(PollFlags::HUP));
+    ready.set(Ready::READ_CLOSED, read && f.contains(PollFlags::RDHUP));
+    (ready != Ready::EMPTY).then(|| Event::new(token, ready))
 }
 
 /// The io_uring poll selector (`uring-poll`): a ring and its poll
@@ -149,6 +155,10 @@ impl std::fmt::Debug for UringPoll {
 
 impl UringPoll {
     /// A new ring, after checking that the kernel has what this needs.
+    ///
+    /// # Errors
+    /// `Unsupported`, saying why, where io_uring is unavailable or lacks
+    /// the operations used (Linux 5.13); what `io_uring_setup` says.
     pub fn new() -> io::Result<UringPoll> {
         Ok(UringPoll {
             core: Core::new()?,
@@ -249,7 +259,7 @@ impl UringPoll {
             if !still_armed {
                 reg.state = State::Failed;
             }
-            events.push(Event::new(reg.token, false, false, true, false));
+            events.push(Event::new(reg.token, Ready::ERROR));
             return;
         } else {
             event(reg.token, reg.interest, c.result as u32)

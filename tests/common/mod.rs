@@ -306,7 +306,7 @@ impl App for Echo {
         _: &mut (),
         input: &[u8],
     ) -> usize {
-        ctx.send(conn, input);
+        let _ = ctx.send(conn, input);
         input.len()
     }
 }

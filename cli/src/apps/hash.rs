@@ -162,8 +162,10 @@ impl Hash {
 /// Sends the replies at the front of the queue that are ready.
 fn send_ready(ctx: &mut Ctx<'_>, conn: ConnId, state: &mut ConnState) {
     while let Some(Reply::Ready(_)) = state.replies.front() {
-        if let Some(Reply::Ready(bytes)) = state.replies.pop_front() {
-            ctx.send(conn, &bytes);
+        if let Some(Reply::Ready(bytes)) = state.replies.pop_front()
+            && ctx.send(conn, &bytes).is_err()
+        {
+            return; // closing: the rest has nowhere to go
         }
     }
 }

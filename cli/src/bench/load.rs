@@ -461,7 +461,7 @@ impl LoadGen {
     }
 
     fn start_connect(&mut self, ctx: &mut Ctx<'_>, attempt: Attempt) {
-        match ctx.connect_addr(self.opener.addr()) {
+        match ctx.connect(self.opener.addr()) {
             Ok(id) => self.opener.started(id, attempt),
             Err(e) => self.connect_failed(ctx, attempt, e),
         }
@@ -640,7 +640,9 @@ impl LoadGen {
         if self.recording {
             self.bytes_sent += self.request.len() as u64;
         }
-        ctx.send(conn, &self.request);
+        // A connection that cannot take it is closing, and its close
+        // reports why.
+        let _ = ctx.send(conn, &self.request);
     }
 
     /// Open loop: sends what is due on `conn` while its pipeline has room.
@@ -1062,7 +1064,7 @@ impl App for LoadGen {
         self.advance(ctx);
     }
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: iomux::Origin) {
         let Some((planned, first)) = self.opener.opened(conn) else {
             return;
         };
@@ -1211,11 +1213,11 @@ impl App for LoadGen {
         self.clients.remove(&conn);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: iomux::TimerId) {
         if self.stopping {
             return;
         }
-        match timer {
+        match timer.tag() {
             TIMER_WINDOW_START => self.start_window(ctx),
             TIMER_WINDOW_END => self.end_window(ctx),
             TIMER_CHECK => self.check(ctx),

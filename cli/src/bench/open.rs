@@ -1,5 +1,5 @@
 //! How the load threads open their connections: each on its own loop, with
-//! non-blocking connects ([`iomux::Ctx::connect_addr`]), none of them
+//! non-blocking connects ([`iomux::Ctx::connect`]), none of them
 //! blocking a thread.
 //!
 //! - **The plan.** The run's connections are the idle ones first, then the

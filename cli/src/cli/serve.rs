@@ -4,9 +4,9 @@ use crate::apps::{Ack, Chat, Echo, Hash};
 use clap::{Args, ValueEnum};
 use iomux::App;
 use iomux::group::Threads;
+use iomux::net::Listener;
 use iomux::{Addr, Backend, Config, EventLoop, Stats};
 use std::io::Write;
-use std::net::TcpListener;
 use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -174,15 +174,9 @@ pub fn run(args: ServeArgs) -> i32 {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
     };
-    let listening = match (&args.bind, loops) {
-        (Addr::Tcp(addr), 1) => iomux::net::tcp_listener(*addr).map(Listening::One),
-        (Addr::Tcp(addr), n) => Threads::new(*addr, n).map(Listening::Group),
-        (_, 1) => iomux::net::UnixListener::bind(&args.bind).map(Listening::Unix),
-        (_, _) => {
-            return super::usage_error(
-                "--threads above 1 needs a TCP --bind (Unix-domain sockets have no SO_REUSEPORT)",
-            );
-        }
+    let listening = match loops {
+        1 => Listener::bind(&args.bind).map(Listening::One),
+        n => Threads::bind(&args.bind, n).map(Listening::Group),
     };
     let listening = match listening {
         Ok(l) => l,
@@ -236,8 +230,7 @@ fn print_summary(stats: &Stats) -> i32 {
 
 /// Where the server listens: one loop, or a group of loops.
 enum Listening {
-    One(TcpListener),
-    Unix(iomux::net::UnixListener),
+    One(Listener),
     Group(Threads),
 }
 
@@ -258,25 +251,17 @@ impl Server {
             listening,
         } = self;
         let threads = match listening {
-            Listening::One(listener) => {
-                let local = match listener.local_addr() {
-                    Ok(a) => Addr::Tcp(a),
-                    Err(e) => {
-                        eprintln!("iomux: cannot start: {e}");
-                        return 1;
-                    }
-                };
-                let listen = move |lp: &mut EventLoop<A::State>| lp.listen(listener);
-                return run_one(backend, config, local, listen, make_app(0));
-            }
-            Listening::Unix(listener) => {
-                let local = listener.local_addr().clone();
-                let listen = move |lp: &mut EventLoop<A::State>| lp.listen_unix(listener);
-                return run_one(backend, config, local, listen, make_app(0));
-            }
+            Listening::One(listener) => return run_one(backend, config, listener, make_app(0)),
             Listening::Group(threads) => threads,
         };
-        let (local, loops) = (threads.local_addr(), threads.loops());
+        let threads = match threads.stop_on_signals(&[iomux::SIGINT, iomux::SIGTERM]) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("iomux: cannot start: {e}");
+                return 1;
+            }
+        };
+        let (local, loops) = (threads.local_addr().clone(), threads.loops());
         let app_name = make_app(0).name();
         let ready = |backend: &str| print_listening(local, backend, app_name, loops);
         match threads.run(backend, config, make_app, ready) {
@@ -290,20 +275,15 @@ impl Server {
 }
 
 /// One loop on this thread.
-fn run_one<A: App>(
-    backend: Backend,
-    config: Config,
-    local: Addr,
-    listen: impl FnOnce(&mut EventLoop<A::State>) -> std::io::Result<()>,
-    mut app: A,
-) -> i32 {
-    let setup = || -> std::io::Result<EventLoop<A::State>> {
+fn run_one<A: App>(backend: Backend, config: Config, listener: Listener, mut app: A) -> i32 {
+    let setup = || -> std::io::Result<(EventLoop<A::State>, Addr)> {
+        let local = listener.local_addr()?;
         let mut lp = EventLoop::new(backend, config)?;
-        listen(&mut lp)?;
-        lp.stop_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        Ok(lp)
+        lp.listen(listener)?;
+        lp.stop_on_signals(&[iomux::SIGINT, iomux::SIGTERM])?;
+        Ok((lp, local))
     };
-    let mut lp = match setup() {
+    let (mut lp, local) = match setup() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("iomux: cannot start the {backend} event loop: {e}");
