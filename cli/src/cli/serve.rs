@@ -11,7 +11,8 @@ use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum AppName {
-    /// Print each message and answer the --reply text (the seed's server).
+    /// Print each message and answer the --reply text (the classic
+    /// multiplexing example).
     Ack,
     /// Send back every byte received.
     Echo,
@@ -23,8 +24,9 @@ enum AppName {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on, HOST:PORT (`localhost:8888`, `[::1]:8888`);
-    /// port 0 picks a free port.
+    /// Address to listen on: HOST:PORT (`localhost:8888`, `[::1]:8888`;
+    /// port 0 picks a free port), `unix:PATH` for a Unix-domain socket
+    /// file, or `unix:@NAME` for Linux's abstract namespace.
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
     bind: Addr,
     /// Kernel mechanism [default: auto, or $IOMUX_BACKEND] [possible
