@@ -120,3 +120,9 @@ pub const SIGINT: i32 = signal_hook::consts::SIGINT;
 /// The termination signal (`kill`, service managers), for
 /// [`EventLoop::stop_on_signals`] and [`group::Threads::stop_on_signals`].
 pub const SIGTERM: i32 = signal_hook::consts::SIGTERM;
+
+// The README's and the app guide's examples compile against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+#[doc = include_str!("../docs/writing-apps.md")]
+struct ReadmeDoctests;

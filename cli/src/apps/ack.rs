@@ -1,4 +1,4 @@
-//! `ack`: the seed's server. Prints each chunk received as `ADDR: TEXT`
+//! `ack`: the classic multiplexing demo server. Prints each chunk received as `ADDR: TEXT`
 //! and answers with a fixed reply (`Ok,Thanks`).
 
 use iomux::App;

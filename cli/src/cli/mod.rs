@@ -10,7 +10,8 @@ mod compare;
 mod logger;
 mod serve;
 
-/// iomux: one thread, many sockets — select, poll and epoll side by side.
+// The about text of `iomux --help` is the package description
+// (cli/Cargo.toml), so the two cannot disagree.
 #[derive(Parser, Debug)]
 #[command(name = "iomux", version, about)]
 pub struct Cli {

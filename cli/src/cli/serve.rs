@@ -11,7 +11,8 @@ use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum AppName {
-    /// Print each message and answer the --reply text (the seed's server).
+    /// Print each message and answer the --reply text (the classic
+    /// multiplexing example).
     Ack,
     /// Send back every byte received.
     Echo,
@@ -23,8 +24,9 @@ enum AppName {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on, HOST:PORT (`localhost:8888`, `[::1]:8888`);
-    /// port 0 picks a free port.
+    /// Address to listen on: HOST:PORT (`localhost:8888`, `[::1]:8888`;
+    /// port 0 picks a free port), `unix:PATH` for a Unix-domain socket
+    /// file, or `unix:@NAME` for Linux's abstract namespace.
     #[arg(long, default_value = "127.0.0.1:8888", value_parser = parse_bind)]
     bind: Addr,
     /// Kernel mechanism [default: auto, or $IOMUX_BACKEND] [possible
@@ -77,9 +79,10 @@ pub struct ServeArgs {
     /// for SECS seconds (0 = never).
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     write_timeout: f64,
-    /// Event loops, each in its own thread with its own SO_REUSEPORT
-    /// listener (0 = one per available core). --max-clients counts all of
-    /// them; --workers is per loop.
+    /// Event loops, each in its own thread (0 = one per available core):
+    /// on TCP each has its own SO_REUSEPORT listener, on a unix: address
+    /// they share one. --max-clients counts all of them; --workers is per
+    /// loop.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
     threads: u16,
 }
