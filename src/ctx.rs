@@ -1,4 +1,6 @@
 //! What an app sees of the loop: [`Ctx`], handed to every callback.
+//! (Over 600 lines because it is the app's whole API, each method with
+//! its documentation and examples; the work is in `shared.rs`.)
 //!
 //! `Ctx` is a view over the part of the loop apps may touch (`Shared`, in
 //! shared.rs): connections' buffers and flags, timers, counters, the pool,

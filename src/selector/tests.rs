@@ -1,4 +1,6 @@
 //! Selector unit tests, run once per backend (see `for_each_backend`).
+//! (One file of over 800 lines: the whole selector contract, case by case,
+//! which every backend must meet.)
 //!
 //! Every behaviour is a plain function taking a [`Backend`]; the macro at
 //! the bottom turns each into one `#[test]` per backend, so a failure names
