@@ -207,14 +207,16 @@ impl<S: Default> EventLoop<S> {
     /// non-blocking here); a Unix-domain socket's file is removed when the
     /// loop stops listening.
     ///
-    /// ```no_run
+    /// ```
     /// use iomux::net::Listener;
     /// use iomux::{Backend, Config, EventLoop};
     ///
     /// let mut lp: EventLoop = EventLoop::new(Backend::Auto, Config::default())?;
-    /// lp.listen(Listener::bind(&"127.0.0.1:8888".parse()?)?)?;
-    /// lp.listen(Listener::bind(&"unix:/tmp/iomux.sock".parse()?)?)?;
-    /// // or a socket set up by hand (options, systemd, a fixed port):
+    /// let tcp = Listener::bind(&"127.0.0.1:0".parse()?)?; // port 0: the kernel picks
+    /// println!("listening on {}", tcp.local_addr()?);
+    /// lp.listen(tcp)?;
+    /// lp.listen(Listener::bind(&"unix:@iomux-doc-listen".parse()?)?)?;
+    /// // or a socket set up by hand (options, inherited, a fixed port):
     /// lp.listen(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -294,13 +296,32 @@ impl<S: Default> EventLoop<S> {
     /// Connects to `addr` (TCP or Unix-domain) without blocking; see
     /// [`crate::Ctx::connect`], which this is before the loop runs.
     ///
-    /// ```no_run
-    /// use iomux::{Backend, Config, EventLoop};
+    /// ```
+    /// use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Origin};
     ///
-    /// let mut lp: EventLoop = EventLoop::new(Backend::Auto, Config::default())?;
-    /// let upstream = lp.connect("127.0.0.1:6379".parse::<std::net::SocketAddr>()?)?;
-    /// // `on_open` runs for `upstream` once the connection is established.
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// /// Says hello to whoever it connects to, then stops.
+    /// struct Hello;
+    /// impl App for Hello {
+    ///     type State = ();
+    ///     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), origin: Origin) {
+    ///         assert_eq!(origin, Origin::Connected { by: None });
+    ///         let _ = ctx.send(conn, b"hello\n");
+    ///         ctx.close_after_flush(conn);
+    ///         ctx.stop();
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         input.len()
+    ///     }
+    /// }
+    ///
+    /// let server = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut lp = EventLoop::new(Backend::Auto, Config::default())?;
+    /// lp.connect(server.local_addr()?)?; // on_open runs once it is established
+    /// lp.run(&mut Hello)?;
+    /// let mut said = String::new();
+    /// std::io::Read::read_to_string(&mut server.accept()?.0, &mut said)?;
+    /// assert_eq!(said, "hello\n");
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
     /// # Errors
