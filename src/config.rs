@@ -82,6 +82,11 @@ pub struct Config {
     /// all are lent out a receive ends with `ENOBUFS` and is armed again
     /// once they are back. Default 512 (2 MiB); a power of two up to 32768.
     pub uring_buffers: u16,
+    /// Faults to inject between the loop and the kernel (feature
+    /// `faults`; for tests). `None`: as `IOMUX_FAULTS=SEED[:RATE]` says,
+    /// or none.
+    #[cfg(feature = "faults")]
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 impl Default for Config {
@@ -106,6 +111,8 @@ impl Default for Config {
             stall_threshold: Some(Duration::from_millis(100)),
             stats_interval: None,
             uring_buffers: 512,
+            #[cfg(feature = "faults")]
+            faults: None,
         }
     }
 }

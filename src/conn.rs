@@ -309,6 +309,12 @@ impl Conn {
         self.io.get_or_insert_with(|| Box::new(ConnIo::new(now)))
     }
 
+    /// Bytes of the output buffer not yet written (none of them in a send).
+    #[cfg(feature = "faults")]
+    pub(crate) fn unwritten(&self) -> usize {
+        self.io().map_or(0, |io| io.output.len() - io.written)
+    }
+
     /// Bytes queued but not yet written to the socket.
     pub(crate) fn pending(&self) -> usize {
         self.io().map_or(0, ConnIo::pending)
@@ -398,12 +404,26 @@ impl Conn {
     /// Writes pending output until done or the socket would block.
     /// Returns the bytes written alongside the outcome.
     pub(crate) fn flush(&mut self, now: Instant) -> io::Result<(usize, Flush)> {
+        self.flush_at_most(now, usize::MAX)
+    }
+
+    /// [`Conn::flush`] of at most `limit` bytes: past them the socket
+    /// counts as full (`Flush::Blocked`).
+    pub(crate) fn flush_at_most(
+        &mut self,
+        now: Instant,
+        limit: usize,
+    ) -> io::Result<(usize, Flush)> {
         let Some(io) = self.io.as_deref_mut() else {
             return Ok((0, Flush::Done));
         };
         let mut total = 0;
         while io.written < io.output.len() {
-            match self.stream.write(&io.output[io.written..]) {
+            if total >= limit {
+                return Ok((total, Flush::Blocked));
+            }
+            let end = io.output.len().min(io.written.saturating_add(limit - total));
+            match self.stream.write(&io.output[io.written..end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     io.written += n;

@@ -561,6 +561,13 @@ impl Ctx<'_> {
         self.shared.stats
     }
 
+    /// Faults injected so far by this loop's fault layer (feature
+    /// `faults`; 0 without a plan).
+    #[cfg(feature = "faults")]
+    pub fn faults_injected(&self) -> u64 {
+        self.driver.faults_injected()
+    }
+
     /// Counts one request served (for the stats line's rate).
     pub fn record_request(&mut self) {
         self.shared.stats.requests += 1;

@@ -35,8 +35,16 @@ use crate::uring::{Lent, Ring, SendState};
 /// What the completion driver reports, besides readiness.
 pub(crate) use crate::uring::{Done, Received};
 
-/// How the loop talks to the kernel.
-pub(crate) enum Driver {
+/// How the loop talks to the kernel: the model, and (with the `faults`
+/// feature) what perturbs it.
+pub(crate) struct Driver {
+    model: Model,
+    #[cfg(feature = "faults")]
+    faults: Option<crate::faults::Faults>,
+}
+
+/// The two I/O models.
+enum Model {
     Readiness {
         selector: Box<dyn Selector>,
         /// Asked once, used on every event.
@@ -47,36 +55,49 @@ pub(crate) enum Driver {
 
 impl Driver {
     pub(crate) fn open(backend: Backend, config: &Config) -> io::Result<Driver> {
-        Ok(match backend.resolve() {
-            Backend::Uring => Driver::Completion(Box::new(Ring::new(config.uring_buffers)?)),
+        let model = match backend.resolve() {
+            Backend::Uring => Model::Completion(Box::new(Ring::new(config.uring_buffers)?)),
             other => {
                 let selector = other.open()?;
                 let edge = selector.edge_triggered();
-                Driver::Readiness { selector, edge }
+                Model::Readiness { selector, edge }
             }
+        };
+        #[cfg(feature = "faults")]
+        let faults = crate::faults::Faults::for_loop(config.faults);
+        #[cfg(feature = "faults")]
+        let mut model = model;
+        #[cfg(feature = "faults")]
+        if let (Some(faults), Model::Completion(ring)) = (&faults, &mut model) {
+            ring.inject(crate::faults::Faults::new(faults.plan(), 1));
+        }
+        Ok(Driver {
+            model,
+            #[cfg(feature = "faults")]
+            faults,
         })
     }
 
     /// The backend's name.
     pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Driver::Readiness { selector, .. } => selector.name(),
-            Driver::Completion(_) => Backend::Uring.name(),
+        match &self.model {
+            Model::Readiness { selector, .. } => selector.name(),
+            Model::Completion(_) => Backend::Uring.name(),
         }
     }
 
     /// Readiness is reported once per change (epoll-et): what the loop
     /// leaves unfinished it must remember, no event will say it again.
     pub(crate) fn edge_triggered(&self) -> bool {
-        matches!(self, Driver::Readiness { edge: true, .. })
+        matches!(self.model, Model::Readiness { edge: true, .. })
     }
 
     /// The selector for what is not a connection's data: the waker, the
     /// signal pipe, the app's sources, listeners on a readiness backend.
     pub(crate) fn selector(&mut self) -> &mut dyn Selector {
-        match self {
-            Driver::Readiness { selector, .. } => &mut **selector,
-            Driver::Completion(ring) => &mut **ring,
+        match &mut self.model {
+            Model::Readiness { selector, .. } => &mut **selector,
+            Model::Completion(ring) => &mut **ring,
         }
     }
 
@@ -89,14 +110,23 @@ impl Driver {
         done: &mut Vec<Done>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        match self {
-            Driver::Readiness { selector, .. } => selector.select(events, timeout),
-            Driver::Completion(ring) => {
+        #[cfg(feature = "faults")]
+        let timeout = match &mut self.faults {
+            Some(faults) => faults.wait_timeout(timeout),
+            None => timeout,
+        };
+        match &mut self.model {
+            Model::Readiness { selector, .. } => selector.select(events, timeout)?,
+            Model::Completion(ring) => {
                 ring.select(events, timeout)?;
                 ring.take_done(done);
-                Ok(())
             }
         }
+        #[cfg(feature = "faults")]
+        if let Some(faults) = &mut self.faults {
+            faults.after_wait(events);
+        }
+        Ok(())
     }
 
     /// Watches a new connection (`Open`, or `Connecting`: its connect
@@ -104,10 +134,10 @@ impl Driver {
     /// an open connection's receive is armed by its first flush.
     pub(crate) fn add_conn(&mut self, conn: &mut Conn, id: ConnId) -> io::Result<()> {
         let connecting = conn.phase == Phase::Connecting;
-        let interest = match self {
-            Driver::Completion(_) if !connecting => return Ok(()),
+        let interest = match &mut self.model {
+            Model::Completion(_) if !connecting => return Ok(()),
             // Registered once for both: no epoll_ctl per state change.
-            Driver::Readiness { edge: true, .. } => Interest::BOTH,
+            Model::Readiness { edge: true, .. } => Interest::BOTH,
             _ if connecting => Interest::WRITABLE,
             _ => Interest::READABLE,
         };
@@ -120,7 +150,7 @@ impl Driver {
     /// An outbound connect is established: on the completion driver the
     /// ring does its I/O from now on, and the poll that waited goes.
     pub(crate) fn connected(&mut self, conn: &mut Conn) {
-        if let Driver::Completion(ring) = self {
+        if let Model::Completion(ring) = &mut self.model {
             let _ = ring.deregister(conn.stream.as_fd());
             conn.registered = Interest::NONE;
         }
@@ -138,9 +168,9 @@ impl Driver {
         id: ConnId,
         max_jobs: u32,
     ) -> io::Result<()> {
-        match self {
-            Driver::Readiness { edge: true, .. } => Ok(()),
-            Driver::Readiness { selector, .. } => {
+        match &mut self.model {
+            Model::Readiness { edge: true, .. } => Ok(()),
+            Model::Readiness { selector, .. } => {
                 let wanted = conn.level_interest(max_jobs);
                 if wanted != conn.registered {
                     selector.reregister(conn.stream.as_fd(), Token(id.0), wanted)?;
@@ -148,18 +178,44 @@ impl Driver {
                 }
                 Ok(())
             }
-            Driver::Completion(ring) => update_receive(ring, conn, id, max_jobs),
+            Model::Completion(ring) => update_receive(ring, conn, id, max_jobs),
         }
     }
 
     /// Bytes the socket has now, into `buf` (readiness). The completion
     /// driver's bytes come by themselves ([`Done::Received`]): nothing to
     /// pull, `WouldBlock`.
-    pub(crate) fn read(&mut self, conn: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Driver::Readiness { .. } => conn.read(buf),
-            Driver::Completion(_) => Err(io::ErrorKind::WouldBlock.into()),
+    pub(crate) fn read(
+        &mut self,
+        conn: &mut Conn,
+        id: ConnId,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        match &mut self.model {
+            Model::Readiness { edge, .. } => {
+                #[cfg(feature = "faults")]
+                if let Some(faults) = &mut self.faults {
+                    let len = faults.read(Token(id.0), buf.len(), *edge)?;
+                    return conn.read(&mut buf[..len]);
+                }
+                let _ = (id, edge);
+                conn.read(buf)
+            }
+            Model::Completion(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    /// Writes what `conn`'s socket takes now (readiness), within what the
+    /// fault layer lets through.
+    fn flush(&mut self, conn: &mut Conn, id: ConnId, now: Instant) -> io::Result<(usize, Flush)> {
+        #[cfg(feature = "faults")]
+        if let Some(faults) = &mut self.faults {
+            let edge = matches!(self.model, Model::Readiness { edge: true, .. });
+            let limit = faults.write(Token(id.0), conn.unwritten(), edge)?;
+            return conn.flush_at_most(now, limit);
+        }
+        let _ = id;
+        conn.flush(now)
     }
 
     /// Starts or continues `conn`'s output; the one way bytes reach a
@@ -174,9 +230,9 @@ impl Driver {
         id: ConnId,
         now: Instant,
     ) -> io::Result<(usize, Flush)> {
-        match self {
-            Driver::Readiness { .. } => conn.flush(now),
-            Driver::Completion(ring) => {
+        match &mut self.model {
+            Model::Readiness { .. } => self.flush(conn, id, now),
+            Model::Completion(ring) => {
                 let mut written = 0;
                 if let Some(key) = conn.send_in_flight() {
                     if ring.send_state(key, id) != SendState::Parked {
@@ -216,7 +272,7 @@ impl Driver {
         now: Instant,
     ) -> io::Result<usize> {
         let mut taken = 0;
-        if let Driver::Completion(ring) = self
+        if let Model::Completion(ring) = &mut self.model
             && let Some(key) = conn.send_in_flight()
         {
             match ring.send_state(key, id) {
@@ -252,12 +308,12 @@ impl Driver {
     /// cancelled, and its socket is kept until the kernel let go of it.
     /// Returns the peer's name, for the log.
     pub(crate) fn retire(&mut self, conn: Conn, id: ConnId) -> Peer {
-        match self {
-            Driver::Readiness { selector, .. } => {
+        match &mut self.model {
+            Model::Readiness { selector, .. } => {
                 let _ = selector.deregister(conn.stream.as_fd());
                 conn.into_parts().1
             }
-            Driver::Completion(ring) => {
+            Model::Completion(ring) => {
                 if conn.registered != Interest::NONE || conn.has(Flags::POLLED) {
                     let _ = ring.deregister(conn.stream.as_fd());
                 }
@@ -272,15 +328,15 @@ impl Driver {
     /// Received bytes in provided buffer `bid`, lent while the app reads
     /// them (completion driver).
     pub(crate) fn lend(&mut self, bid: u16, len: usize) -> Option<Lent> {
-        match self {
-            Driver::Completion(ring) => ring.lend(bid, len),
-            Driver::Readiness { .. } => None,
+        match &mut self.model {
+            Model::Completion(ring) => ring.lend(bid, len),
+            Model::Readiness { .. } => None,
         }
     }
 
     /// Gives lent bytes back; their buffer goes to the kernel again.
     pub(crate) fn give_back(&mut self, lent: Lent) {
-        if let Driver::Completion(ring) = self {
+        if let Model::Completion(ring) = &mut self.model {
             ring.give_back_lent(lent);
         }
     }
@@ -293,26 +349,58 @@ impl Driver {
         token: Token,
         fd: BorrowedFd<'_>,
     ) -> io::Result<()> {
-        match self {
-            Driver::Readiness { selector, .. } => selector.register(fd, token, Interest::READABLE),
-            Driver::Completion(ring) => ring.accept(index, fd),
+        match &mut self.model {
+            Model::Readiness { selector, .. } => selector.register(fd, token, Interest::READABLE),
+            Model::Completion(ring) => ring.accept(index, fd),
         }
+    }
+
+    /// One connection from a listener a readiness backend said is
+    /// readable (non-blocking and close-on-exec, with its peer's address).
+    pub(crate) fn accept(
+        &mut self,
+        listener: &crate::net::Listener,
+    ) -> rustix::io::Result<(std::os::fd::OwnedFd, Option<rustix::net::SocketAddrAny>)> {
+        #[cfg(feature = "faults")]
+        if let Some(faults) = &mut self.faults
+            && let Some(e) = faults.accept()
+        {
+            return Err(e);
+        }
+        use rustix::net::SocketFlags;
+        rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
+    }
+
+    /// Faults injected so far, by the driver and the ring.
+    #[cfg(feature = "faults")]
+    pub(crate) fn faults_injected(&self) -> u64 {
+        let ring = match &self.model {
+            Model::Completion(ring) => ring.faults_injected(),
+            Model::Readiness { .. } => 0,
+        };
+        self.faults.as_ref().map_or(0, |f| f.injected) + ring
+    }
+
+    /// A connect the fault layer refuses at once (feature `faults`).
+    #[cfg(feature = "faults")]
+    pub(crate) fn refuse_connect(&mut self) -> Option<io::Error> {
+        self.faults.as_mut()?.connect()
     }
 
     /// Stops accepting from listener `index` (a pause, or for good).
     pub(crate) fn unwatch_listener(&mut self, index: usize, fd: BorrowedFd<'_>) {
-        match self {
-            Driver::Readiness { selector, .. } => {
+        match &mut self.model {
+            Model::Readiness { selector, .. } => {
                 let _ = selector.deregister(fd);
             }
-            Driver::Completion(ring) => ring.stop_accepting(index),
+            Model::Completion(ring) => ring.stop_accepting(index),
         }
     }
 
     /// The listeners are about to close: what names them must reach the
     /// kernel first (a queued accept names the fd number).
     pub(crate) fn before_listeners_close(&mut self) {
-        if let Driver::Completion(ring) = self {
+        if let Model::Completion(ring) = &mut self.model {
             ring.submit_now();
         }
     }
@@ -320,7 +408,7 @@ impl Driver {
     /// The loop stops: closed sockets whose operations the ring still
     /// cancels close now (no later turn would submit the cancels).
     pub(crate) fn settle(&mut self) {
-        if let Driver::Completion(ring) = self {
+        if let Model::Completion(ring) = &mut self.model {
             ring.settle(Duration::from_secs(1));
         }
     }

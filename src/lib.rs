@@ -82,6 +82,8 @@ mod conn;
 mod ctx;
 mod driver;
 mod event_loop;
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod group;
 pub mod limits;
 mod mailbox;

@@ -257,6 +257,10 @@ impl Shared {
         addr: &Addr,
         by: Option<ConnId>,
     ) -> io::Result<ConnId> {
+        #[cfg(feature = "faults")]
+        if let Some(refused) = driver.refuse_connect() {
+            return Err(refused);
+        }
         let stream = match addr {
             Addr::Tcp(tcp) => {
                 let stream = crate::net::tcp_connect_started(*tcp)?;

@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
-use rustix::net::SocketFlags;
 
 use super::{EventLoop, Life, watch};
 use crate::app::App;
@@ -109,10 +108,7 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         for _ in 0..self.shared.config.accept_budget {
-            let accepted = rustix::net::acceptfrom_with(
-                &self.listeners[index].socket,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            );
+            let accepted = self.driver.accept(&self.listeners[index].socket);
             match accepted {
                 Ok((fd, addr)) => {
                     self.emfile_logged = false;

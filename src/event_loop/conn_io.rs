@@ -123,7 +123,7 @@ impl<S: Default> EventLoop<S> {
                 self.update_interest(id);
                 return;
             }
-            match self.driver.read(conn, scratch) {
+            match self.driver.read(conn, id, scratch) {
                 Ok(0) => self.peer_ended(id),
                 Ok(n) => {
                     self.input_arrived(app, id, &scratch[..n]);

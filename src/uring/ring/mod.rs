@@ -151,6 +151,10 @@ pub(crate) struct Ring {
     cqes: Vec<Cqe>,
     /// ... and resolved, for the loop.
     done: Vec<Done>,
+    /// Injected faults (feature `faults`), and the completions they hold
+    /// back to a later turn.
+    #[cfg(feature = "faults")]
+    faults: Option<(crate::faults::Faults, Vec<Cqe>)>,
 }
 
 impl Ring {
@@ -181,6 +185,8 @@ impl Ring {
             pending_cancels: Vec::new(),
             cqes: Vec::new(),
             done: Vec::new(),
+            #[cfg(feature = "faults")]
+            faults: None,
         };
         if ring.kernel_caps_receives()? {
             ring.receive_cap = Some(RECEIVE_WINDOW);
@@ -258,6 +264,12 @@ impl Ring {
         let entry = match &self.ops[key] {
             Op::Send { fd, buf, off, .. } => {
                 let bytes = &buf[*off..];
+                #[cfg(feature = "faults")]
+                let bytes = match &mut self.faults {
+                    // A short send: the rest follows its completion.
+                    Some((faults, _)) => &bytes[..faults.send_len(bytes.len())],
+                    None => bytes,
+                };
                 let len = bytes.len().min(u32::MAX as usize) as u32;
                 opcode::Send::new(types::Fd(*fd), bytes.as_ptr(), len)
                     .flags(send_flags().bits() as i32)
@@ -498,6 +510,19 @@ impl Ring {
         } // else dropping the stream closes it
     }
 
+    /// Injects `faults` from now on (short sends, completions held back
+    /// and reordered, refused submissions).
+    #[cfg(feature = "faults")]
+    pub(crate) fn inject(&mut self, faults: crate::faults::Faults) {
+        self.faults = Some((faults, Vec::new()));
+    }
+
+    /// Faults the ring injected so far.
+    #[cfg(feature = "faults")]
+    pub(crate) fn faults_injected(&self) -> u64 {
+        self.faults.as_ref().map_or(0, |(f, _)| f.injected)
+    }
+
     /// Runs the ring until every doomed socket is closed and every
     /// operation is over (within `within`): when the loop stops, no later
     /// turn would submit the cancels. What completes meanwhile is dropped
@@ -561,8 +586,25 @@ impl Selector for Ring {
     fn wait_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.queue_pending();
         self.recv_ended.clear(); // the loop has seen them
+        #[cfg(feature = "faults")]
+        if let Some((faults, _)) = &mut self.faults
+            && faults.busy()
+        {
+            return Ok(()); // as if the kernel said EBUSY, with nothing to harvest
+        }
+        // Completions held back are posted "later": by the next wait, not
+        // after a sleep nothing else would end.
+        #[cfg(feature = "faults")]
+        let timeout = match &self.faults {
+            Some((_, held)) if !held.is_empty() => Some(Duration::ZERO),
+            _ => timeout,
+        };
         let mut cqes = std::mem::take(&mut self.cqes);
         let waited = self.polls.wait(events, timeout, |c| cqes.push(c));
+        #[cfg(feature = "faults")]
+        if let Some((faults, held)) = &mut self.faults {
+            faults.reorder(&mut cqes, held, |c| c.user_data);
+        }
         for c in cqes.drain(..) {
             if let Some(done) = self.resolve(c) {
                 self.done.push(done);

@@ -1,0 +1,510 @@
+//! A seeded, model-based random test of the loop, on every backend, with
+//! and without injected faults.
+//!
+//! Peers take random actions (requests that ask for replies, pushed output
+//! to another connection, a pause, an offloaded job, `close_after_flush`,
+//! `shutdown_after_flush`; half-closes, resets, closes without reading,
+//! reads of random sizes), then a graceful shutdown; the app keeps a
+//! record of what it did and what the loop told it, and the test checks
+//! the record against what the peers saw:
+//! - every peer receives exactly the bytes the app sent it, in order, when
+//!   it read to the end and nothing failed (a reset, a limit); a prefix of
+//!   them otherwise;
+//! - every connection is opened once and closed once, and nothing is told
+//!   of it after its close;
+//! - input is never offered while the connection's output is full, and
+//!   pending output stays within its bounds;
+//! - the loop's descriptors return to what they were.
+//!
+//! `cargo test` runs a quick slice of seeds. Many more, for as long as it
+//! takes, and one seed again:
+//!
+//! ```sh
+//! IOMUX_MODEL_SEEDS=100000 cargo test --release --test model -- --nocapture
+//! IOMUX_MODEL_SEED=1234 cargo test --release --test model uring::
+//! ```
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{LIVENESS, LoopThread, Rng};
+use iomux::faults::FaultPlan;
+use iomux::pool::{JobId, JobResult};
+use iomux::{App, CloseReason, Config, ConnId, Ctx, Origin, SendError, TimerId};
+
+backend_suite! {
+    random_schedules_keep_the_contract,
+    random_schedules_keep_the_contract_under_faults,
+}
+
+/// The largest reply, push or job result one command asks for.
+const MAX_MESSAGE: usize = 20_000;
+const HIGH_WATER: usize = 8 * 1024;
+const MAX_OUTPUT: usize = 64 * 1024;
+const MAX_JOBS: u32 = 4;
+/// The most a connection may have pending: a full reply window, one
+/// message past it, its jobs' results, and pushed output up to the limit.
+const PENDING_BOUND: usize = HIGH_WATER + MAX_OUTPUT + (2 + MAX_JOBS as usize) * MAX_MESSAGE + 64;
+
+fn random_schedules_keep_the_contract(backend: &str) {
+    run_seeds(backend, None);
+}
+
+fn random_schedules_keep_the_contract_under_faults(backend: &str) {
+    run_seeds(backend, Some(0.1));
+}
+
+/// Seeds run one after another (the descriptor count is the process's).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_seeds(backend: &str, fault_rate: Option<f64>) {
+    let seeds: Vec<u64> = match std::env::var("IOMUX_MODEL_SEED") {
+        Ok(one) => vec![one.parse().expect("IOMUX_MODEL_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("IOMUX_MODEL_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            let base = common::seed("model", backend);
+            (0..n).map(|i| base.wrapping_add(i)).collect()
+        }
+    };
+    let started = Instant::now();
+    let mut injected = 0;
+    for &seed in &seeds {
+        let plan = fault_rate.map(|rate| FaultPlan { seed, rate });
+        let _serial = lock(&ONE_AT_A_TIME);
+        match run_one(backend, seed, plan) {
+            Ok(n) => injected += n,
+            Err(failure) => {
+                let faults = plan.map_or(String::new(), |p| format!(" with IOMUX_FAULTS={p}"));
+                panic!(
+                    "{backend}: seed {seed}{faults} failed (replay: IOMUX_MODEL_SEED={seed}): {failure}"
+                );
+            }
+        }
+    }
+    if fault_rate.is_some() {
+        assert!(
+            injected > 0,
+            "{backend}: no fault was injected in {} seeds",
+            seeds.len()
+        );
+    } else {
+        assert_eq!(injected, 0, "{backend}: faults without a plan");
+    }
+    eprintln!(
+        "{backend}: {} seeds{} in {:.1} s ({injected} faults injected)",
+        seeds.len(),
+        if fault_rate.is_some() {
+            " under faults"
+        } else {
+            ""
+        },
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the app did and was told, by connection.
+#[derive(Default)]
+struct Record {
+    opened: HashMap<ConnId, u32>,
+    /// Why it closed: "clean" or what failed.
+    closed: HashMap<ConnId, Ending>,
+    /// Every byte queued to it, in order.
+    sent: HashMap<ConnId, Vec<u8>>,
+    violations: Vec<String>,
+    /// The fault layer's count at the last close.
+    faults: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ending {
+    /// Nothing lost: what was queued was written (peer closed, the app
+    /// closed it after its output, the loop's shutdown).
+    Clean,
+    /// Output may be lost: a read or write failed, a limit, the app's
+    /// own immediate close.
+    Failed,
+}
+
+/// The app: commands by line (`E n`: reply n bytes; `P n`: push n bytes
+/// to another connection; `Z ms`: pause reading that long; `J n`: an
+/// offloaded job returns n bytes; `C`: close after the output; `S`: shut
+/// the write side after the output).
+struct Model {
+    rec: Arc<Mutex<Record>>,
+    rng: Rng,
+    open: Vec<ConnId>,
+}
+
+impl Model {
+    /// Queues `n` pattern bytes for `to` and records what was queued.
+    fn send(&mut self, ctx: &mut Ctx<'_>, to: ConnId, n: usize) {
+        let mut rec = lock(&self.rec);
+        let sent = rec.sent.entry(to).or_default();
+        let start = sent.len();
+        let bytes: Vec<u8> = (start..start + n).map(|k| pattern(to, k)).collect();
+        match ctx.send(to, &bytes) {
+            // Queued: over the limit it is queued too, then closed.
+            Ok(()) | Err(SendError::OverLimit) => sent.extend_from_slice(&bytes),
+            Err(_) => {}
+        }
+        let pending = ctx.pending_output(to);
+        if pending > PENDING_BOUND {
+            rec.violations.push(format!(
+                "{to:?}: {pending} bytes pending (bound {PENDING_BOUND})"
+            ));
+        }
+    }
+
+    fn check_alive(&self, conn: ConnId, what: &str) {
+        let mut rec = lock(&self.rec);
+        if rec.closed.contains_key(&conn) {
+            rec.violations
+                .push(format!("{what} for {conn:?} after its close"));
+        }
+        if !rec.opened.contains_key(&conn) {
+            rec.violations
+                .push(format!("{what} for {conn:?} before its open"));
+        }
+    }
+}
+
+/// Byte `k` of what the app sends `to`: a reordered, lost or repeated
+/// byte shows.
+fn pattern(to: ConnId, k: usize) -> u8 {
+    (k.wrapping_mul(31) ^ (k >> 8) ^ to.as_u64() as usize) as u8
+}
+
+impl App for Model {
+    type State = ();
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: Origin) {
+        {
+            let mut rec = lock(&self.rec);
+            let opens = rec.opened.entry(conn).or_default();
+            *opens += 1;
+            if *opens > 1 {
+                rec.violations.push(format!("{conn:?} opened twice"));
+            }
+        }
+        self.open.push(conn);
+        // The greeting names the connection to its peer.
+        let greeting = format!("ID {}\n", conn.as_u64());
+        let mut rec = lock(&self.rec);
+        if ctx.send(conn, greeting.as_bytes()).is_ok() {
+            rec.sent
+                .entry(conn)
+                .or_default()
+                .extend_from_slice(greeting.as_bytes());
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        self.check_alive(conn, "on_data");
+        if ctx.output_full(conn) {
+            lock(&self.rec).violations.push(format!(
+                "input offered to {conn:?} while its output is full"
+            ));
+        }
+        let mut used = 0;
+        while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+            if ctx.output_full(conn) {
+                break; // offered again once the output drains
+            }
+            let text = String::from_utf8_lossy(&input[used..used + end]).into_owned();
+            let (cmd, arg) = text.split_once(' ').unwrap_or((&text, "0"));
+            let n: usize = arg.parse::<usize>().unwrap_or(0).min(MAX_MESSAGE);
+            match cmd {
+                "E" => self.send(ctx, conn, n.max(1)),
+                "P" => {
+                    let others: Vec<ConnId> =
+                        self.open.iter().copied().filter(|&c| c != conn).collect();
+                    if !others.is_empty() {
+                        let to = others[self.rng.range(0, others.len() - 1)];
+                        self.send(ctx, to, n.max(1));
+                    }
+                }
+                "Z" => {
+                    ctx.pause_reading(conn);
+                    ctx.set_conn_timer(conn, Duration::from_millis(n as u64 % 50), 1);
+                }
+                "J" => {
+                    if !ctx.can_offload(conn) {
+                        break; // offered again when one of its jobs is back
+                    }
+                    ctx.offload(conn, move || Box::new(n.max(1)) as JobResult);
+                }
+                "C" => ctx.close_after_flush(conn),
+                "S" => ctx.shutdown_after_flush(conn),
+                _ => {}
+            }
+            used += end + 1;
+        }
+        used
+    }
+
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: TimerId) {
+        self.check_alive(conn, "on_conn_timer");
+        ctx.resume_reading(conn);
+    }
+
+    fn on_job_done(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        _: &mut (),
+        _: JobId,
+        result: JobResult,
+    ) {
+        self.check_alive(conn, "on_job_done");
+        if let Ok(n) = result.downcast::<usize>() {
+            self.send(ctx, conn, *n);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
+        self.open.retain(|&c| c != conn);
+        lock(&self.rec).faults = ctx.faults_injected();
+        let ending = match reason {
+            CloseReason::PeerClosed | CloseReason::Shutdown => Ending::Clean,
+            _ => Ending::Failed,
+        };
+        let mut rec = lock(&self.rec);
+        if !rec.opened.contains_key(&conn) {
+            // A connect that never came up would be; this app makes none.
+            rec.violations
+                .push(format!("{conn:?} closed, never opened"));
+        }
+        if rec.closed.insert(conn, ending).is_some() {
+            rec.violations.push(format!("{conn:?} closed twice"));
+        }
+    }
+}
+
+/// What a peer did, which says what it must have received.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PeerMode {
+    /// Read to the end: it must have everything.
+    Reading,
+    /// Reset or closed without reading: a prefix.
+    Gone,
+}
+
+struct Peer {
+    stream: TcpStream,
+    got: Vec<u8>,
+    id: Option<u64>,
+    mode: PeerMode,
+    write_open: bool,
+}
+
+impl Peer {
+    /// Reads what is there now (non-blocking).
+    fn read_some(&mut self, limit: usize) {
+        let mut buf = vec![0u8; limit.max(1)];
+        match self.stream.read(&mut buf) {
+            Ok(n) => self.got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {}
+        }
+        self.learn_id();
+    }
+
+    fn learn_id(&mut self) {
+        if self.id.is_none()
+            && let Some(end) = self.got.iter().position(|&b| b == b'\n')
+        {
+            self.id = String::from_utf8_lossy(&self.got[..end])
+                .strip_prefix("ID ")
+                .and_then(|n| n.parse().ok());
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        if self.write_open && self.mode == PeerMode::Reading {
+            // A full socket or a reset peer: the line is lost, which is
+            // the peer's business (the app only answers what it got).
+            let _ = self.stream.write_all(line.as_bytes());
+        }
+    }
+
+    /// Reads until end of stream (or the deadline, which is a failure).
+    fn read_to_end(&mut self, deadline: Instant) -> Result<(), String> {
+        self.stream
+            .set_nonblocking(false)
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("peer {:?}: no end of stream in time", self.id));
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return Err(format!("peer {:?}: no end of stream in time", self.id));
+                }
+                // A reset: what came before it is all there is.
+                Err(_) => break,
+            }
+        }
+        self.learn_id();
+        Ok(())
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// One seeded schedule; `Err` says what broke, `Ok` how many faults were
+/// injected.
+fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, String> {
+    let mut rng = Rng::new(seed);
+    let mut config = Config::default();
+    config.high_water = HIGH_WATER;
+    config.low_water = HIGH_WATER / 4;
+    config.max_output = MAX_OUTPUT;
+    config.workers = 2;
+    config.max_jobs_per_conn = MAX_JOBS;
+    config.stall_threshold = None;
+    config.faults = faults;
+    let fds_before = open_fds();
+    let rec = Arc::new(Mutex::new(Record::default()));
+    let app = Model {
+        rec: rec.clone(),
+        rng: Rng::new(seed ^ 0x5eed),
+        open: Vec::new(),
+    };
+    let lp = LoopThread::start(backend, config, app);
+    let mut peers: Vec<Peer> = Vec::new();
+    for _ in 0..rng.range(2, 5) {
+        let stream = TcpStream::connect(lp.addr).map_err(|e| format!("connect: {e}"))?;
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        peers.push(Peer {
+            stream,
+            got: Vec::new(),
+            id: None,
+            mode: PeerMode::Reading,
+            write_open: true,
+        });
+    }
+    for _ in 0..rng.range(20, 60) {
+        let p = rng.range(0, peers.len() - 1);
+        let n = rng.range(1, MAX_MESSAGE);
+        match rng.range(0, 99) {
+            0..=24 => peers[p].send(&format!("E {n}\n")),
+            25..=34 => peers[p].send(&format!("P {n}\n")),
+            35..=39 => peers[p].send(&format!("Z {n}\n")),
+            40..=47 => peers[p].send(&format!("J {n}\n")),
+            48..=49 => peers[p].send("C\n"),
+            50..=51 => peers[p].send("S\n"),
+            52..=54 => {
+                let _ = peers[p].stream.shutdown(Shutdown::Write);
+                peers[p].write_open = false;
+            }
+            55..=56 if peers[p].mode == PeerMode::Reading => {
+                // A reset: close with SO_LINGER 0.
+                let _ =
+                    rustix::net::sockopt::set_socket_linger(&peers[p].stream, Some(Duration::ZERO));
+                let _ = peers[p].stream.shutdown(Shutdown::Both);
+                peers[p].mode = PeerMode::Gone;
+            }
+            57 => {
+                let _ = peers[p].stream.shutdown(Shutdown::Both);
+                peers[p].mode = PeerMode::Gone;
+            }
+            58..=84 => {
+                let limit = rng.range(1, 64 * 1024);
+                peers[p].read_some(limit);
+            }
+            _ => std::thread::sleep(Duration::from_micros(rng.range(0, 2000) as u64)),
+        }
+    }
+    // A graceful shutdown now or after the peers' end: what is owed is
+    // delivered either way.
+    let stop_first = rng.range(0, 1) == 0;
+    if stop_first {
+        lp.stop.stop();
+    }
+    let deadline = Instant::now() + LIVENESS;
+    for peer in peers.iter_mut().filter(|p| p.mode == PeerMode::Reading) {
+        if peer.write_open {
+            let _ = peer.stream.shutdown(Shutdown::Write);
+        }
+        peer.read_to_end(deadline)?;
+    }
+    drop(lp.stop(LIVENESS));
+    let rec = lock(&rec);
+    let mut problems = rec.violations.clone();
+    for (conn, opens) in &rec.opened {
+        if *opens == 1 && !rec.closed.contains_key(conn) {
+            problems.push(format!("{conn:?} opened, never closed"));
+        }
+    }
+    for peer in &peers {
+        let Some(id) = peer.id else {
+            continue; // never greeted: reset or refused before its first byte
+        };
+        let conn = rec.opened.keys().find(|c| c.as_u64() == id).copied();
+        let Some(conn) = conn else {
+            problems.push(format!("peer greeted as {id}, which the app never opened"));
+            continue;
+        };
+        let sent = rec.sent.get(&conn).map_or(&[][..], |s| &s[..]);
+        let exact = peer.mode == PeerMode::Reading && rec.closed.get(&conn) == Some(&Ending::Clean);
+        let ok = if exact {
+            peer.got == sent
+        } else {
+            sent.starts_with(&peer.got)
+        };
+        if !ok {
+            let same = peer
+                .got
+                .iter()
+                .zip(sent)
+                .take_while(|(a, b)| a == b)
+                .count();
+            problems.push(format!(
+                "{conn:?} ({:?}, {:?}): received {} bytes, sent {}, equal for the first {same}{}",
+                peer.mode,
+                rec.closed.get(&conn),
+                peer.got.len(),
+                sent.len(),
+                if exact { "" } else { " (must be a prefix)" }
+            ));
+        }
+    }
+    drop(peers);
+    // The loop's descriptors (listener, selector, sockets) are gone once it
+    // returned, the peers' now; the waker's goes with the last pool worker,
+    // which exits on its own a moment later.
+    let deadline = Instant::now() + LIVENESS;
+    while open_fds() > fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let fds_after = open_fds();
+    if fds_after > fds_before {
+        problems.push(format!("{} descriptors left open", fds_after - fds_before));
+    }
+    if problems.is_empty() {
+        Ok(rec.faults)
+    } else {
+        Err(problems.join("; "))
+    }
+}
