@@ -422,7 +422,10 @@ impl Conn {
             if total >= limit {
                 return Ok((total, Flush::Blocked));
             }
-            let end = io.output.len().min(io.written.saturating_add(limit - total));
+            let end = io
+                .output
+                .len()
+                .min(io.written.saturating_add(limit - total));
             match self.stream.write(&io.output[io.written..end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {

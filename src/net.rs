@@ -108,6 +108,21 @@ pub fn tcp_listener_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     listener(addr, true)
 }
 
+/// Bytes of a TCP socket's output still in the kernel, not yet
+/// acknowledged by the peer (`SIOCOUTQ`).
+pub(crate) fn unacked_output(socket: &TcpStream) -> io::Result<u64> {
+    /// `SIOCOUTQ`, Linux's `TIOCOUTQ` on a socket.
+    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+    // SAFETY: `SIOCOUTQ` is a getter opcode that writes one `c_int`, which
+    // `Getter` provides room for.
+    unsafe {
+        let ctl = rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new();
+        rustix::ioctl::ioctl(socket, ctl)
+            .map(|n| n.max(0) as u64)
+            .map_err(io::Error::from)
+    }
+}
+
 /// Binds (without listening) and closes a socket on `addr`: an error if
 /// another socket listens there, `SO_REUSEPORT` or not.
 pub(crate) fn bind_probe(addr: SocketAddr) -> io::Result<()> {

@@ -20,6 +20,7 @@ backend_suite! {
     origins_are_told_at_open_and_known_at_close,
     send_says_why_it_refused,
     a_connect_closed_before_it_is_up,
+    a_shutdown_delivers_output_to_a_peer_still_sending,
 }
 
 /// Records every open and close; connects upstream for each accepted
@@ -283,4 +284,70 @@ fn a_connect_closed_before_it_is_up(backend: &str) {
             assert_eq!(app.closed, ["App"]);
         }
     }
+}
+
+/// Answers `big` with a megabyte.
+struct Big;
+
+impl App for Big {
+    type State = ();
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        if input.ends_with(b"big\n") {
+            let _ = ctx.send(conn, &vec![b'b'; 1 << 20]);
+        }
+        input.len()
+    }
+}
+
+/// The TCP state of the socket at `local` talking to `remote`, from
+/// /proc/net/tcp (`01` established, `04` fin-wait-1, ...).
+fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (l, r) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 3 && f[1] == l && f[2] == r).then(|| f[3].to_string())
+    })
+}
+
+/// A graceful shutdown finds a reply written to the kernel but not yet
+/// taken by the peer, which then sends more: the loop must not close in
+/// a way that answers those bytes with a reset (it would destroy the reply
+/// on its way); the peer gets all of it.
+fn a_shutdown_delivers_output_to_a_peer_still_sending(backend: &str) {
+    let lp = common::LoopThread::start(backend, Config::default(), Big);
+    let mut peer = lp.connect();
+    peer.write_all(b"big\n").unwrap();
+    let mut first = [0u8; 1];
+    peer.read_exact(&mut first).unwrap(); // the reply is on its way
+    let (local, server) = (peer.local_addr().unwrap(), peer.peer_addr().unwrap());
+    lp.stop.stop();
+    // Wait until the loop is done writing: its side leaves "established".
+    let deadline = std::time::Instant::now() + LIVENESS;
+    while tcp_state(server, local).as_deref() == Some("01") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop never ended the connection"
+        );
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Either may fail if the loop answered with a reset; the reads say.
+    let _ = peer.write_all(b"more\n");
+    let _ = peer.shutdown(std::net::Shutdown::Write);
+    let (rest, error) = common::read_to_end(&mut peer);
+    assert_eq!(
+        error.map(|e| e.kind()),
+        None,
+        "the reply was cut by a reset"
+    );
+    assert_eq!(1 + rest.len(), 1 << 20);
+    let Big = lp.stop(LIVENESS);
 }

@@ -121,6 +121,8 @@ struct Record {
     opened: HashMap<ConnId, u32>,
     /// Why it closed: "clean" or what failed.
     closed: HashMap<ConnId, Ending>,
+    /// ... in the loop's words.
+    reasons: HashMap<ConnId, String>,
     /// Every byte queued to it, in order.
     sent: HashMap<ConnId, Vec<u8>>,
     violations: Vec<String>,
@@ -282,6 +284,7 @@ impl App for Model {
             _ => Ending::Failed,
         };
         let mut rec = lock(&self.rec);
+        rec.reasons.insert(conn, format!("{reason:?}"));
         if !rec.opened.contains_key(&conn) {
             // A connect that never came up would be; this app makes none.
             rec.violations
@@ -360,7 +363,16 @@ impl Peer {
                     return Err(format!("peer {:?}: no end of stream in time", self.id));
                 }
                 // A reset: what came before it is all there is.
-                Err(_) => break,
+                Err(e) => {
+                    if std::env::var_os("IOMUX_MODEL_TRACE").is_some() {
+                        eprintln!(
+                            "peer {:?}: read ended with {e} after {} bytes",
+                            self.id,
+                            self.got.len()
+                        );
+                    }
+                    break;
+                }
             }
         }
         self.learn_id();
@@ -370,6 +382,19 @@ impl Peer {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// With `IOMUX_MODEL_TRACE`, the loop's log lines on stderr.
+struct TraceLog;
+
+impl log::Log for TraceLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("[{}] {}", record.target(), record.args());
+    }
+    fn flush(&self) {}
 }
 
 /// One seeded schedule; `Err` says what broke, `Ok` how many faults were
@@ -404,10 +429,18 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
             write_open: true,
         });
     }
+    let trace = std::env::var_os("IOMUX_MODEL_TRACE").is_some();
+    if trace && log::set_logger(&TraceLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     for _ in 0..rng.range(20, 60) {
         let p = rng.range(0, peers.len() - 1);
         let n = rng.range(1, MAX_MESSAGE);
-        match rng.range(0, 99) {
+        let action = rng.range(0, 99);
+        if trace {
+            eprintln!("peer {p} ({:?}): action {action} n {n}", peers[p].id);
+        }
+        match action {
             0..=24 => peers[p].send(&format!("E {n}\n")),
             25..=34 => peers[p].send(&format!("P {n}\n")),
             35..=39 => peers[p].send(&format!("Z {n}\n")),
@@ -439,11 +472,32 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
     // A graceful shutdown now or after the peers' end: what is owed is
     // delivered either way.
     let stop_first = rng.range(0, 1) == 0;
+    if trace {
+        eprintln!("stop first: {stop_first}");
+    }
     if stop_first {
         lp.stop.stop();
     }
     let deadline = Instant::now() + LIVENESS;
     for peer in peers.iter_mut().filter(|p| p.mode == PeerMode::Reading) {
+        if trace {
+            let port = lp.addr.port();
+            let out = std::process::Command::new("ss")
+                .args([
+                    "-tnoie",
+                    "state",
+                    "all",
+                    &format!("( sport = :{port} or dport = :{port} )"),
+                ])
+                .output();
+            if let Ok(out) = out {
+                eprintln!(
+                    "before peer {:?} reads:\n{}",
+                    peer.id,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
         if peer.write_open {
             let _ = peer.stream.shutdown(Shutdown::Write);
         }
@@ -483,7 +537,7 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
             problems.push(format!(
                 "{conn:?} ({:?}, {:?}): received {} bytes, sent {}, equal for the first {same}{}",
                 peer.mode,
-                rec.closed.get(&conn),
+                rec.reasons.get(&conn),
                 peer.got.len(),
                 sent.len(),
                 if exact { "" } else { " (must be a prefix)" }

@@ -280,9 +280,17 @@ impl<S: Default> EventLoop<S> {
             return;
         }
         let peer_done = matches!(conn.phase, Phase::ReadClosed | Phase::EofPending);
+        // A TCP peer that may still send: what it sends after the close
+        // would be answered with a reset, which destroys output of ours
+        // still on its way. Linger then too.
+        let in_flight = || {
+            conn.stream
+                .tcp()
+                .is_some_and(|s| crate::net::unacked_output(s).is_ok_and(|n| n > 0))
+        };
         let unread = match self.driver.unread_input(conn) {
             _ if peer_done => false,
-            Some(in_socket) => in_socket || conn.has(Flags::DISCARDED),
+            Some(in_socket) => in_socket || conn.has(Flags::DISCARDED) || in_flight(),
             None => {
                 // Bytes may be on their way in a receive. Stop it, and
                 // decide once it is over (its end marks this dirty).
