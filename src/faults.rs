@@ -166,6 +166,7 @@ impl Faults {
             1 | 2 => Err(io::ErrorKind::WouldBlock.into()),
             _ => Ok(1 + self.below(len)),
         };
+        log::debug!(target: "iomux::faults", "read on {token:?} of {len}: {cut:?}");
         // The loop takes a short read as "the socket is empty now": then
         // more came, and on an edge-triggered backend that is an edge.
         if edge {
@@ -187,6 +188,7 @@ impl Faults {
             2 | 3 => 0,
             _ => 1 + self.below(len),
         };
+        log::debug!(target: "iomux::faults", "write on {token:?} of {len}: {cut}");
         // The socket was full: room comes back, an edge on an
         // edge-triggered backend.
         if edge {
@@ -228,8 +230,13 @@ impl Faults {
     /// After a wait: the owed edges, and now and then a spurious event
     /// for a token seen lately (which may be stale by now).
     pub(crate) fn after_wait(&mut self, events: &mut Events) {
+        // An edge reports the socket's whole state, the peer's end of
+        // stream included if it came: say it may have (the loop then reads
+        // on past a short read, which costs one read if it did not).
+        let owed = Ready::READABLE | Ready::WRITABLE | Ready::READ_CLOSED;
         for token in std::mem::take(&mut self.owed) {
-            events.push(Event::new(token, Ready::READABLE | Ready::WRITABLE));
+            let pushed = events.push(Event::new(token, owed));
+            log::debug!(target: "iomux::faults", "owed edge for {token:?} (given: {pushed})");
         }
         if let Some(first) = events.iter().next() {
             self.recent = Some(first.token);

@@ -14,7 +14,9 @@
 //!   of it after its close;
 //! - input is never offered while the connection's output is full, and
 //!   pending output stays within its bounds;
-//! - the loop's descriptors return to what they were.
+//! - the loop's descriptors return to what they were, and a loop with
+//!   nothing to do sleeps (a few turns between two wake-ups, not
+//!   thousands).
 //!
 //! `cargo test` runs a quick slice of seeds. Many more, for as long as it
 //! takes, and one seed again:
@@ -128,6 +130,10 @@ struct Record {
     violations: Vec<String>,
     /// The fault layer's count at the last close.
     faults: u64,
+    /// The loop's turns at each wake-up the test rang.
+    wake_turns: Vec<u64>,
+    /// Timers cancelled, which must never fire.
+    cancelled: Vec<TimerId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -241,6 +247,12 @@ impl App for Model {
                 "Z" => {
                     ctx.pause_reading(conn);
                     ctx.set_conn_timer(conn, Duration::from_millis(n as u64 % 50), 1);
+                    // And one set and cancelled at once: it must not fire.
+                    if let Some(t) = ctx.set_conn_timer(conn, Duration::from_millis(1), 2)
+                        && ctx.cancel_timer(t)
+                    {
+                        lock(&self.rec).cancelled.push(t);
+                    }
                 }
                 "J" => {
                     if !ctx.can_offload(conn) {
@@ -257,9 +269,19 @@ impl App for Model {
         used
     }
 
-    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: TimerId) {
+    fn on_conn_timer(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), timer: TimerId) {
         self.check_alive(conn, "on_conn_timer");
+        let mut rec = lock(&self.rec);
+        if rec.cancelled.contains(&timer) {
+            rec.violations
+                .push(format!("{conn:?}: cancelled timer {timer:?} fired"));
+        }
+        drop(rec);
         ctx.resume_reading(conn);
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        lock(&self.rec).wake_turns.push(ctx.stats().turns);
     }
 
     fn on_job_done(
@@ -502,6 +524,32 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
             let _ = peer.stream.shutdown(Shutdown::Write);
         }
         peer.read_to_end(deadline)?;
+    }
+    if !stop_first && seed.is_multiple_of(4) {
+        // Everyone is done: the loop sleeps. Two wake-ups a moment apart
+        // are a few turns apart, not thousands (a loop that spins).
+        let wake_and_wait = |count: usize| -> Result<u64, String> {
+            lp.waker.wake().map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + LIVENESS;
+            loop {
+                if let Some(&turns) = lock(&rec).wake_turns.get(count) {
+                    return Ok(turns);
+                }
+                if Instant::now() > deadline {
+                    return Err("a wake-up was not answered".into());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let before = wake_and_wait(0)?;
+        std::thread::sleep(Duration::from_millis(20));
+        let after = wake_and_wait(1)?;
+        if after - before > 20 {
+            lock(&rec).violations.push(format!(
+                "an idle loop turned {} times in 20 ms",
+                after - before
+            ));
+        }
     }
     drop(lp.stop(LIVENESS));
     let rec = lock(&rec);
