@@ -27,8 +27,11 @@
 mod load;
 mod open;
 pub mod proc;
+mod record;
 pub mod report;
+mod schedule;
 pub mod stats;
+mod wire;
 
 use hdrhistogram::Histogram;
 use iomux::{Addr, Backend, Config, EventLoop};
@@ -39,29 +42,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-
-/// What a request and its response look like.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// The response is the request's bytes, echoed.
-    Echo,
-    /// The response is this fixed text (the `ack` app's reply).
-    Ack(Vec<u8>),
-    /// `hash N TEXT` lines (the `hash` app): light connections ask N = 1,
-    /// `heavy` further connections ask N = `heavy_iters`.
-    Hash { heavy: usize, heavy_iters: u64 },
-}
-
-impl Mode {
-    /// The mode's name on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Echo => "echo",
-            Mode::Ack(_) => "ack",
-            Mode::Hash { .. } => "hash",
-        }
-    }
-}
+pub use wire::Mode;
 
 /// A benchmark run's parameters.
 #[derive(Clone, Debug)]
@@ -364,14 +345,14 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     result.interrupted |= config.cancel.load(Ordering::Relaxed);
     let closed = result.errors.idle_closed;
     if closed > 0 {
-        shared.note_error(format!(
+        shared.tally.note_error(format!(
             "{}: {closed} of {} idle connections were closed by the server \
              (an idle timeout on the server?)",
             result.addr,
             shared.gates.idle_open()
         ));
     }
-    result.first_error = shared.first_error();
+    result.first_error = shared.tally.first_error();
     Ok(result)
 }
 
