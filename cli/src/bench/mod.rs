@@ -24,119 +24,27 @@
 //! blocking it, and the load starts once every thread's are open
 //! (`open.rs`): the connect time is reported apart from the window.
 
+mod config;
 mod load;
 mod open;
 pub mod proc;
+mod record;
 pub mod report;
+mod schedule;
 pub mod stats;
+mod wire;
 
+pub use config::BenchConfig;
+pub(crate) use config::validate;
 use hdrhistogram::Histogram;
-use iomux::{Addr, Backend, Config, EventLoop};
+use iomux::{Addr, Config, EventLoop};
 use load::{LoadGen, Shared};
 use open::Plan;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-
-/// What a request and its response look like.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// The response is the request's bytes, echoed.
-    Echo,
-    /// The response is this fixed text (the `ack` app's reply).
-    Ack(Vec<u8>),
-    /// `hash N TEXT` lines (the `hash` app): light connections ask N = 1,
-    /// `heavy` further connections ask N = `heavy_iters`.
-    Hash { heavy: usize, heavy_iters: u64 },
-}
-
-impl Mode {
-    /// The mode's name on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Echo => "echo",
-            Mode::Ack(_) => "ack",
-            Mode::Hash { .. } => "hash",
-        }
-    }
-}
-
-/// A benchmark run's parameters.
-#[derive(Clone, Debug)]
-pub struct BenchConfig {
-    /// Where the server may be, in order (a host name can resolve to
-    /// several addresses); the first that accepts a connection is used for
-    /// every connection.
-    pub addrs: Vec<Addr>,
-    /// The server as the user named it, for messages.
-    pub target: String,
-    pub conns: usize,
-    pub pipeline: usize,
-    pub idle: usize,
-    pub size: usize,
-    pub mode: Mode,
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub threads: usize,
-    pub backend: Backend,
-    /// Print a live line on stderr (the caller checks for a terminal).
-    pub progress: bool,
-    /// Measure exactly this many requests (sent after the warm-up), then
-    /// stop; `duration` still caps the run. For per-request accounting
-    /// such as `strace -c`.
-    pub requests: Option<u64>,
-    /// A connect that takes longer fails the run.
-    pub connect_timeout: Duration,
-    /// A request unanswered this long after it was sent is a timeout
-    /// error, and its connection is closed.
-    pub response_timeout: Duration,
-    /// Open loop: requests per second in all, spread over the connections.
-    pub rate: Option<f64>,
-    /// Connections opened per second at most (idle and active).
-    pub connect_rate: Option<f64>,
-    /// A [`Phase::Interval`] report every so often during the window.
-    pub interval: Option<Duration>,
-    /// Set (e.g. by a SIGINT handler) to end the run early; the result
-    /// then says `interrupted`.
-    pub cancel: Arc<AtomicBool>,
-}
-
-impl BenchConfig {
-    /// The defaults of `iomux bench` against `addr`.
-    pub fn new(addr: SocketAddr) -> BenchConfig {
-        BenchConfig {
-            addrs: vec![Addr::Tcp(addr)],
-            target: addr.to_string(),
-            conns: 100,
-            pipeline: 1,
-            idle: 0,
-            size: 64,
-            mode: Mode::Echo,
-            warmup: Duration::from_secs(1),
-            duration: Duration::from_secs(5),
-            threads: 1,
-            backend: Backend::Epoll,
-            progress: false,
-            requests: None,
-            connect_timeout: Duration::from_secs(3),
-            response_timeout: Duration::from_secs(5),
-            rate: None,
-            connect_rate: None,
-            interval: None,
-            cancel: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Active connections (light and heavy).
-    fn active(&self) -> usize {
-        match self.mode {
-            Mode::Hash { heavy, .. } => self.conns + heavy,
-            _ => self.conns,
-        }
-    }
-}
+pub use wire::Mode;
 
 /// Moments of a run that an observer (e.g. `iomux compare`) cares about.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -250,6 +158,26 @@ impl BenchResult {
     pub fn cpu_per_thread(&self) -> f64 {
         self.cpu.as_secs_f64() / self.window.as_secs_f64().max(1e-9) / self.threads.max(1) as f64
     }
+    /// Adds another thread's part of the run.
+    fn absorb(&mut self, part: BenchResult) {
+        self.requests += part.requests;
+        self.sent += part.sent;
+        self.bytes_sent += part.bytes_sent;
+        self.bytes_received += part.bytes_received;
+        self.window = self.window.max(part.window);
+        let _ = self.latency.add(&part.latency);
+        let _ = self.heavy_latency.add(&part.heavy_latency);
+        self.heavy_requests += part.heavy_requests;
+        let _ = self.send_lag.add(&part.send_lag);
+        let _ = self.from_send.add(&part.from_send);
+        self.errors.add(&part.errors);
+        self.cpu += part.cpu;
+        self.threads += part.threads;
+        self.interrupted |= part.interrupted;
+        self.backlog += part.backlog;
+        self.intervals.extend(part.intervals);
+    }
+
     /// At or above this, the load generator was probably the limit.
     pub const SATURATED: f64 = 0.95;
 
@@ -328,28 +256,10 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
         let part = h
             .join()
             .map_err(|_| io::Error::other("a bench thread panicked"))??;
-        result = Some(match result {
-            None => part,
-            Some(mut acc) => {
-                acc.requests += part.requests;
-                acc.sent += part.sent;
-                acc.bytes_sent += part.bytes_sent;
-                acc.bytes_received += part.bytes_received;
-                acc.window = acc.window.max(part.window);
-                let _ = acc.latency.add(&part.latency);
-                let _ = acc.heavy_latency.add(&part.heavy_latency);
-                acc.heavy_requests += part.heavy_requests;
-                let _ = acc.send_lag.add(&part.send_lag);
-                let _ = acc.from_send.add(&part.from_send);
-                acc.errors.add(&part.errors);
-                acc.cpu += part.cpu;
-                acc.threads += part.threads;
-                acc.interrupted |= part.interrupted;
-                acc.backlog += part.backlog;
-                acc.intervals.extend(part.intervals);
-                acc
-            }
-        });
+        match &mut result {
+            None => result = Some(part),
+            Some(acc) => acc.absorb(part),
+        }
     }
     // A failure before the load (no address accepts, a connect timeout,
     // out of descriptors, a cancel) is the run's outcome.
@@ -364,103 +274,15 @@ pub fn run(config: &BenchConfig, observer: Option<Observer>) -> io::Result<Bench
     result.interrupted |= config.cancel.load(Ordering::Relaxed);
     let closed = result.errors.idle_closed;
     if closed > 0 {
-        shared.note_error(format!(
+        shared.tally.note_error(format!(
             "{}: {closed} of {} idle connections were closed by the server \
              (an idle timeout on the server?)",
             result.addr,
             shared.gates.idle_open()
         ));
     }
-    result.first_error = shared.first_error();
+    result.first_error = shared.tally.first_error();
     Ok(result)
-}
-
-pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
-    let bad = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
-    if c.addrs.is_empty() {
-        return bad(format!("{}: no address to connect to", c.target));
-    }
-    if c.conns == 0 {
-        return bad("--conns must be at least 1".into());
-    }
-    if c.pipeline == 0 {
-        return bad("--pipeline must be at least 1".into());
-    }
-    if c.size == 0 {
-        return bad("--size must be at least 1".into());
-    }
-    if c.conns > 1_000_000 || c.idle > 1_000_000 {
-        return bad("--conns and --idle must be at most 1000000".into());
-    }
-    if c.pipeline > 65_536 {
-        return bad("--pipeline must be at most 65536".into());
-    }
-    if c.size > 64 << 20 {
-        return bad("--size must be at most 67108864 (64 MiB)".into());
-    }
-    if c.duration.is_zero() {
-        return bad("--duration must be more than 0".into());
-    }
-    if c.threads == 0 || c.threads > 1024 {
-        return bad(format!(
-            "--threads must be from 1 to 1024, got {}",
-            c.threads
-        ));
-    }
-    if c.threads > c.active() {
-        return bad(format!(
-            "--threads ({}) must be at most the number of active connections ({})",
-            c.threads,
-            c.active()
-        ));
-    }
-    if c.requests == Some(0) {
-        return bad("--requests must be at least 1".into());
-    }
-    if c.connect_timeout.is_zero() {
-        return bad("--connect-timeout must be more than 0".into());
-    }
-    if c.response_timeout.is_zero() {
-        return bad("--timeout must be more than 0".into());
-    }
-    for (flag, v) in [("--rate", c.rate), ("--connect-rate", c.connect_rate)] {
-        if let Some(v) = v
-            && !(v.is_finite() && v > 0.0 && v <= 1e9)
-        {
-            return bad(format!(
-                "{flag} must be more than 0 and at most 1e9 per second, got {v}"
-            ));
-        }
-    }
-    if let Some(i) = c.interval
-        && i < Duration::from_millis(10)
-    {
-        return bad("--interval must be at least 0.01 seconds".into());
-    }
-    if let Mode::Hash { heavy_iters, heavy } = c.mode {
-        if !(1..=crate::apps::MAX_ITERATIONS).contains(&heavy_iters) {
-            return bad("--heavy-iters must be from 1 to 10000000".into());
-        }
-        if heavy > 1_000_000 {
-            return bad("--heavy must be at most 1000000".into());
-        }
-        if heavy > 0 && c.rate.is_some() {
-            return bad(
-                "--rate cannot be combined with --heavy (heavy connections are closed-loop)".into(),
-            );
-        }
-    }
-    if let Mode::Ack(reply) = &c.mode {
-        if reply.is_empty() {
-            return bad("--reply must not be empty in ack mode".into());
-        }
-        if c.pipeline > 1 {
-            // ack answers each read, not each request: with several
-            // requests in flight the kernel may merge them into one read.
-            return bad("--mode ack needs --pipeline 1 (the ack protocol has no framing)".into());
-        }
-    }
-    Ok(())
 }
 
 /// Ends the run on every thread if this one panics, so that none waits
@@ -528,7 +350,7 @@ fn run_thread(
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
 
     /// An echo server on loopback that accepts `n` connections, or what
     /// came within 20 s (one thread each, ending at the client's end of
@@ -613,92 +435,5 @@ mod tests {
         sum.add(&e);
         sum.add(&e);
         assert_eq!(sum.total(), 42);
-    }
-
-    #[test]
-    fn validate_refuses_out_of_range_values() {
-        let ok = BenchConfig::new(([127, 0, 0, 1], 1).into());
-        assert!(validate(&ok).is_ok());
-        let cases: Vec<(BenchConfig, &str)> = vec![
-            (
-                BenchConfig {
-                    threads: 0,
-                    ..ok.clone()
-                },
-                "--threads",
-            ),
-            (
-                BenchConfig {
-                    threads: 1025,
-                    ..ok.clone()
-                },
-                "--threads",
-            ),
-            (
-                BenchConfig {
-                    threads: 101,
-                    ..ok.clone()
-                },
-                "active connections",
-            ),
-            (
-                BenchConfig {
-                    requests: Some(0),
-                    ..ok.clone()
-                },
-                "--requests",
-            ),
-            (
-                BenchConfig {
-                    rate: Some(0.0),
-                    ..ok.clone()
-                },
-                "--rate",
-            ),
-            (
-                BenchConfig {
-                    rate: Some(f64::NAN),
-                    ..ok.clone()
-                },
-                "--rate",
-            ),
-            (
-                BenchConfig {
-                    connect_rate: Some(-1.0),
-                    ..ok.clone()
-                },
-                "--connect-rate",
-            ),
-            (
-                BenchConfig {
-                    response_timeout: Duration::ZERO,
-                    ..ok.clone()
-                },
-                "--timeout",
-            ),
-            (
-                BenchConfig {
-                    interval: Some(Duration::from_millis(1)),
-                    ..ok.clone()
-                },
-                "--interval",
-            ),
-            (
-                BenchConfig {
-                    mode: Mode::Hash {
-                        heavy: 1,
-                        heavy_iters: 10,
-                    },
-                    rate: Some(10.0),
-                    ..ok.clone()
-                },
-                "--heavy",
-            ),
-        ];
-        for (c, flag) in cases {
-            let e = validate(&c).expect_err(flag);
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains(flag), "{e} should name {flag}");
-        }
     }
 }

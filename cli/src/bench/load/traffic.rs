@@ -1,0 +1,195 @@
+//! Requests out and responses in: when each request is written, and
+//! each response checked byte for byte as it arrives.
+
+use super::{LoadGen, LoadPhase, TIMER_RATE};
+use crate::bench::schedule::InFlight;
+use iomux::{ConnId, Ctx};
+use std::time::Instant;
+
+impl LoadGen {
+    /// Whether one more request may go out, and if it is measured.
+    fn take_slot(&mut self) -> Option<bool> {
+        match self.phase {
+            LoadPhase::Stopped | LoadPhase::Draining => None,
+            LoadPhase::Opening | LoadPhase::WarmingUp => Some(false),
+            LoadPhase::Measuring => {
+                if !self.schedule.take_measured() {
+                    return None;
+                }
+                self.record.sent();
+                Some(true)
+            }
+        }
+    }
+
+    /// Closed loop: the next request of `conn`, now.
+    pub(super) fn send_request(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        if !self.clients.contains_key(&conn) {
+            return;
+        }
+        let Some(measured) = self.take_slot() else {
+            return;
+        };
+        let now = Instant::now();
+        self.transmit(ctx, conn, now, now, measured);
+    }
+
+    /// Writes the next request of `conn`, due at `due`.
+    fn transmit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, due: Instant, now: Instant, m: bool) {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let seq = client.push(due, now, m);
+        let request = self.wire.request(client.heavy, seq);
+        if self.phase == LoadPhase::Measuring {
+            self.record.bytes_sent(request.len());
+        }
+        // A connection that cannot take it is closing, and its close
+        // reports why.
+        let _ = ctx.send(conn, request);
+    }
+
+    /// Open loop: sends what is due on `conn` while its pipeline has room.
+    fn pump(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let now = Instant::now();
+        loop {
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return;
+            };
+            if client.in_flight.len() >= self.schedule.pipeline {
+                return;
+            }
+            let Some((due, measured)) = client.backlog.pop_front() else {
+                return;
+            };
+            self.transmit(ctx, conn, due, now, measured);
+        }
+    }
+
+    /// Open loop: makes every request due by now, round robin.
+    pub(super) fn on_rate(&mut self, ctx: &mut Ctx<'_>) {
+        let now = self.send_due(ctx);
+        if let Some(due) = self.schedule.next_due()
+            && matches!(self.phase, LoadPhase::WarmingUp | LoadPhase::Measuring)
+            && !self.schedule.budget_spent()
+        {
+            ctx.set_timer(due.saturating_duration_since(now), TIMER_RATE);
+        }
+    }
+
+    /// Open loop: sends (or queues) every request due by now. Called from
+    /// the rate timer and after each batch of responses, so that under load
+    /// requests go out closer to their due time than the loop's
+    /// millisecond timer allows. Returns the `now` it used.
+    fn send_due(&mut self, ctx: &mut Ctx<'_>) -> Instant {
+        let now = Instant::now();
+        loop {
+            let Some(due) = self.schedule.next_due() else {
+                return now;
+            };
+            if due > now || self.schedule.order().is_empty() {
+                return now;
+            }
+            let Some(measured) = self.take_slot() else {
+                // Stopping, or the `--requests` budget is spent.
+                return now;
+            };
+            let Some(conn) = self.schedule.take_due() else {
+                return now;
+            };
+            if self.measuring() {
+                self.record.send_lag(now.saturating_duration_since(due));
+            }
+            if let Some(c) = self.clients.get_mut(&conn) {
+                c.backlog.push_back((due, measured));
+            }
+            self.pump(ctx, conn);
+        }
+    }
+
+    /// The bytes that arrived on `conn`: checked against the responses it
+    /// is owed; returns how many were used.
+    pub(super) fn receive(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
+        let response_len = self.wire.response_len();
+        let mut used = 0;
+        while used < input.len() {
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return input.len();
+            };
+            let heavy = client.heavy;
+            if client.in_flight.is_empty() {
+                self.record.errors.mismatched += 1;
+                self.error(format!(
+                    "{}: {} bytes nobody asked for (no request in flight)",
+                    self.addr,
+                    input.len() - used
+                ));
+                ctx.close(conn);
+                self.drop_client(ctx, conn);
+                return input.len();
+            }
+            let seq = client.oldest_seq();
+            let offset = client.received;
+            let take = (response_len - offset).min(input.len() - used);
+            let expected = &self.wire.expected(heavy, seq)[offset..offset + take];
+            if expected != &input[used..used + take] {
+                let at = offset
+                    + expected
+                        .iter()
+                        .zip(&input[used..used + take])
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                self.record.errors.mismatched += 1;
+                self.error(format!(
+                    "{}: response {seq} differs from what {} mode expects at byte {at}",
+                    self.addr,
+                    self.wire.mode().name()
+                ));
+                ctx.close(conn);
+                self.drop_client(ctx, conn);
+                return input.len();
+            }
+            used += take;
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return input.len();
+            };
+            client.received += take;
+            if client.received == response_len {
+                client.received = 0;
+                if let Some(done) = client.in_flight.pop_front() {
+                    self.complete(ctx, conn, done, heavy);
+                }
+            }
+        }
+        // Before the load no request is due; once stopped none is sent.
+        if self.schedule.is_open_loop()
+            && !matches!(self.phase, LoadPhase::Opening | LoadPhase::Stopped)
+        {
+            self.send_due(ctx);
+        }
+        used
+    }
+
+    /// One response of `conn` completed.
+    fn complete(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, done: InFlight, heavy: bool) {
+        let measuring = self.measuring();
+        let response_len = self.wire.response_len();
+        self.record
+            .response(&done, heavy, measuring, response_len, &self.shared.tally);
+        if done.measured {
+            self.schedule.answered();
+        }
+        if self.stopped() {
+            return;
+        }
+        if self.schedule.paces(heavy) {
+            self.pump(ctx, conn);
+        } else {
+            self.send_request(ctx, conn);
+        }
+        if self.schedule.budget_done() && self.measuring() {
+            self.end_window(ctx);
+        }
+        self.drained(ctx);
+    }
+}
