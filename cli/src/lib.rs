@@ -6,5 +6,6 @@
 pub mod apps;
 mod bench;
 mod cli;
+mod compare;
 
 pub use cli::main;

@@ -27,6 +27,7 @@
 mod config;
 mod load;
 mod open;
+pub mod plot;
 pub mod proc;
 mod record;
 pub mod report;
