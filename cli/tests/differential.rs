@@ -20,11 +20,12 @@
 //! Each backend runs one server for all seeds; at the end the server is
 //! stopped with SIGTERM and its "clients served" count is checked too.
 
+#[macro_use]
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -106,120 +107,19 @@ fn fnv(data: &[u8]) -> u64 {
 
 // ---- the server ------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(backend: &str, app: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--backend", backend])
-            .args(["--app", app, "-q"])
-            .env_remove("IOMUX_BACKEND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn iomux serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut err_pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = err_pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        out.read_line(&mut banner).expect("read the banner");
-        let addr = parse_banner(&banner, backend, app).unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bad banner {banner:?} from {backend}/{app}; stderr: {}",
-                stderr.lock().unwrap()
-            )
-        });
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = stdout.clone();
-        thread::spawn(move || {
-            for line in out.lines() {
-                let Ok(line) = line else { return };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Server {
-            child,
-            addr,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn assert_alive(&mut self, context: &str) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "server died ({status}) {context}; stderr: {}",
-                self.stderr.lock().unwrap()
-            );
-        }
-    }
-
-    /// SIGTERM, then the shutdown line's "N clients served".
-    fn stop(mut self) -> u64 {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(start.elapsed() < WAIT, "server ignored SIGTERM");
-            thread::sleep(Duration::from_millis(5));
-        };
-        assert!(status.success(), "exit status {status}");
-        // The stdout thread sees end of file once the child is gone.
-        let start = Instant::now();
-        loop {
-            let lines = self.stdout.lock().unwrap().clone();
-            if let Some(line) = lines.iter().find(|l| l.starts_with("iomux: shutdown, ")) {
-                let served = line["iomux: shutdown, ".len()..]
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok());
-                return served.unwrap_or_else(|| panic!("bad shutdown line {line:?}"));
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "no shutdown line; stdout: {lines:?}"
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `iomux: listening on ADDR (backend NAME, app NAME)` -> ADDR, checking
-/// the names.
-fn parse_banner(line: &str, backend: &str, app: &str) -> Option<SocketAddr> {
-    let rest = line.trim_end().strip_prefix("iomux: listening on ")?;
-    let (addr, names) = rest.split_once(' ')?;
-    (names == format!("(backend {backend}, app {app})")).then_some(())?;
-    addr.parse().ok()
+/// `iomux serve --backend BACKEND --app APP -q`, whose start-up line names
+/// both.
+fn start_server(backend: &str, app: &str) -> common::Server {
+    let server = common::Server::start(backend, &["--app", app, "-q"]);
+    assert_eq!(
+        server.startup,
+        format!(
+            "iomux: listening on {} (backend {backend}, app {app})",
+            server.addr
+        ),
+        "the start-up line names the backend and app"
+    );
+    server
 }
 
 // ---- a client --------------------------------------------------------------
@@ -537,12 +437,12 @@ fn check_backends_agree<A>(
         if !runs_here(backend, app) {
             continue;
         }
-        let mut server = Server::start(backend, app);
+        let mut server = start_server(backend, app);
         let mut transcripts = Vec::new();
         for (seed, (script, model)) in SEEDS.iter().zip(scripts.iter().zip(models)) {
             let got = run(server.addr, script);
             server.assert_alive(&format!("after {app} seed {seed}"));
-            let stderr = server.stderr.lock().unwrap().clone();
+            let stderr = server.stderr_text();
             assert_same(
                 &format!("{app} on {backend}, seed {seed}, vs the model"),
                 model,
@@ -564,7 +464,11 @@ fn check_backends_agree<A>(
                 }
             }
         }
-        assert_eq!(server.stop(), connects, "clients served on {backend}");
+        assert_eq!(
+            server.stop().clients,
+            connects,
+            "clients served on {backend}"
+        );
     }
 }
 
@@ -592,7 +496,7 @@ fn regression_eof_queued_while_reading_was_paused() {
         if !runs_here(backend, "regression_eof_queued_while_reading_was_paused") {
             continue;
         }
-        let server = Server::start(backend, "echo");
+        let server = start_server(backend, "echo");
         // Whether the server is paused when the end of stream arrives
         // depends on timing; a few rounds make it near certain (without the
         // fix, 7 rounds in 8 hung).
@@ -604,7 +508,7 @@ fn regression_eof_queued_while_reading_was_paused() {
             thread::sleep(Duration::from_millis(50));
             client.stream.shutdown(Shutdown::Write).unwrap();
             let in_time = client.read_until(|_| false);
-            let stderr = server.stderr.lock().unwrap().clone();
+            let stderr = server.stderr_text();
             assert!(
                 in_time && client.eof && client.error.is_none(),
                 "{backend}, round {round}: no end of stream after {} of {} bytes; stderr: {stderr}",

@@ -1,6 +1,9 @@
 //! `iomux bench` and `iomux compare` against real servers (short runs).
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[macro_use]
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -9,45 +12,26 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_iomux");
 
-/// A server child, killed on drop.
+/// `iomux serve -q ARGS` (on 127.0.0.1:0 unless ARGS bind elsewhere),
+/// through the shared child helper, with its address as `--addr` takes it.
 struct Server {
-    child: Child,
+    _child: common::Server,
     addr: String,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let bind: &[&str] = if args.contains(&"--bind") {
-            &[]
-        } else {
-            &["--bind", "127.0.0.1:0"]
-        };
-        let mut child = Command::new(EXE)
-            .args(["serve", "-q"])
-            .args(bind)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iomux serve");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        out.read_line(&mut line).expect("startup line");
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .expect("address in the startup line")
-            .to_string();
-        // Keep draining so the server never blocks on stdout.
-        std::thread::spawn(move || for _ in out.lines() {});
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut full = vec!["serve", "-q"];
+        if !args.contains(&"--bind") {
+            full.extend(["--bind", "127.0.0.1:0"]);
+        }
+        full.extend_from_slice(args);
+        let child = common::Server::spawn(&full, &[]);
+        let addr = child.addr.to_string();
+        Server {
+            _child: child,
+            addr,
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 /// One `#[test]` per backend and behaviour: `mod select { fn NAME() }`, ...
+#[allow(unused_macros)] // a test crate may have no per-backend suite
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
         backend_suite!(@backend select, "select", $($name),*);

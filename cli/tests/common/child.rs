@@ -289,6 +289,16 @@ impl Server {
         server
     }
 
+    /// Fails the test, with what the server printed, if it has exited.
+    pub fn assert_alive(&mut self, context: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "the server died ({status}) {context}\nstderr:\n{}",
+                self.stderr_text()
+            );
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
