@@ -1,4 +1,6 @@
 //! The event loop: one thread, many connections, any backend.
+//! (Over 600 lines with the runnable examples of the entry points; the
+//! turn's work is in the files beside this one.)
 //!
 //! One turn ([`EventLoop::run_once`]), step by step:
 //! 1. Before waiting, write every connection's new output (most replies go

@@ -2,6 +2,8 @@
 //! multishot receive into provided buffers, its sends, a listener's
 //! multishot accept, the cancels that retire them; and the poll selector
 //! (`poll.rs`) in the same ring for everything else.
+//! (Over 600 lines: submitting the operations and retiring them, cancel
+//! before close, belong together; completions are read in harvest.rs.)
 //!
 //! A connection's receive needs no memory of ours: its `user_data` is the
 //! connection's id (with [`OP_BIT`] and [`RECV_BIT`]), and whether it is
