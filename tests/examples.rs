@@ -6,9 +6,9 @@
 #[macro_use]
 mod common;
 
-#[path = "../examples/http.rs"]
+#[path = "../examples/http/main.rs"]
 mod http;
-#[path = "../examples/resp.rs"]
+#[path = "../examples/resp/main.rs"]
 mod resp;
 
 use std::io::{self, Read, Write};
