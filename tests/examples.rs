@@ -110,43 +110,132 @@ fn read_slowly(stream: &mut TcpStream, total: usize) -> Vec<u8> {
     got
 }
 
-fn http_response(status: &str, body: &str, connection: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
-        body.len()
-    )
+/// One HTTP response as the server sent it.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
-/// Keep-alive requests on one connection, a body echoed, 404, 405; then a
-/// malformed request gets 400 and the connection closes.
+impl Response {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Checks the status, body and `Connection`, and that `Date` and
+    /// `Content-Type` are there.
+    fn assert(&self, status: u16, body: &[u8], connection: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.body, body, "{self:?}");
+        assert_eq!(self.field("connection"), Some(connection), "{self:?}");
+        let date = self.field("date").expect("a Date field");
+        assert!(date.len() == 29 && date.ends_with(" GMT"), "Date: {date}");
+        assert!(self.field("content-type").is_some(), "{self:?}");
+    }
+}
+
+/// Parses the response at the front of `buf`: it and its length.
+fn split_response(buf: &[u8]) -> (Response, usize) {
+    let head_len = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = std::str::from_utf8(&buf[..head_len - 4]).expect("an ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {status_line:?}"));
+    let fields: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(": ").expect("name: value");
+            (n.to_string(), v.to_string())
+        })
+        .collect();
+    let mut response = Response {
+        status,
+        fields,
+        body: Vec::new(),
+    };
+    let len: usize = response
+        .field("content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("a Content-Length");
+    response.body = buf[head_len..head_len + len].to_vec();
+    (response, head_len + len)
+}
+
+/// Reads one response off `stream`.
+fn read_response(stream: &mut TcpStream) -> Response {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let len = content_length_of(&head);
+    head.extend(read_exactly(stream, len));
+    split_response(&head).0
+}
+
+/// The `Content-Length` of a head.
+fn content_length_of(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: ").map(str::to_string))
+        .and_then(|v| v.parse().ok())
+        .expect("a Content-Length")
+}
+
+/// Keep-alive requests on one connection, a body echoed, 404, 405 with
+/// `Allow`; then a malformed request gets 400 and the connection closes.
 fn http_requests_and_errors(backend: &str) {
     let server = LoopThread::start(backend, http::config(), http::Http::default());
     let mut c = server.connect();
-    let hello = http_response("200 OK", "Hello from iomux\n", "keep-alive");
     for _ in 0..3 {
         c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        assert_eq!(read_exactly(&mut c, hello.len()), hello.as_bytes());
+        read_response(&mut c).assert(200, b"Hello from iomux\n", "keep-alive");
     }
-    c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel")
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhel")
         .unwrap();
     c.write_all(b"lo").unwrap();
-    let echoed = http_response("200 OK", "hello", "keep-alive");
-    assert_eq!(read_exactly(&mut c, echoed.len()), echoed.as_bytes());
-    c.write_all(b"GET /nope HTTP/1.1\r\n\r\nDELETE / HTTP/1.1\r\n\r\n")
+    read_response(&mut c).assert(200, b"hello", "keep-alive");
+    // Bare LF line endings are requests too.
+    c.write_all(b"GET /nope HTTP/1.1\nHost: t\n\nDELETE / HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let missing = http_response("404 Not Found", "not found\n", "keep-alive");
-    let refused = http_response("405 Method Not Allowed", "", "keep-alive");
-    let want = format!("{missing}{refused}");
-    assert_eq!(read_exactly(&mut c, want.len()), want.as_bytes());
+    read_response(&mut c).assert(404, b"not found\n", "keep-alive");
+    let refused = read_response(&mut c);
+    refused.assert(405, b"Method Not Allowed\n", "keep-alive");
+    assert_eq!(refused.field("allow"), Some("GET, HEAD"));
     c.write_all(b"garbage\r\n\r\n").unwrap();
-    let bad = http_response("400 Bad Request", "", "close");
-    assert_eq!(read_to_close(&mut c), bad.as_bytes());
+    let rest = read_to_close(&mut c);
+    let (bad, len) = split_response(&rest);
+    bad.assert(400, b"Bad Request\n", "close");
+    assert_eq!(len, rest.len(), "nothing after the 400");
+    // Two different lengths: 400, then close.
+    let mut e = server.connect();
+    e.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    )
+    .unwrap();
+    split_response(&read_to_close(&mut e))
+        .0
+        .assert(400, b"Bad Request\n", "close");
     // An over-long head: 431, then close.
     let mut d = server.connect();
     let head = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(http::MAX_HEAD));
     d.write_all(head.as_bytes()).unwrap();
-    let too_large = http_response("431 Request Header Fields Too Large", "", "close");
-    assert_eq!(read_to_close(&mut d), too_large.as_bytes());
+    let reason = b"Request Header Fields Too Large\n";
+    split_response(&read_to_close(&mut d))
+        .0
+        .assert(431, reason, "close");
     server.stop(LIVENESS);
 }
 
@@ -154,13 +243,15 @@ fn http_requests_and_errors(backend: &str) {
 fn http_connection_close_and_http_1_0(backend: &str) {
     let server = LoopThread::start(backend, http::config(), http::Http::default());
     for request in [
-        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
         b"GET / HTTP/1.0\r\n\r\n",
     ] {
         let mut c = server.connect();
         c.write_all(request).unwrap();
-        let want = http_response("200 OK", "Hello from iomux\n", "close");
-        assert_eq!(read_to_close(&mut c), want.as_bytes());
+        let all = read_to_close(&mut c);
+        let (response, len) = split_response(&all);
+        response.assert(200, b"Hello from iomux\n", "close");
+        assert_eq!(len, all.len(), "one response, then end of stream");
     }
     server.stop(LIVENESS);
 }
@@ -183,20 +274,29 @@ fn http_deep_pipeline_read_slowly(backend: &str) {
     let mut c = server.connect();
     let request = format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: t\r\n\r\n");
     let writer = write_all_in_background(&c, request.repeat(REQUESTS).into_bytes());
-    let head =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\nConnection: keep-alive\r\n\r\n");
-    let one = head.len() + SIZE;
-    let got = read_slowly(&mut c, REQUESTS * one);
+    // Every head has the same length (a Date is always 29 bytes).
+    let first = read_response(&mut c);
+    first.assert(200, &[b'x'; SIZE], "keep-alive");
+    let head_len = "HTTP/1.1 200 OK\r\n".len()
+        + first
+            .fields
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+        + 2;
+    let one = head_len + SIZE;
+    let got = read_slowly(&mut c, (REQUESTS - 1) * one);
     writer.join().expect("the writer");
-    for (i, response) in got.chunks(one).enumerate() {
+    let mut at = 0;
+    for i in 1..REQUESTS {
+        let (response, len) = split_response(&got[at..]);
+        assert_eq!(len, one, "response {i}");
+        assert_eq!(response.status, 200, "response {i}");
         assert!(
-            response.starts_with(head.as_bytes()),
-            "response {i} has a bad head"
-        );
-        assert!(
-            response[head.len()..].iter().all(|&b| b == b'x'),
+            response.body.iter().all(|&b| b == b'x'),
             "response {i} body"
         );
+        at += len;
     }
     let peak = max_pending.load(Ordering::SeqCst);
     assert!(
@@ -204,9 +304,8 @@ fn http_deep_pipeline_read_slowly(backend: &str) {
         "{peak} bytes pending at most (high water {high_water}, one reply {one})"
     );
     // Still open and serving.
-    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    let hello = http_response("200 OK", "Hello from iomux\n", "keep-alive");
-    assert_eq!(read_exactly(&mut c, hello.len()), hello.as_bytes());
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_response(&mut c).assert(200, b"Hello from iomux\n", "keep-alive");
     server.stop(LIVENESS);
 }
 

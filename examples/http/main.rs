@@ -1,6 +1,8 @@
 //! An HTTP/1.1 keep-alive server on iomux, in two pages: pipelining,
-//! `Content-Length` bodies, `Connection: close`, HTTP/1.0, and the errors a
-//! real server owes (400, 404, 405, 413, 431, 501).
+//! `Content-Length` bodies, `Connection: close`, HTTP/1.0, `Date` and
+//! `Content-Type` on every response, and the errors a real server owes
+//! (400, 404, 405 with `Allow`, 413, 431, 501, 505). The request parser,
+//! and what it accepts, is in `parse.rs`.
 //!
 //! ```sh
 //! cargo run --release --example http              # 127.0.0.1:8080
@@ -9,7 +11,7 @@
 //! wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //! ```
 //!
-//! Routes: `GET /` says hello; `GET /bytes/N` answers N bytes (at most
+//! Routes: `GET /` (and `HEAD /`) says hello; `GET /bytes/N` answers N bytes (at most
 //! 16 MiB); `POST /echo` answers its body. The request loop stops between
 //! requests when the connection's output is full ([`Ctx::output_full`]):
 //! the loop offers the rest again once the client has read enough, so a
@@ -18,10 +20,10 @@
 
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, SIGINT, SIGTERM};
 
-/// Longest request head (request line and headers) accepted.
-pub const MAX_HEAD: usize = 8 * 1024;
-/// Largest body accepted.
-pub const MAX_BODY: usize = 1 << 20;
+mod parse;
+
+pub use parse::{MAX_BODY, MAX_HEAD, Parsed, Request, parse};
+
 /// Largest `/bytes/N`.
 pub const MAX_BYTES: usize = 16 << 20;
 
@@ -29,96 +31,70 @@ pub const MAX_BYTES: usize = 16 << 20;
 #[derive(Default)]
 pub struct Http {
     reply: Vec<u8>,
+    date: Date,
 }
 
-/// One parsed request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request<'a> {
-    pub method: &'a str,
-    pub target: &'a str,
-    /// Keep the connection open after the response.
-    pub keep_alive: bool,
-    pub body: &'a [u8],
+/// The `Date` field's value, made again only when the second changes.
+#[derive(Default)]
+struct Date {
+    second: u64,
+    text: String,
 }
 
-/// What the front of the input holds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<'a> {
-    /// A whole request of `len` bytes.
-    Request(Request<'a>, usize),
-    /// Not a whole request yet.
-    Partial,
-    /// A request the server refuses: status and reason; the connection
-    /// closes after the response.
-    Error(u16, &'static str),
-}
-
-/// Parses one request off the front of `input`.
-pub fn parse(input: &[u8]) -> Parsed<'_> {
-    let Some(head_len) = input.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if input.len() > MAX_HEAD {
-            Parsed::Error(431, "Request Header Fields Too Large")
-        } else {
-            Parsed::Partial
-        };
-    };
-    if head_len > MAX_HEAD {
-        return Parsed::Error(431, "Request Header Fields Too Large");
-    }
-    let Ok(head) = std::str::from_utf8(&input[..head_len]) else {
-        return Parsed::Error(400, "Bad Request");
-    };
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Parsed::Error(400, "Bad Request");
-    };
-    let mut keep_alive = match version {
-        "HTTP/1.1" => true,
-        "HTTP/1.0" => false,
-        _ => return Parsed::Error(400, "Bad Request"),
-    };
-    let mut length = 0usize;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Parsed::Error(400, "Bad Request");
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            match value.parse::<usize>() {
-                Ok(n) if n <= MAX_BODY => length = n,
-                Ok(_) => return Parsed::Error(413, "Content Too Large"),
-                Err(_) => return Parsed::Error(400, "Bad Request"),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Error(501, "Not Implemented");
-        } else if name.eq_ignore_ascii_case("connection") {
-            keep_alive = if value.eq_ignore_ascii_case("close") {
-                false
-            } else if value.eq_ignore_ascii_case("keep-alive") {
-                true
-            } else {
-                keep_alive
-            };
+impl Date {
+    fn now(&mut self) -> &str {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.text.is_empty() || now != self.second {
+            self.second = now;
+            self.text = http_date(now);
         }
+        &self.text
     }
-    let start = head_len + 4;
-    let Some(body) = input.get(start..start + length) else {
-        return Parsed::Partial;
-    };
-    let request = Request {
-        method,
-        target,
-        keep_alive,
-        body,
-    };
-    Parsed::Request(request, start + length)
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, secs) = (unix_secs / 86_400, unix_secs % 86_400);
+    // Days to a civil date (Howard Hinnant's algorithm), years from 0 March.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A response's content type.
+const TEXT: &str = "text/plain; charset=utf-8";
+const OCTETS: &str = "application/octet-stream";
+
+/// What a response says besides its status and body.
+struct Head<'a> {
+    content_type: &'a str,
+    keep_alive: bool,
+    /// For 405: the methods the resource has.
+    allow: Option<&'a str>,
 }
 
 impl Http {
-    /// Sends a status line and headers for a body of `len` bytes.
+    /// Sends a status line and fields for a body of `len` bytes.
     fn head(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -126,15 +102,25 @@ impl Http {
         status: u16,
         reason: &str,
         len: usize,
-        keep_alive: bool,
+        head: &Head<'_>,
     ) {
         use std::io::Write;
         self.reply.clear();
-        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let connection = if head.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        let date = self.date.now();
         let _ = write!(
             self.reply,
-            "HTTP/1.1 {status} {reason}\r\nContent-Length: {len}\r\nConnection: {connection}\r\n\r\n"
+            "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {len}\r\nConnection: {connection}\r\n",
+            head.content_type
         );
+        if let Some(methods) = head.allow {
+            let _ = write!(self.reply, "Allow: {methods}\r\n");
+        }
+        self.reply.extend_from_slice(b"\r\n");
         let _ = ctx.send(conn, &self.reply);
     }
 
@@ -154,17 +140,35 @@ impl Http {
         status: u16,
         reason: &str,
         body: &[u8],
-        keep_alive: bool,
+        head: &Head<'_>,
     ) {
-        self.head(ctx, conn, status, reason, body.len(), keep_alive);
+        self.head(ctx, conn, status, reason, body.len(), head);
         let _ = ctx.send(conn, body);
-        Self::done(ctx, conn, keep_alive);
+        Self::done(ctx, conn, head.keep_alive);
+    }
+
+    /// A text response of the status's reason phrase.
+    fn refuse(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        status: u16,
+        reason: &str,
+        head: &Head<'_>,
+    ) {
+        let body = format!("{reason}\n");
+        self.respond(ctx, conn, status, reason, body.as_bytes(), head);
     }
 
     /// `n` bytes of `x`, sent from one static chunk (no allocation).
     fn respond_bytes(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, n: usize, keep_alive: bool) {
         static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
-        self.head(ctx, conn, 200, "OK", n, keep_alive);
+        let head = Head {
+            content_type: OCTETS,
+            keep_alive,
+            allow: None,
+        };
+        self.head(ctx, conn, 200, "OK", n, &head);
         let mut left = n;
         while left > 0 {
             let take = left.min(CHUNK.len());
@@ -175,19 +179,46 @@ impl Http {
     }
 
     fn route(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, req: &Request<'_>) {
-        let keep = req.keep_alive;
+        let keep_alive = req.keep_alive;
+        let text = Head {
+            content_type: TEXT,
+            keep_alive,
+            allow: None,
+        };
         match (req.method, req.target) {
-            ("GET", "/") => self.respond(ctx, conn, 200, "OK", b"Hello from iomux\n", keep),
+            ("HEAD", "/") => {
+                // The length a GET would have, and no body.
+                self.head(ctx, conn, 200, "OK", HELLO.len(), &text);
+                Self::done(ctx, conn, keep_alive);
+            }
+            ("GET", "/") => self.respond(ctx, conn, 200, "OK", HELLO, &text),
             ("GET", t) if t.starts_with("/bytes/") => match t["/bytes/".len()..].parse::<usize>() {
-                Ok(n) if n <= MAX_BYTES => self.respond_bytes(ctx, conn, n, keep),
-                _ => self.respond(ctx, conn, 400, "Bad Request", b"bad size\n", keep),
+                Ok(n) if n <= MAX_BYTES => self.respond_bytes(ctx, conn, n, keep_alive),
+                _ => self.respond(ctx, conn, 400, "Bad Request", b"bad size\n", &text),
             },
-            ("POST", "/echo") => self.respond(ctx, conn, 200, "OK", req.body, keep),
-            (_, "/" | "/echo") => self.respond(ctx, conn, 405, "Method Not Allowed", b"", keep),
-            _ => self.respond(ctx, conn, 404, "Not Found", b"not found\n", keep),
+            ("POST", "/echo") => {
+                let octets = Head {
+                    content_type: OCTETS,
+                    keep_alive,
+                    allow: None,
+                };
+                self.respond(ctx, conn, 200, "OK", req.body, &octets)
+            }
+            (_, target @ ("/" | "/echo")) => {
+                let allow = if target == "/" { "GET, HEAD" } else { "POST" };
+                let head = Head {
+                    allow: Some(allow),
+                    ..text
+                };
+                self.refuse(ctx, conn, 405, "Method Not Allowed", &head)
+            }
+            _ => self.respond(ctx, conn, 404, "Not Found", b"not found\n", &text),
         }
     }
 }
+
+/// The body of `GET /`.
+const HELLO: &[u8] = b"Hello from iomux\n";
 
 impl App for Http {
     type State = ();
@@ -210,7 +241,12 @@ impl App for Http {
                     }
                 }
                 Parsed::Error(status, reason) => {
-                    self.respond(ctx, conn, status, reason, b"", false);
+                    let close = Head {
+                        content_type: TEXT,
+                        keep_alive: false,
+                        allow: None,
+                    };
+                    self.refuse(ctx, conn, status, reason, &close);
                     return input.len();
                 }
             }
@@ -220,7 +256,12 @@ impl App for Http {
 
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), limit: Limit) {
         if let Limit::Input { .. } = limit {
-            self.respond(ctx, conn, 413, "Content Too Large", b"", false);
+            let close = Head {
+                content_type: TEXT,
+                keep_alive: false,
+                allow: None,
+            };
+            self.refuse(ctx, conn, 413, "Content Too Large", &close);
         }
     }
 }
@@ -249,49 +290,13 @@ fn main() -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::http_date;
 
     #[test]
-    fn parses_pipelined_requests_one_at_a_time() {
-        let input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET";
-        let Parsed::Request(first, n) = parse(input) else {
-            panic!("{:?}", parse(input))
-        };
-        assert_eq!(
-            (first.method, first.target, first.keep_alive),
-            ("GET", "/", true)
-        );
-        let Parsed::Request(second, m) = parse(&input[n..]) else {
-            panic!()
-        };
-        assert_eq!(second.body, b"abc");
-        assert_eq!(parse(&input[n + m..]), Parsed::Partial);
-    }
-
-    #[test]
-    fn refuses_what_it_must() {
-        assert_eq!(parse(b"GET /\r\n\r\n"), Parsed::Error(400, "Bad Request"));
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        assert!(matches!(parse(big.as_bytes()), Parsed::Error(431, _)));
-        assert!(matches!(
-            parse(&vec![b'a'; MAX_HEAD + 1]),
-            Parsed::Error(431, _)
-        ));
-        let huge = format!(
-            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        );
-        assert!(matches!(parse(huge.as_bytes()), Parsed::Error(413, _)));
-        let chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(parse(chunked), Parsed::Error(501, _)));
-        let Parsed::Request(old, _) = parse(b"GET / HTTP/1.0\r\n\r\n") else {
-            panic!()
-        };
-        assert!(!old.keep_alive, "HTTP/1.0 closes unless asked");
-        let Parsed::Request(close, _) = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        else {
-            panic!()
-        };
-        assert!(!close.keep_alive);
+    fn dates_are_imf_fixdates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(1_798_761_599), "Thu, 31 Dec 2026 23:59:59 GMT");
     }
 }
