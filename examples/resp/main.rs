@@ -19,86 +19,9 @@ use std::collections::HashMap;
 
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, SIGINT, SIGTERM};
 
-/// Most arguments in one command.
-const MAX_ARGS: usize = 1024 * 1024;
+mod parse;
 
-/// What the front of the input holds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
-    /// A whole command (its arguments) of `len` bytes.
-    Command(Vec<Vec<u8>>, usize),
-    /// Not a whole command yet.
-    Partial,
-    /// Not RESP: answer the error, then close (as Redis does).
-    Error(String),
-}
-
-/// Splits one `\r\n`-terminated line off `input[at..]`: the line and where
-/// the next starts.
-fn line(input: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let end = input.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-    Some((&input[at..at + end], at + end + 2))
-}
-
-/// `*N` / `$N` headers: a prefix byte and a decimal number.
-fn number(line: &[u8], prefix: u8) -> Result<i64, String> {
-    let digits = line
-        .strip_prefix(&[prefix])
-        .ok_or_else(|| format!("expected '{}'", prefix as char))?;
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "invalid {} length",
-                if prefix == b'*' { "multibulk" } else { "bulk" }
-            )
-        })
-}
-
-/// Parses one command off the front of `input`.
-pub fn parse(input: &[u8]) -> Parsed {
-    if input.first() != Some(&b'*') {
-        // Inline: a line of space-separated words.
-        let Some((text, next)) = line(input, 0) else {
-            return Parsed::Partial;
-        };
-        let args = text
-            .split(|&b| b == b' ')
-            .filter(|w| !w.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        return Parsed::Command(args, next);
-    }
-    let Some((header, mut at)) = line(input, 0) else {
-        return Parsed::Partial;
-    };
-    let count = match number(header, b'*') {
-        Ok(n) if (0..=MAX_ARGS as i64).contains(&n) => n as usize,
-        Ok(_) => return Parsed::Error("Protocol error: invalid multibulk length".into()),
-        Err(e) => return Parsed::Error(format!("Protocol error: {e}")),
-    };
-    let mut args = Vec::with_capacity(count.min(16));
-    for _ in 0..count {
-        let Some((header, start)) = line(input, at) else {
-            return Parsed::Partial;
-        };
-        let len = match number(header, b'$') {
-            Ok(n) if n >= 0 => n as usize,
-            Ok(_) => return Parsed::Error("Protocol error: invalid bulk length".into()),
-            Err(e) => return Parsed::Error(format!("Protocol error: {e}")),
-        };
-        let end = start + len;
-        match input.get(end..end + 2) {
-            None => return Parsed::Partial,
-            Some(b"\r\n") => {}
-            Some(_) => return Parsed::Error("Protocol error: bad bulk terminator".into()),
-        }
-        args.push(input[start..end].to_vec());
-        at = end + 2;
-    }
-    Parsed::Command(args, at)
-}
+pub use parse::{Parsed, parse};
 
 /// The store and the reply writer, shared by all connections.
 #[derive(Default)]
@@ -266,25 +189,6 @@ fn main() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_multibulk_and_inline_commands() {
-        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\nPING\r\n*1\r\n$4\r\nPI";
-        let Parsed::Command(args, n) = parse(input) else {
-            panic!("{:?}", parse(input))
-        };
-        assert_eq!(
-            args,
-            vec![b"SET".to_vec(), b"k".to_vec(), b"hello".to_vec()]
-        );
-        let Parsed::Command(inline, m) = parse(&input[n..]) else {
-            panic!()
-        };
-        assert_eq!(inline, vec![b"PING".to_vec()]);
-        assert_eq!(parse(&input[n + m..]), Parsed::Partial);
-        assert!(matches!(parse(b"*x\r\n"), Parsed::Error(_)));
-        assert!(matches!(parse(b"*1\r\n$1\r\nab\r\n"), Parsed::Error(_)));
-    }
 
     #[test]
     fn commands_answer_like_redis() {
