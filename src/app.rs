@@ -157,13 +157,127 @@ pub fn split_lines(input: &[u8]) -> (Vec<&[u8]>, usize) {
 /// A trailing `\r` may be the first half of the line's `\r\n`, so it does
 /// not count: a line of exactly `max` bytes is accepted however its
 /// terminator arrives.
-pub fn line_too_long(tail: &[u8], max: usize) -> bool {
+fn line_too_long(tail: &[u8], max: usize) -> bool {
     tail.strip_suffix(b"\r").unwrap_or(tail).len() > max
+}
+
+/// One frame of a line protocol, from [`LineFramer::frames`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line, without its `\n` (nor a `\r` before it).
+    Line(&'a [u8]),
+    /// A line over the limit, told once; its bytes are dropped up to the
+    /// next `\n`, however many reads that takes.
+    TooLong,
+}
+
+/// Where a [`LineFramer`] is between calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum FramerState {
+    /// At the start of a line, or inside one that is within the limit.
+    #[default]
+    InLine,
+    /// Inside a line already reported [`Frame::TooLong`]: drop its rest.
+    Skipping,
+}
+
+/// Cuts `\n`-terminated lines with a length limit, whatever way the bytes
+/// are cut into reads. Keep one per connection (in [`App::State`]): an
+/// over-long line is reported once, as soon as it passes the limit, and
+/// its rest is skipped without being buffered, so a client cannot grow the
+/// server's memory with a line that never ends.
+///
+/// ```
+/// use iomux::app::{Frame, LineFramer};
+///
+/// let mut framer = LineFramer::default(); // one per connection
+/// let input = b"ping\r\ntoo long\nok\npart";
+/// let mut frames = framer.frames(input, 4);
+/// assert_eq!(frames.next(), Some(Frame::Line(b"ping")));
+/// assert_eq!(frames.next(), Some(Frame::TooLong));
+/// assert_eq!(frames.next(), Some(Frame::Line(b"ok")));
+/// assert_eq!(frames.next(), None);
+/// // What `on_data` returns: "part" is offered again with the next bytes.
+/// assert_eq!(frames.consumed(), input.len() - 4);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct LineFramer {
+    state: FramerState,
+}
+
+impl LineFramer {
+    /// The frames at the front of `input` (what `on_data` was given):
+    /// lines longer than `max` bytes (the `\n` and a `\r` before it not
+    /// counted) are [`Frame::TooLong`]. The
+    /// rest of a line being skipped is consumed at once; every frame is
+    /// consumed when it is returned. To leave a [`Frame::Line`] for later
+    /// (output is full, say), return [`Frames::consumed`] as it was before
+    /// the `next` that gave it.
+    pub fn frames<'a>(&'a mut self, input: &'a [u8], max: usize) -> Frames<'a> {
+        let mut at = 0;
+        if self.state == FramerState::Skipping {
+            match input.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    at = end + 1;
+                    self.state = FramerState::InLine;
+                }
+                None => at = input.len(),
+            }
+        }
+        Frames {
+            framer: self,
+            input,
+            at,
+            max,
+        }
+    }
+}
+
+/// The frames of one input, from [`LineFramer::frames`].
+#[derive(Debug)]
+pub struct Frames<'a> {
+    framer: &'a mut LineFramer,
+    input: &'a [u8],
+    at: usize,
+    max: usize,
+}
+
+impl Frames<'_> {
+    /// The bytes used so far: every frame returned, and skipped bytes.
+    pub fn consumed(&self) -> usize {
+        self.at
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
+        let rest = &self.input[self.at..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                self.at += end + 1;
+                let line = &rest[..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                Some(if line.len() > self.max {
+                    Frame::TooLong
+                } else {
+                    Frame::Line(line)
+                })
+            }
+            None if self.framer.state == FramerState::InLine && line_too_long(rest, self.max) => {
+                self.at = self.input.len();
+                self.framer.state = FramerState::Skipping;
+                Some(Frame::TooLong)
+            }
+            None => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{line_too_long, split_lines};
+    use super::{Frame, LineFramer, line_too_long, split_lines};
 
     #[test]
     fn a_line_of_exactly_the_limit_passes_whichever_way_its_crlf_arrives() {
@@ -182,5 +296,22 @@ mod tests {
         let (lines, used) = split_lines(b"no newline");
         assert!(lines.is_empty());
         assert_eq!(used, 0);
+    }
+
+    #[test]
+    fn an_over_long_line_is_told_once_and_its_rest_skipped_across_reads() {
+        let mut framer = LineFramer::default();
+        let mut frames = framer.frames(b"abcdef", 3);
+        assert_eq!(frames.next(), Some(Frame::TooLong));
+        assert_eq!((frames.next(), frames.consumed()), (None, 6));
+        let mut frames = framer.frames(b"ghi", 3);
+        assert_eq!(
+            (frames.next(), frames.consumed()),
+            (None, 3),
+            "still skipping"
+        );
+        let mut frames = framer.frames(b"jk\nxy\r\n", 3);
+        assert_eq!(frames.next(), Some(Frame::Line(b"xy")));
+        assert_eq!(frames.consumed(), 7);
     }
 }

@@ -110,6 +110,11 @@ impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Addr::Tcp(a) => write!(f, "{a}"),
+            // `unix:@` is the abstract namespace: a file named `@…` is
+            // written `./@…`, which reads back as the same file.
+            Addr::Unix(p) if p.as_os_str().as_encoded_bytes().starts_with(b"@") => {
+                write!(f, "unix:./{}", p.display())
+            }
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
             Addr::Abstract(n) => write!(f, "unix:@{n}"),
             Addr::UnnamedUnix(n) => write!(f, "unix:#{n}"),

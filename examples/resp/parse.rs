@@ -32,13 +32,20 @@ fn protocol_error(what: &str) -> Parsed {
     Parsed::Error(format!("Protocol error: {what}"))
 }
 
+/// An unfinished line without a CR that may be the first half of its
+/// CRLF: a line of exactly the limit is accepted however reads cut it.
+fn without_cr(tail: &[u8]) -> &[u8] {
+    tail.strip_suffix(b"\r").unwrap_or(tail)
+}
+
 /// Splits one `\r\n`-terminated line off `input[at..]`: the line and where
 /// the next starts; an error once the line is longer than any header.
 fn line(input: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, Parsed> {
     let rest = input.get(at..).unwrap_or_default();
     match rest.windows(2).position(|w| w == b"\r\n") {
         Some(end) if end <= MAX_INLINE => Ok(Some((&rest[..end], at + end + 2))),
-        None if rest.len() <= MAX_INLINE => Ok(None),
+        // A CR at the end may be the first half of the CRLF.
+        None if without_cr(rest).len() <= MAX_INLINE => Ok(None),
         _ => Err(protocol_error("too big count string")),
     }
 }
@@ -65,7 +72,7 @@ fn number(line: &[u8], prefix: u8) -> Result<i64, Parsed> {
 /// Parses an inline command: words on a line that ends at LF.
 fn inline(input: &[u8]) -> Parsed {
     let Some(end) = input.iter().position(|&b| b == b'\n') else {
-        return if input.len() > MAX_INLINE {
+        return if without_cr(input).len() > MAX_INLINE {
             protocol_error("too big inline request")
         } else {
             Parsed::Partial

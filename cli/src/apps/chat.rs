@@ -16,7 +16,7 @@ use std::sync::Arc;
 use iomux::App;
 use iomux::ConnId;
 use iomux::Ctx;
-use iomux::app::{line_too_long, split_lines};
+use iomux::app::{Frame, LineFramer};
 use iomux::group::Message;
 
 /// The chat app.
@@ -40,22 +40,28 @@ impl Chat {
 }
 
 impl App for Chat {
-    type State = ();
+    type State = LineFramer;
 
     fn name(&self) -> &'static str {
         "chat"
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        framer: &mut LineFramer,
+        input: &[u8],
+    ) -> usize {
         let Some(addr) = ctx.peer(conn) else {
             return input.len();
         };
-        let (lines, used) = split_lines(input);
-        for line in lines {
-            if line.len() > self.max_line {
+        let mut frames = framer.frames(input, self.max_line);
+        for frame in frames.by_ref() {
+            let Frame::Line(line) = frame else {
                 self.too_long(ctx, conn);
                 return input.len();
-            }
+            };
             ctx.record_request();
             self.message.clear();
             self.message
@@ -68,11 +74,7 @@ impl App for Chat {
                 ctx.post_to_others(Relayed(Arc::new(self.message.clone())));
             }
         }
-        if line_too_long(&input[used..], self.max_line) {
-            self.too_long(ctx, conn);
-            return input.len();
-        }
-        used
+        frames.consumed()
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message) {

@@ -20,7 +20,7 @@
 use iomux::App;
 use iomux::ConnId;
 use iomux::Ctx;
-use iomux::app::line_too_long;
+use iomux::app::{Frame, LineFramer};
 use iomux::pool::{JobId, JobResult};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -83,8 +83,8 @@ enum Reply {
 #[derive(Default)]
 pub struct ConnState {
     replies: VecDeque<Reply>,
-    /// Inside an over-long line: drop bytes up to the next newline.
-    skipping: bool,
+    /// Over-long lines get an error and their rest is skipped.
+    framer: LineFramer,
 }
 
 /// The hash app.
@@ -116,13 +116,13 @@ impl Hash {
         &mut self,
         ctx: &mut Ctx<'_>,
         conn: ConnId,
-        state: &mut ConnState,
+        replies: &mut VecDeque<Reply>,
         line: &[u8],
     ) -> bool {
         let reply = match parse_request(line) {
             Err(reason) => Reply::Ready(format!("error: {reason}\n").into_bytes()),
             Ok(req) => {
-                let offload = ctx.workers() > 0 && self.should_offload(state, req.iterations);
+                let offload = ctx.workers() > 0 && self.should_offload(replies, req.iterations);
                 if offload && !ctx.can_offload(conn) {
                     return false;
                 }
@@ -145,14 +145,14 @@ impl Hash {
             }
         };
         ctx.record_request();
-        state.replies.push_back(reply);
+        replies.push_back(reply);
         true
     }
 
-    fn should_offload(&self, state: &ConnState, iterations: u64) -> bool {
+    fn should_offload(&self, replies: &VecDeque<Reply>, iterations: u64) -> bool {
         // Ready replies are sent as soon as they reach the front, so a
         // queue that starts with an awaited one is the only way to wait.
-        let awaiting = matches!(state.replies.front(), Some(Reply::Awaiting(_)));
+        let awaiting = matches!(replies.front(), Some(Reply::Awaiting(_)));
         iterations >= self.offload_above
             || awaiting
             || self.spent + iterations > self.offload_above.saturating_mul(INLINE_BUDGET)
@@ -160,9 +160,9 @@ impl Hash {
 }
 
 /// Sends the replies at the front of the queue that are ready.
-fn send_ready(ctx: &mut Ctx<'_>, conn: ConnId, state: &mut ConnState) {
-    while let Some(Reply::Ready(_)) = state.replies.front() {
-        if let Some(Reply::Ready(bytes)) = state.replies.pop_front()
+fn send_ready(ctx: &mut Ctx<'_>, conn: ConnId, replies: &mut VecDeque<Reply>) {
+    while let Some(Reply::Ready(_)) = replies.front() {
+        if let Some(Reply::Ready(bytes)) = replies.pop_front()
             && ctx.send(conn, &bytes).is_err()
         {
             return; // closing: the rest has nowhere to go
@@ -185,45 +185,29 @@ impl App for Hash {
         input: &[u8],
     ) -> usize {
         self.spent = 0;
-        let mut used = 0;
-        if state.skipping {
-            match input.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    used = i + 1;
-                    state.skipping = false;
-                }
-                None => return input.len(),
-            }
-        }
-        let mut stopped = false;
-        while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+        let mut frames = state.framer.frames(input, self.max_line);
+        loop {
+            let before = frames.consumed();
             if ctx.output_full(conn) {
                 // Stop between requests; the rest comes back after a drain.
-                stopped = true;
-                break;
+                send_ready(ctx, conn, &mut state.replies);
+                return before;
             }
-            let raw = &input[used..used + end];
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line.len() > self.max_line {
-                state
+            match frames.next() {
+                None => break,
+                Some(Frame::TooLong) => state
                     .replies
-                    .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
-            } else if !self.answer(ctx, conn, state, line) {
-                stopped = true;
-                break;
+                    .push_back(Reply::Ready(b"error: line too long\n".to_vec())),
+                Some(Frame::Line(line)) => {
+                    if !self.answer(ctx, conn, &mut state.replies, line) {
+                        send_ready(ctx, conn, &mut state.replies);
+                        return before;
+                    }
+                }
             }
-            used += end + 1;
-            send_ready(ctx, conn, state);
+            send_ready(ctx, conn, &mut state.replies);
         }
-        if !stopped && line_too_long(&input[used..], self.max_line) {
-            state
-                .replies
-                .push_back(Reply::Ready(b"error: line too long\n".to_vec()));
-            state.skipping = true;
-            used = input.len();
-        }
-        send_ready(ctx, conn, state);
-        used
+        frames.consumed()
     }
 
     fn on_job_done(
@@ -244,7 +228,7 @@ impl App for Hash {
                 break;
             }
         }
-        send_ready(ctx, conn, state);
+        send_ready(ctx, conn, &mut state.replies);
     }
 }
 
