@@ -12,4 +12,4 @@ mod hash;
 pub use ack::Ack;
 pub use chat::Chat;
 pub use echo::Echo;
-pub use hash::{Hash, MAX_ITERATIONS, iterated_sha256_hex};
+pub use hash::{Hash, MAX_ITERATIONS, iterated_sha256_hex, parse_request};
