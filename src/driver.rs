@@ -387,6 +387,12 @@ impl Driver {
         self.faults.as_mut()?.connect()
     }
 
+    /// A connect under way that the fault layer fails (feature `faults`).
+    #[cfg(feature = "faults")]
+    pub(crate) fn fail_connect(&mut self) -> Option<io::Error> {
+        self.faults.as_mut()?.connect_outcome()
+    }
+
     /// Stops accepting from listener `index` (a pause, or for good).
     pub(crate) fn unwatch_listener(&mut self, index: usize, fd: BorrowedFd<'_>) {
         match &mut self.model {

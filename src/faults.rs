@@ -7,7 +7,7 @@
 //! wait, as it would after the socket emptied and filled), resets and
 //! broken pipes at any read or write, waits that return early, spurious
 //! readiness, `ECONNABORTED` and `EMFILE` on accept, connects refused at
-//! once; on `uring`, sends shorter than asked, completions held back to a
+//! once or failed once under way; on `uring`, sends shorter than asked, completions held back to a
 //! later turn and reordered across operations (never within one), and
 //! submissions refused with `EBUSY`. The same seed gives the same fault
 //! schedule for the same sequence of calls.
@@ -213,6 +213,20 @@ impl Faults {
     pub(crate) fn connect(&mut self) -> Option<io::Error> {
         self.strike()
             .then(|| io::Error::from(io::ErrorKind::ConnectionRefused))
+    }
+
+    /// A connect that was under way (`EINPROGRESS`) and failed: what the
+    /// socket's error says when it turns writable (refused, reset, timed
+    /// out).
+    pub(crate) fn connect_outcome(&mut self) -> Option<io::Error> {
+        if !self.strike() {
+            return None;
+        }
+        Some(io::Error::from(match self.below(3) {
+            0 => io::ErrorKind::ConnectionRefused,
+            1 => io::ErrorKind::ConnectionReset,
+            _ => io::ErrorKind::TimedOut,
+        }))
     }
 
     /// The wait's timeout, or zero: a wait that returns early, with

@@ -3,13 +3,16 @@
 //!
 //! Peers take random actions (requests that ask for replies, pushed output
 //! to another connection, a pause, an offloaded job, `close_after_flush`,
-//! `shutdown_after_flush`; half-closes, resets, closes without reading,
-//! reads of random sizes), then a graceful shutdown; the app keeps a
+//! `shutdown_after_flush`, an outbound connect back to the loop's own
+//! listener that makes a request of its own; half-closes, resets, closes
+//! without reading, reads of random sizes, slow reads), then a graceful
+//! shutdown; the app keeps a
 //! record of what it did and what the loop told it, and the test checks
 //! the record against what the peers saw:
 //! - every peer receives exactly the bytes the app sent it, in order, when
 //!   it read to the end and nothing failed (a reset, a limit); a prefix of
-//!   them otherwise;
+//!   them otherwise; so does every outbound connection, from the side the
+//!   loop accepted for it;
 //! - every connection is opened once and closed once, and nothing is told
 //!   of it after its close;
 //! - input is never offered while the connection's output is full, and
@@ -29,9 +32,9 @@
 #[macro_use]
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,11 +82,15 @@ fn run_seeds(backend: &str, fault_rate: Option<f64>) {
     };
     let started = Instant::now();
     let mut injected = 0;
+    let mut outbound = 0;
     for &seed in &seeds {
         let plan = fault_rate.map(|rate| FaultPlan { seed, rate });
         let _serial = lock(&ONE_AT_A_TIME);
         match run_one(backend, seed, plan) {
-            Ok(n) => injected += n,
+            Ok(run) => {
+                injected += run.faults;
+                outbound += run.outbound;
+            }
             Err(failure) => {
                 let faults = plan.map_or(String::new(), |p| format!(" with IOMUX_FAULTS={p}"));
                 panic!(
@@ -101,8 +108,13 @@ fn run_seeds(backend: &str, fault_rate: Option<f64>) {
     } else {
         assert_eq!(injected, 0, "{backend}: faults without a plan");
     }
+    assert!(
+        outbound > 0 || seeds.len() < 20,
+        "{backend}: no outbound connection was checked in {} seeds",
+        seeds.len()
+    );
     eprintln!(
-        "{backend}: {} seeds{} in {:.1} s ({injected} faults injected)",
+        "{backend}: {} seeds{} in {:.1} s ({injected} faults injected, {outbound} outbound connections checked)",
         seeds.len(),
         if fault_rate.is_some() {
             " under faults"
@@ -134,6 +146,10 @@ struct Record {
     wake_turns: Vec<u64>,
     /// Timers cancelled, which must never fire.
     cancelled: Vec<TimerId>,
+    /// Outbound connections: a failed connect is closed without an open.
+    connects: HashSet<ConnId>,
+    /// What each outbound connection received.
+    received: HashMap<ConnId, Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -149,11 +165,15 @@ enum Ending {
 /// The app: commands by line (`E n`: reply n bytes; `P n`: push n bytes
 /// to another connection; `Z ms`: pause reading that long; `J n`: an
 /// offloaded job returns n bytes; `C`: close after the output; `S`: shut
-/// the write side after the output).
+/// the write side after the output; `O n`: connect to the loop's own
+/// listener and ask it, from there, for n bytes). An outbound connection
+/// only records what it receives.
 struct Model {
     rec: Arc<Mutex<Record>>,
     rng: Rng,
     open: Vec<ConnId>,
+    /// The loop's listener, for `O`: known once the loop runs.
+    listener: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Model {
@@ -198,7 +218,7 @@ fn pattern(to: ConnId, k: usize) -> u8 {
 impl App for Model {
     type State = ();
 
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: Origin) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), origin: Origin) {
         {
             let mut rec = lock(&self.rec);
             let opens = rec.opened.entry(conn).or_default();
@@ -208,6 +228,21 @@ impl App for Model {
             }
         }
         self.open.push(conn);
+        if let Origin::Connected { .. } = origin {
+            // One request, then the end of its stream: the accepted side
+            // answers and closes, and this side reads to the end.
+            let n = self.rng.range(1, MAX_MESSAGE);
+            let request = format!("E {n}\n");
+            let mut rec = lock(&self.rec);
+            if ctx.send(conn, request.as_bytes()).is_ok() {
+                rec.sent
+                    .entry(conn)
+                    .or_default()
+                    .extend_from_slice(request.as_bytes());
+            }
+            ctx.shutdown_after_flush(conn);
+            return;
+        }
         // The greeting names the connection to its peer.
         let greeting = format!("ID {}\n", conn.as_u64());
         let mut rec = lock(&self.rec);
@@ -225,6 +260,14 @@ impl App for Model {
             lock(&self.rec).violations.push(format!(
                 "input offered to {conn:?} while its output is full"
             ));
+        }
+        if let Some(Origin::Connected { .. }) = ctx.origin(conn) {
+            let mut rec = lock(&self.rec);
+            rec.received
+                .entry(conn)
+                .or_default()
+                .extend_from_slice(input);
+            return input.len();
         }
         let mut used = 0;
         while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
@@ -259,6 +302,14 @@ impl App for Model {
                         break; // offered again when one of its jobs is back
                     }
                     ctx.offload(conn, move || Box::new(n.max(1)) as JobResult);
+                }
+                "O" => {
+                    let target = *lock(&self.listener);
+                    if let Some(addr) = target
+                        && let Ok(out) = ctx.connect(addr)
+                    {
+                        lock(&self.rec).connects.insert(out);
+                    }
                 }
                 "C" => ctx.close_after_flush(conn),
                 "S" => ctx.shutdown_after_flush(conn),
@@ -307,8 +358,8 @@ impl App for Model {
         };
         let mut rec = lock(&self.rec);
         rec.reasons.insert(conn, format!("{reason:?}"));
-        if !rec.opened.contains_key(&conn) {
-            // A connect that never came up would be; this app makes none.
+        if !rec.opened.contains_key(&conn) && !rec.connects.contains(&conn) {
+            // Only a connect that never came up is.
             rec.violations
                 .push(format!("{conn:?} closed, never opened"));
         }
@@ -333,6 +384,9 @@ struct Peer {
     id: Option<u64>,
     mode: PeerMode,
     write_open: bool,
+    /// Reads the rest in small pieces, a pause now and then: the loop's
+    /// output backs up meanwhile.
+    slow: bool,
 }
 
 impl Peer {
@@ -370,8 +424,13 @@ impl Peer {
         self.stream
             .set_nonblocking(false)
             .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; if self.slow { 512 } else { 64 * 1024 }];
+        let mut reads = 0u32;
         loop {
+            reads += 1;
+            if self.slow && reads.is_multiple_of(16) {
+                std::thread::sleep(Duration::from_micros(200));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!("peer {:?}: no end of stream in time", self.id));
@@ -419,9 +478,16 @@ impl log::Log for TraceLog {
     fn flush(&self) {}
 }
 
-/// One seeded schedule; `Err` says what broke, `Ok` how many faults were
-/// injected.
-fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, String> {
+/// What one schedule did.
+struct Run {
+    /// Faults injected.
+    faults: u64,
+    /// Outbound connections whose bytes were checked.
+    outbound: usize,
+}
+
+/// One seeded schedule; `Err` says what broke.
+fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<Run, String> {
     let mut rng = Rng::new(seed);
     let mut config = Config::default();
     config.high_water = HIGH_WATER;
@@ -433,12 +499,15 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
     config.faults = faults;
     let fds_before = open_fds();
     let rec = Arc::new(Mutex::new(Record::default()));
+    let listener = Arc::new(Mutex::new(None));
     let app = Model {
         rec: rec.clone(),
         rng: Rng::new(seed ^ 0x5eed),
         open: Vec::new(),
+        listener: listener.clone(),
     };
     let lp = LoopThread::start(backend, config, app);
+    *lock(&listener) = Some(lp.addr);
     let mut peers: Vec<Peer> = Vec::new();
     for _ in 0..rng.range(2, 5) {
         let stream = TcpStream::connect(lp.addr).map_err(|e| format!("connect: {e}"))?;
@@ -449,6 +518,7 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
             id: None,
             mode: PeerMode::Reading,
             write_open: true,
+            slow: rng.range(0, 3) == 0,
         });
     }
     let trace = std::env::var_os("IOMUX_MODEL_TRACE").is_some();
@@ -488,6 +558,7 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
                 let limit = rng.range(1, 64 * 1024);
                 peers[p].read_some(limit);
             }
+            85..=88 => peers[p].send(&format!("O {n}\n")),
             _ => std::thread::sleep(Duration::from_micros(rng.range(0, 2000) as u64)),
         }
     }
@@ -592,6 +663,40 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
             ));
         }
     }
+    for (&out, got) in rec.received.iter() {
+        // The side the loop accepted for it greeted it with its id.
+        let accepted = got
+            .iter()
+            .position(|&b| b == b'\n')
+            .and_then(|end| {
+                let line = String::from_utf8_lossy(&got[..end]).into_owned();
+                line.strip_prefix("ID ")?.parse::<u64>().ok()
+            })
+            .and_then(|id| rec.opened.keys().find(|c| c.as_u64() == id).copied());
+        let Some(accepted) = accepted else {
+            problems.push(format!("outbound {out:?} received no greeting"));
+            continue;
+        };
+        let sent = rec.sent.get(&accepted).map_or(&[][..], |s| &s[..]);
+        // Read to the end, from a side that closed clean: everything.
+        let exact = rec.reasons.get(&out).is_some_and(|r| r == "PeerClosed")
+            && rec.closed.get(&accepted) == Some(&Ending::Clean);
+        let ok = if exact {
+            got == sent
+        } else {
+            sent.starts_with(got)
+        };
+        if !ok {
+            problems.push(format!(
+                "outbound {out:?} from {accepted:?} ({:?}, {:?}): received {} bytes, sent {}{}",
+                rec.reasons.get(&out),
+                rec.reasons.get(&accepted),
+                got.len(),
+                sent.len(),
+                if exact { "" } else { " (must be a prefix)" }
+            ));
+        }
+    }
     drop(peers);
     // The loop's descriptors (listener, selector, sockets) are gone once it
     // returned, the peers' now; the waker's goes with the last pool worker,
@@ -605,7 +710,10 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<u64, S
         problems.push(format!("{} descriptors left open", fds_after - fds_before));
     }
     if problems.is_empty() {
-        Ok(rec.faults)
+        Ok(Run {
+            faults: rec.faults,
+            outbound: rec.received.len(),
+        })
     } else {
         Err(problems.join("; "))
     }

@@ -69,6 +69,8 @@ impl<S: Default> EventLoop<S> {
             },
             Ok(Some(e)) | Err(e) => Some(e),
         };
+        #[cfg(feature = "faults")]
+        let failed = failed.or_else(|| self.driver.fail_connect());
         if let Some(e) = failed {
             self.shared.schedule_close(id, CloseReason::Error(e));
             return;
