@@ -497,6 +497,11 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<Run, S
     config.max_jobs_per_conn = MAX_JOBS;
     config.stall_threshold = None;
     config.faults = faults;
+    // One seed in three runs the completion driver short of provided
+    // buffers: its receives really end with `ENOBUFS` and are armed again.
+    if seed.is_multiple_of(3) {
+        config.uring_buffers = 2;
+    }
     let fds_before = open_fds();
     let rec = Arc::new(Mutex::new(Record::default()));
     let listener = Arc::new(Mutex::new(None));
