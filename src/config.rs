@@ -3,6 +3,10 @@
 use std::io;
 use std::time::Duration;
 
+/// The longest [`Config::max_clients_reply`]: what a fresh socket takes
+/// in one write.
+const MAX_CLIENTS_REPLY: usize = 4096;
+
 /// Tunables of the loop. `Config::default()` gives the server's defaults
 /// (listed on each field). Set fields on a default value:
 ///
@@ -20,6 +24,11 @@ pub struct Config {
     /// Connections beyond this are accepted and closed at once. Default
     /// 10,000; at least 1.
     pub max_clients: usize,
+    /// Written to a client turned away by `max_clients` before it is
+    /// closed, so it learns why (Redis answers `-ERR max number of clients
+    /// reached`). One non-blocking write to a fresh socket: at most 4096
+    /// bytes. Default none: closed without a word.
+    pub max_clients_reply: Option<Vec<u8>>,
     /// Close a connection whose peer sent nothing for this long. Time the
     /// loop spends not reading it (back-pressure, [`crate::Ctx::pause_reading`],
     /// its job limit) or running its jobs is not the peer's silence. Default
@@ -93,6 +102,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_clients: 10_000,
+            max_clients_reply: None,
             idle_timeout: None,
             write_timeout: None,
             max_output: 1 << 20,
@@ -155,6 +165,14 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("max_output_soft", self.max_output_soft.map(|(_, d)| d)),
         ];
+        if let Some(reply) = &self.max_clients_reply
+            && reply.len() > MAX_CLIENTS_REPLY
+        {
+            return Err(invalid(format!(
+                "max_clients_reply must be at most {MAX_CLIENTS_REPLY} bytes (not {})",
+                reply.len()
+            )));
+        }
         if !self.uring_buffers.is_power_of_two() || self.uring_buffers > 1 << 15 {
             return Err(invalid(format!(
                 "uring_buffers must be a power of two up to 32768 (not {})",
@@ -205,6 +223,10 @@ mod tests {
             (|c| c.accept_budget = 0, "accept_budget"),
             (|c| c.read_budget = 0, "read_budget"),
             (|c| c.max_clients = 0, "max_clients"),
+            (
+                |c| c.max_clients_reply = Some(vec![b'x'; MAX_CLIENTS_REPLY + 1]),
+                "max_clients_reply",
+            ),
             (|c| c.low_water = c.high_water + 1, "low_water"),
             (|c| c.accept_backoff = Duration::ZERO, "accept_backoff"),
             (

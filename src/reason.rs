@@ -49,6 +49,12 @@ pub enum CloseReason {
     Limit(Limit),
     /// The loop is shutting down.
     Shutdown,
+    /// The graceful shutdown ended (its grace period ran out, or a stop
+    /// signal came again) with output still owed to the connection.
+    ShutdownCut {
+        /// Bytes it was owed and did not get.
+        unsent: usize,
+    },
     /// A read or write failed (reset, broken pipe, ...).
     Error(io::Error),
 }
@@ -69,6 +75,9 @@ impl CloseReason {
             )),
             CloseReason::Limit(Limit::OutputSoft { max, period }) => Some(format!(
                 "output limit exceeded (client not reading): soft limit {max} bytes for {period:?}"
+            )),
+            CloseReason::ShutdownCut { unsent } => Some(format!(
+                "shutdown: closed with {unsent} bytes unsent (the grace period is over)"
             )),
             CloseReason::Error(e) => Some(e.to_string()),
         }

@@ -79,10 +79,21 @@ impl Waker {
 }
 
 /// Signals delivered as bytes on a socket pair (the self-pipe trick; the
-/// async-signal-safe handler comes from `signal-hook`).
+/// async-signal-safe handlers come from `signal-hook`): one byte per
+/// delivery, and a flag per signal that says which came.
 pub(crate) struct SignalPipe {
     read: UnixStream,
+    arrived: Vec<(i32, Arc<AtomicBool>)>,
     ids: Vec<signal_hook::SigId>,
+}
+
+/// What arrived since the last [`SignalPipe::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Arrived {
+    /// One of the signals that came.
+    pub(crate) signal: i32,
+    /// Deliveries (two or more: it was sent again).
+    pub(crate) times: usize,
 }
 
 impl SignalPipe {
@@ -91,32 +102,61 @@ impl SignalPipe {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let mut ids = Vec::new();
+        let mut arrived = Vec::new();
         for &signal in signals {
+            let flag = Arc::new(AtomicBool::new(false));
+            // The flag first: set by the time the byte wakes the loop.
+            ids.push(signal_hook::flag::register(signal, flag.clone())?);
             ids.push(signal_hook::low_level::pipe::register(
                 signal,
                 write.try_clone()?,
             )?);
+            arrived.push((signal, flag));
         }
-        Ok(SignalPipe { read, ids })
+        Ok(SignalPipe { read, arrived, ids })
     }
 
-    /// True if a signal arrived since the last call.
-    pub(crate) fn drain(&mut self) -> bool {
+    /// What arrived since the last call, if anything.
+    pub(crate) fn drain(&mut self) -> Option<Arrived> {
         use std::io::Read;
         let mut buf = [0u8; 64];
-        let mut any = false;
+        let mut times = 0;
         while let Ok(n) = (&self.read).read(&mut buf) {
             if n == 0 {
                 break;
             }
-            any = true;
+            times += n;
         }
-        any
+        let mut signal = None;
+        for (sig, flag) in &self.arrived {
+            if flag.swap(false, Ordering::SeqCst) {
+                signal = signal.or(Some(*sig));
+            }
+        }
+        (times > 0).then(|| Arrived {
+            signal: signal.unwrap_or(self.arrived.first().map_or(0, |(s, _)| *s)),
+            times,
+        })
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
+}
+
+/// A signal's name for logs (`SIGTERM`), or its number.
+pub(crate) fn signal_name(signal: i32) -> String {
+    use signal_hook::consts::*;
+    let name = match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        SIGQUIT => "SIGQUIT",
+        SIGUSR1 => "SIGUSR1",
+        SIGUSR2 => "SIGUSR2",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
 }
 
 impl Drop for SignalPipe {

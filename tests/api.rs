@@ -21,6 +21,50 @@ backend_suite! {
     send_says_why_it_refused,
     a_connect_closed_before_it_is_up,
     a_shutdown_delivers_output_to_a_peer_still_sending,
+    a_client_over_max_clients_is_told_why,
+}
+
+/// Echoes what it gets.
+struct Echo;
+
+impl App for Echo {
+    type State = ();
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+        let _ = ctx.send(conn, input);
+        input.len()
+    }
+}
+
+/// Past `max_clients`, a client gets `max_clients_reply` and its end of
+/// stream; the client within the limit is still served.
+fn a_client_over_max_clients_is_told_why(backend: &str) {
+    const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+    let mut config = Config::default();
+    config.max_clients = 1;
+    config.max_clients_reply = Some(REFUSAL.to_vec());
+    let lp = common::LoopThread::start(backend, config, Echo);
+    let mut admitted = TcpStream::connect(lp.addr).expect("connect");
+    admitted
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("timeout");
+    let mut echo = [0u8; 2];
+    admitted.write_all(b"hi").expect("send");
+    admitted
+        .read_exact(&mut echo)
+        .expect("the first client is served");
+    let mut refused = TcpStream::connect(lp.addr).expect("the kernel accepts it");
+    refused.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut told = Vec::new();
+    refused
+        .read_to_end(&mut told)
+        .expect("the refusal, then end of stream");
+    assert_eq!(told, REFUSAL);
+    admitted.write_all(b"again").expect("send");
+    let mut again = [0u8; 5];
+    admitted.read_exact(&mut again).expect("still served");
+    assert_eq!(&again, b"again");
+    drop(admitted);
+    drop(lp.stop(LIVENESS));
 }
 
 /// Records every open and close; connects upstream for each accepted

@@ -170,6 +170,11 @@ impl<S: Default> EventLoop<S> {
                 "rejected {peer}: too many clients (max {})",
                 config.max_clients
             );
+            if let Some(reply) = &config.max_clients_reply
+                && let Err(e) = stream.write(reply)
+            {
+                log::debug!(target: "iomux::conn", "{peer}: the refusal was not written: {e}");
+            }
             return; // dropping the stream closes it
         }
         if config.nodelay

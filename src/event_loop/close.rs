@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::conn::{ConnId, Flags, Phase};
 use crate::reason::CloseReason;
 use crate::selector::Token;
+use crate::waker::{Arrived, signal_name};
 
 impl<S: Default> EventLoop<S> {
     /// Tells the app of limits, then closes everything scheduled for
@@ -105,10 +106,41 @@ impl<S: Default> EventLoop<S> {
         self.reap(app);
     }
 
+    /// A stop signal: the first starts the graceful shutdown, another (or
+    /// two at once) ends its grace period now.
+    pub(super) fn signalled(&mut self, arrived: Arrived) {
+        let name = signal_name(arrived.signal);
+        let hurry = arrived.times > 1 || matches!(self.life, Life::ShuttingDown { .. });
+        if !hurry {
+            log::info!(
+                target: "iomux::loop",
+                "{name}: shutting down gracefully (up to {:?}; send it again to close at once)",
+                self.shared.config.shutdown_grace
+            );
+            self.shared.stop_requested = true;
+            return;
+        }
+        log::warn!(
+            target: "iomux::loop",
+            "{name} again: closing {} connections now",
+            self.shared.conns.len()
+        );
+        self.shared.stop_requested = true;
+        self.hurry = true;
+    }
+
+    /// The end of the graceful shutdown: what is still open closes now,
+    /// saying what it was still owed.
     pub(super) fn close_all<A: App<State = S>>(&mut self, app: &mut A) {
         let ids: Vec<ConnId> = self.shared.conns.iter().map(|(i, c)| c.id(i)).collect();
         for id in ids {
-            self.shared.schedule_close(id, CloseReason::Shutdown);
+            let unsent = self.shared.live(id).map_or(0, |c| c.pending());
+            let reason = if unsent > 0 {
+                CloseReason::ShutdownCut { unsent }
+            } else {
+                CloseReason::Shutdown
+            };
+            self.shared.schedule_close(id, reason);
         }
         self.reap(app);
     }

@@ -104,6 +104,8 @@ pub struct EventLoop<S = ()> {
     waker: Waker,
     stop_flag: Arc<AtomicBool>,
     signals: Option<SignalPipe>,
+    /// A stop signal came again: the graceful shutdown ends now.
+    hurry: bool,
     /// Empty lists swapped with the unfinished and dirty lists, so that
     /// walking them allocates nothing.
     spare_tokens: Vec<Token>,
@@ -180,6 +182,7 @@ impl<S: Default> EventLoop<S> {
             waker,
             stop_flag: Arc::new(AtomicBool::new(false)),
             signals: None,
+            hurry: false,
             spare_tokens: Vec::new(),
             spare_ids: Vec::new(),
             scratch: vec![0; READ_CHUNK],
@@ -471,6 +474,11 @@ impl<S: Default> EventLoop<S> {
             self.begin_shutdown(app);
             self.before_sleep(app);
         }
+        if self.hurry
+            && let Life::ShuttingDown { deadline } = &mut self.life
+        {
+            *deadline = Instant::now();
+        }
         if let Life::ShuttingDown { deadline } = self.life
             && (self.shared.conns.is_empty() || Instant::now() >= deadline)
         {
@@ -570,8 +578,8 @@ impl<S: Default> EventLoop<S> {
                 self.collect_messages(app);
             }
             Source::Signals => {
-                if self.signals.as_mut().is_some_and(SignalPipe::drain) {
-                    self.shared.stop_requested = true;
+                if let Some(arrived) = self.signals.as_mut().and_then(SignalPipe::drain) {
+                    self.signalled(arrived);
                 }
             }
             Source::Listener(index) => self.accept(app, index),
