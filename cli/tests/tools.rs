@@ -353,6 +353,19 @@ fn spawn(args: &[&str]) -> Child {
         .expect("spawn iomux")
 }
 
+/// As [`spawn`], in a process group of its own (led by the child), as a
+/// terminal's foreground job is.
+fn spawn_in_own_group(args: &[&str]) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(EXE)
+        .args(args)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn iomux")
+}
+
 fn sigint(child: &Child) {
     rustix::process::kill_process(
         rustix::process::Pid::from_child(child),
@@ -1082,8 +1095,23 @@ fn compare_keeps_what_it_measured_when_a_later_point_fails() {
 
 #[test]
 fn compare_sigint_writes_what_is_done() {
-    let dir = compare_dir("sigint");
-    let child = spawn(&[
+    compare_interrupted("sigint", |child| sigint(child));
+}
+
+/// Ctrl-C in a terminal goes to the whole process group: the servers
+/// compare started stop too, and the run is still "interrupted".
+#[test]
+fn compare_sigint_to_the_process_group_is_still_an_interrupt() {
+    compare_interrupted("sigint-group", |child| {
+        let group = rustix::process::Pid::from_child(child);
+        rustix::process::kill_process_group(group, rustix::process::Signal::INT)
+            .expect("signal the group");
+    });
+}
+
+fn compare_interrupted(name: &str, interrupt: impl Fn(&Child)) {
+    let dir = compare_dir(name);
+    let child = spawn_in_own_group(&[
         "compare",
         "--backends",
         "epoll",
@@ -1110,7 +1138,7 @@ fn compare_sigint_writes_what_is_done() {
         wait_until(Duration::from_secs(30), measured),
         "one run done"
     );
-    sigint(&child);
+    interrupt(&child);
     let (code, stdout, stderr) = finish(child, Duration::from_secs(30));
     assert_eq!(code, 130, "{stdout} {stderr}");
     let j = results(&dir);
@@ -1147,9 +1175,17 @@ fn compare_records_a_rerunnable_command_line() {
     let (code, stdout, stderr) = run(&args);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let command = results(&dir)["command"].as_str().unwrap().to_string();
-    // The shell reads the recorded line back into the same arguments.
+    // It runs from the directory it ran in, and the shell reads the
+    // recorded line back into the same arguments.
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        command.starts_with(&format!("cd {} && ", cwd.display())),
+        "{command}"
+    );
+    let line = command.replacen(" && ", " && printf '%s\\n' ", 1);
     let out = Command::new("sh")
-        .args(["-c", &format!("printf '%s\\n' {command}")])
+        .args(["-c", &line])
+        .current_dir(std::env::temp_dir())
         .output()
         .unwrap();
     let words: Vec<String> = String::from_utf8_lossy(&out.stdout)

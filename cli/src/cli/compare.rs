@@ -104,6 +104,21 @@ pub fn command_line(args: &[String]) -> String {
         .join(" ")
 }
 
+/// The command line as a report records it: re-runnable from anywhere,
+/// so from the directory it ran in (relative `--out` and peer commands
+/// mean the same) and with this binary's absolute path.
+fn rerunnable(args: &[String], cwd: Option<&Path>, exe: Option<&Path>) -> String {
+    let mut args = args.to_vec();
+    if let (Some(first), Some(exe)) = (args.first_mut(), exe) {
+        *first = exe.display().to_string();
+    }
+    let line = command_line(&args);
+    match cwd {
+        Some(dir) => format!("cd {} && {line}", shell_quote(&dir.display().to_string())),
+        None => line,
+    }
+}
+
 /// Exit code of a run cut short by Ctrl-C (128 + SIGINT).
 const INTERRUPTED: i32 = 130;
 
@@ -242,7 +257,11 @@ pub fn run(args: CompareArgs) -> i32 {
     let argv: Vec<String> = std::env::args().collect();
     let report = Report {
         out: &args.out,
-        command: command_line(&argv),
+        command: rerunnable(
+            &argv,
+            std::env::current_dir().ok().as_deref(),
+            std::env::current_exe().ok().as_deref(),
+        ),
         title: format!("iomux compare, {}, {}", machine(), today()),
         args: &args,
         total: args.repeat as usize * cells.len() * targets.len(),
@@ -375,6 +394,18 @@ fn measure(
                 } else {
                     run_point(target, cell, repeat, base, args.start_timeout)
                 };
+                // A signal to the whole process group (Ctrl-C in a
+                // terminal) stops the servers too: a run that failed then
+                // is the interrupt's doing, not the server's.
+                let outcome = match outcome {
+                    Err(e) if cancel.load(Ordering::SeqCst) => {
+                        eprintln!(
+                            "iomux compare: the run in progress ended with the interrupt ({e})"
+                        );
+                        Ok(Outcome::Interrupted)
+                    }
+                    other => other,
+                };
                 match outcome {
                     Ok(Outcome::Done(s)) => {
                         print_sample(&s);
@@ -493,5 +524,24 @@ mod tests {
             "a=b {port}".into(),
         ]);
         assert_eq!(line, "iomux compare --peer 'a=b {port}'");
+    }
+
+    #[test]
+    fn the_recorded_command_runs_from_anywhere() {
+        let argv = [
+            "iomux".to_string(),
+            "compare".into(),
+            "--out".into(),
+            "r".into(),
+        ];
+        assert_eq!(
+            rerunnable(
+                &argv,
+                Some(Path::new("/home/me/my dir")),
+                Some(Path::new("/opt/iomux/bin/iomux"))
+            ),
+            "cd '/home/me/my dir' && /opt/iomux/bin/iomux compare --out r"
+        );
+        assert_eq!(rerunnable(&argv, None, None), "iomux compare --out r");
     }
 }
