@@ -1095,7 +1095,7 @@ fn compare_keeps_what_it_measured_when_a_later_point_fails() {
 
 #[test]
 fn compare_sigint_writes_what_is_done() {
-    compare_interrupted("sigint", |child| sigint(child));
+    compare_interrupted("sigint", sigint);
 }
 
 /// Ctrl-C in a terminal goes to the whole process group: the servers
