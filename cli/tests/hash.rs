@@ -873,7 +873,7 @@ fn stats_lines(backend: &str) {
     assert_eq!(lines.len(), 2, "stdout:\n{stdout}");
     assert_eq!(
         lines[1],
-        format!("iomux: shutdown, 1 clients served, {bytes_in} bytes in, {bytes_out} bytes out")
+        format!("iomux: shutdown, 1 client served, {bytes_in} bytes in, {bytes_out} bytes out")
     );
     let stats = all_stats(&server.stderr_text());
     assert!(stats.len() >= 3, "{stats:?}");

@@ -218,14 +218,25 @@ fn print_listening(local: impl std::fmt::Display, backend: &str, app: &str, loop
     let _ = out.flush();
 }
 
+/// `1 client`, `2 clients`.
+fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// Prints the shutdown summary; returns exit code 0.
 fn print_summary(stats: &Stats) -> i32 {
     // Not println!: a closed stdout must not turn a clean stop into a panic.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "iomux: shutdown, {} clients served, {} bytes in, {} bytes out",
-        stats.accepted, stats.bytes_in, stats.bytes_out
+        "iomux: shutdown, {} served, {} in, {} out",
+        count(stats.accepted, "client"),
+        count(stats.bytes_in, "byte"),
+        count(stats.bytes_out, "byte")
     );
     let _ = out.flush();
     0

@@ -198,16 +198,27 @@ pub struct Summary {
     pub bytes_out: u64,
 }
 
-/// Parses `iomux: shutdown, N clients served, B bytes in, B bytes out`.
+/// Parses `iomux: shutdown, N clients served, B bytes in, B bytes out`
+/// (`1 client`, `1 byte` for one).
 pub fn parse_summary(line: &str) -> Option<Summary> {
     let rest = line.strip_prefix("iomux: shutdown, ")?;
     let mut parts = rest.split(", ");
-    let mut number =
-        |suffix: &str| -> Option<u64> { parts.next()?.strip_suffix(suffix)?.parse().ok() };
+    // `1 client served`, `2 clients served`: the plural says the count.
+    let mut number = |thing: &str, what: &str| -> Option<u64> {
+        let part = parts.next()?;
+        let (n, rest) = part.split_once(' ')?;
+        let n: u64 = n.parse().ok()?;
+        let noun = if n == 1 {
+            thing.to_string()
+        } else {
+            format!("{thing}s")
+        };
+        (rest == format!("{noun} {what}")).then_some(n)
+    };
     let summary = Summary {
-        clients: number(" clients served")?,
-        bytes_in: number(" bytes in")?,
-        bytes_out: number(" bytes out")?,
+        clients: number("client", "served")?,
+        bytes_in: number("byte", "in")?,
+        bytes_out: number("byte", "out")?,
     };
     parts.next().is_none().then_some(summary)
 }
