@@ -943,6 +943,72 @@ fn bench_short_flags() {
     assert!((0.25..2.0).contains(&w), "-d 0.3 measured {w} s");
 }
 
+/// Every flag that takes a duration takes `3s`, `1m`, `500ms`, `250us`
+/// or plain seconds, and names the flag when it cannot.
+#[test]
+fn durations_take_units_in_every_command() {
+    let server = Server::start(&[
+        "--app",
+        "echo",
+        "--idle-timeout",
+        "1m",
+        "--write-timeout",
+        "10s",
+        "--max-output-soft",
+        "1000000:2s",
+    ]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "-d",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "5s",
+        "--connect-timeout",
+        "2500ms",
+        "--interval",
+        "100ms",
+    ]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    let w = j["window_secs"].as_f64().unwrap();
+    assert!((0.25..2.0).contains(&w), "-d 300ms measured {w} s");
+    assert_eq!(j["response_timeout_secs"], 5.0, "{j}");
+    assert_eq!(j["connect_timeout_secs"], 2.5, "{j}");
+    for (args, flag) in [
+        (&["bench", "-d", "3x"][..], "--duration"),
+        (&["bench", "--timeout", "1m30s"], "--timeout"),
+        (&["bench", "--warmup=-1s"], "--warmup"),
+        (&["serve", "--idle-timeout", "5 minutes"], "--idle-timeout"),
+        (&["serve", "--write-timeout", "inf"], "--write-timeout"),
+        (&["serve", "--stats", "5ms"], "--stats"),
+        (&["compare", "--duration", "2d"], "--duration"),
+        (&["compare", "--start-timeout", "s"], "--start-timeout"),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    // compare reads its durations with the same parser: with them
+    // accepted, the first error is the one that follows.
+    let (code, _, stderr) = run(&[
+        "compare",
+        "-d",
+        "1m",
+        "--warmup",
+        "500ms",
+        "--conns",
+        "5",
+        "--threads",
+        "10",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--threads"), "{stderr}");
+}
+
 #[test]
 fn usage_errors_name_the_subcommand_and_nothing_is_clamped() {
     for (args, needle) in [

@@ -69,11 +69,12 @@ pub struct BenchArgs {
     /// The reply text expected in ack mode.
     #[arg(long, default_value = "Ok,Thanks")]
     pub reply: String,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value = "1", value_parser = super::parse_seconds)]
+    /// Load before measuring (`1s`, `500ms`, plain seconds).
+    #[arg(long, default_value = "1", value_name = "DURATION", value_parser = super::parse_duration)]
     pub warmup: Duration,
-    /// Seconds measured (with --requests: the longest the window may last).
-    #[arg(short = 'd', long, default_value = "5", value_parser = super::parse_seconds)]
+    /// Time measured (`5s`, `1m`, plain seconds; with --requests: the
+    /// longest the window may last).
+    #[arg(short = 'd', long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     pub duration: Duration,
     /// hash mode: extra connections sending heavy requests.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -94,17 +95,17 @@ pub struct BenchArgs {
     /// Open at most R connections per second.
     #[arg(long, value_name = "R")]
     pub connect_rate: Option<f64>,
-    /// Seconds a connect may take before the run fails.
-    #[arg(long, default_value = "3", value_parser = super::parse_seconds)]
+    /// How long a connect may take before the run fails.
+    #[arg(long, default_value = "3", value_name = "DURATION", value_parser = super::parse_duration)]
     pub connect_timeout: Duration,
-    /// Seconds a request may wait for its response (response timeout).
-    #[arg(long, default_value = "5", value_parser = super::parse_seconds)]
+    /// How long a request may wait for its response (response timeout).
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     pub timeout: Duration,
     /// Write the latency percentile distribution (HdrHistogram text, ms) to FILE.
     #[arg(long, value_name = "FILE")]
     pub hist: Option<PathBuf>,
-    /// A line every SECS seconds of the measured window.
-    #[arg(long, value_name = "SECS", value_parser = super::parse_seconds)]
+    /// A line every DURATION of the measured window.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     pub interval: Option<Duration>,
     /// --interval lines as CSV.
     #[arg(long, requires = "interval")]

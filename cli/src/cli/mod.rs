@@ -3,12 +3,14 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 mod bench;
 mod compare;
+mod duration;
 mod logger;
 mod serve;
+
+pub use duration::{parse_duration, parse_duration_up_to};
 
 // The about text of `iomux --help` is the package description
 // (cli/Cargo.toml), so the two cannot disagree.
@@ -94,36 +96,6 @@ pub fn resolve(s: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Seconds as a flag value (`1`, `1.5`, `0.25`): a duration from 0 to a
-/// day.
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    parse_seconds_up_to(s, 86_400.0)
-}
-
-/// Seconds as a flag value, from 0 to `max`.
-pub fn parse_seconds_up_to(s: &str, max: f64) -> Result<Duration, String> {
-    let value: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected seconds (e.g. 1 or 1.5), got '{s}'"))?;
-    if value.is_finite() && (0.0..=max).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!("must be between 0 and {max} seconds, got {s}"))
-    }
-}
-
-/// Seconds from the command line as a duration, refusing nonsense.
-pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!(
-            "{flag} must be between 0 and 86400 seconds, got {value}"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,17 +114,6 @@ mod tests {
         }
         let text = usage_error_for(None, "m").render().to_string();
         assert!(text.contains("Usage: iomux <COMMAND>"), "{text}");
-    }
-
-    #[test]
-    fn seconds_are_fractional_and_bounded() {
-        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "nan", "inf", "1e9", "x", ""] {
-            assert!(parse_seconds(bad).is_err(), "{bad}");
-        }
-        assert!(parse_seconds_up_to("100000", 31_536_000.0).is_ok());
     }
 
     #[test]
