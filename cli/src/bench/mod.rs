@@ -29,6 +29,7 @@ mod load;
 mod open;
 pub mod plot;
 pub mod proc;
+pub mod protocol;
 mod record;
 pub mod report;
 mod schedule;
