@@ -25,6 +25,18 @@ pub enum ReplyRule {
     Http,
 }
 
+impl std::fmt::Display for ReplyRule {
+    /// The rule as the report names it: `until '\r\n'`, `length 65`,
+    /// `http`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyRule::Until(delim) => write!(f, "until '{}'", delim.escape_ascii()),
+            ReplyRule::Len(n) => write!(f, "length {n}"),
+            ReplyRule::Http => f.write_str("http"),
+        }
+    }
+}
+
 /// The longest response head (status line and fields) or chunked trailer
 /// section [`reply_len`] waits for before it calls the reply malformed; the
 /// http example, nginx and Node refuse request heads far smaller.

@@ -1,5 +1,6 @@
 //! `iomux bench`: the load generator.
 
+use crate::bench::protocol::{self, ReplyRule};
 use crate::bench::{self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats};
 use clap::{Args, ValueEnum};
 use iomux::{Addr, Backend};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeName {
     /// A response is the request's bytes, echoed (`serve --app echo`).
     Echo,
@@ -17,6 +18,20 @@ pub enum ModeName {
     Ack,
     /// `hash N TEXT` lines, checked against our own SHA-256 (`serve --app hash`).
     Hash,
+    /// HTTP/1.1 keep-alive: a `GET /` (or --request), each response's
+    /// length from its headers (Content-Length or chunked).
+    Http,
+}
+
+impl ModeName {
+    fn name(self) -> &'static str {
+        match self {
+            ModeName::Echo => "echo",
+            ModeName::Ack => "ack",
+            ModeName::Hash => "hash",
+            ModeName::Http => "http",
+        }
+    }
 }
 
 /// A server address as given (`HOST:PORT`, `unix:PATH`, `unix:@NAME`)
@@ -60,12 +75,31 @@ pub struct BenchArgs {
     /// Extra connections opened first and kept silent.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub idle: u64,
-    /// Request size in bytes.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
-    pub size: u64,
-    /// What the server answers.
-    #[arg(long, value_enum, default_value = "echo")]
-    pub mode: ModeName,
+    /// Request size in bytes (echo, ack, hash) [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
+    pub size: Option<u64>,
+    /// What the server answers [default: echo].
+    #[arg(long, value_enum, conflicts_with_all = ["reply_until", "reply_len"])]
+    pub mode: Option<ModeName>,
+    /// Any protocol: send these bytes as every request. TEXT takes the
+    /// escapes \r \n \t \\ and \xNN; @FILE sends a file's raw bytes.
+    /// Needs one reply rule: --reply-until, --reply-len or --mode http.
+    /// Every request is the same, so only each reply's framing is
+    /// checked, not its content.
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub request: Option<String>,
+    /// With --request: a reply ends at the first DELIM (escapes as in
+    /// --request), e.g. '\r\n'.
+    #[arg(
+        long,
+        value_name = "DELIM",
+        requires = "request",
+        conflicts_with = "reply_len"
+    )]
+    pub reply_until: Option<String>,
+    /// With --request: every reply is N bytes.
+    #[arg(long, value_name = "N", requires = "request", value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
+    pub reply_len: Option<u64>,
     /// The reply text expected in ack mode.
     #[arg(long, default_value = "Ok,Thanks")]
     pub reply: String,
@@ -119,23 +153,89 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// `--request`'s bytes: TEXT unescaped, or @FILE's raw bytes.
+fn request_bytes(arg: &str) -> Result<Vec<u8>, String> {
+    let bytes = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("--request: cannot read {path}: {e}"))?
+        }
+        None => protocol::unescape(arg).map_err(|e| format!("--request: {e}"))?,
+    };
+    if bytes.is_empty() {
+        return Err("--request is empty".into());
+    }
+    Ok(bytes)
+}
+
 impl BenchArgs {
+    /// The mode the flags ask for: the bench's own (`--mode`, echo unless
+    /// said), or any protocol (`--request` with one reply rule, or `--mode
+    /// http`). Clap refuses a reply rule without `--request` and two rules
+    /// at once; the rest is refused here, naming the flags.
+    fn mode(&self) -> Result<Mode, String> {
+        let rule = match (&self.reply_until, self.reply_len) {
+            (Some(delim), _) => {
+                let delim = protocol::unescape(delim).map_err(|e| format!("--reply-until: {e}"))?;
+                if delim.is_empty() {
+                    return Err("--reply-until must not be empty".into());
+                }
+                Some(ReplyRule::Until(delim))
+            }
+            (None, Some(n)) => Some(ReplyRule::Len(n as usize)),
+            (None, None) => None,
+        };
+        let request = self.request.as_deref().map(request_bytes).transpose()?;
+        if (request.is_some() || self.mode == Some(ModeName::Http))
+            && let Some(size) = self.size
+        {
+            return Err(format!(
+                "--size {size} sizes the echo, ack and hash requests; --request and --mode http \
+                 send their own"
+            ));
+        }
+        Ok(match (self.mode.unwrap_or(ModeName::Echo), request, rule) {
+            (ModeName::Http, request, _) => Mode::Framed {
+                request: request.unwrap_or_else(|| Mode::http_get(&self.addr.text)),
+                reply: ReplyRule::Http,
+            },
+            (_, Some(request), Some(reply)) => Mode::Framed { request, reply },
+            (_, Some(_), None) if self.mode.is_some() => {
+                return Err(format!(
+                    "--request does not go with --mode {}: that mode makes its own requests \
+                     (with --request, give a reply rule: --reply-until DELIM, --reply-len N or \
+                     --mode http)",
+                    self.mode.map_or("echo", |m| m.name())
+                ));
+            }
+            (_, Some(_), None) => {
+                return Err(
+                    "--request needs a reply rule: --reply-until DELIM, --reply-len N or --mode http"
+                        .into(),
+                );
+            }
+            (ModeName::Echo, None, _) => Mode::Echo,
+            (ModeName::Ack, None, _) => Mode::Ack(self.reply.clone().into_bytes()),
+            (ModeName::Hash, None, _) => Mode::Hash {
+                heavy: self.heavy as usize,
+                heavy_iters: self.heavy_iters,
+            },
+        })
+    }
+
     pub fn to_config(&self, progress: bool) -> Result<BenchConfig, String> {
+        let mode = self.mode()?;
+        let size = match &mode {
+            Mode::Framed { request, .. } => request.len(),
+            _ => self.size.unwrap_or(64) as usize,
+        };
         Ok(BenchConfig {
             addrs: self.addr.addrs.clone(),
             target: self.addr.text.clone(),
             conns: self.conns as usize,
             pipeline: self.pipeline as usize,
             idle: self.idle as usize,
-            size: self.size as usize,
-            mode: match self.mode {
-                ModeName::Echo => Mode::Echo,
-                ModeName::Ack => Mode::Ack(self.reply.clone().into_bytes()),
-                ModeName::Hash => Mode::Hash {
-                    heavy: self.heavy as usize,
-                    heavy_iters: self.heavy_iters,
-                },
-            },
+            size,
+            mode,
             warmup: self.warmup,
             duration: self.duration,
             threads: self.threads as usize,
@@ -284,6 +384,8 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "idle": c.idle,
         "size": c.size,
         "mode": c.mode.name(),
+        "request": c.mode.framed().map(|(request, _)| request.escape_ascii().to_string()),
+        "reply_rule": c.mode.framed().map(|(_, rule)| rule.to_string()),
         "rate_asked": c.rate,
         "rate_achieved": c.rate.map(|_| r.requests_per_sec()),
         "sent": r.sent,
@@ -313,7 +415,7 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
 pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     let l = stats::latency(&r.latency);
     let secs = r.window.as_secs_f64().max(1e-9);
-    let mode = c.mode.name();
+    let mode = c.mode.describe();
     let model = match c.rate {
         Some(rate) => format!("open loop at {rate} req/s"),
         None => "closed loop".to_string(),

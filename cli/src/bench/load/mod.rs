@@ -307,14 +307,13 @@ impl LoadGen {
             })
             .map(|(&id, c)| (id, c.received))
             .collect();
-        let response_len = self.wire.response_len();
         for (conn, received) in late {
             self.record.errors.timeouts += 1;
             self.error(format!(
-                "{}: no response within {} s (response timeout; {received} of \
-                 {response_len} bytes of the response received)",
+                "{}: no response within {} s (response timeout; {} received)",
                 self.addr,
-                timeout.as_secs_f64()
+                timeout.as_secs_f64(),
+                self.wire.progress(received)
             ));
             ctx.close(conn);
             self.drop_client(ctx, conn);
@@ -481,9 +480,9 @@ impl App for LoadGen {
                 self.record.errors.short += 1;
                 self.error(format!(
                     "{}: the server closed a connection in the middle of a response \
-                     ({received} of {} bytes)",
+                     ({})",
                     self.addr,
-                    self.wire.response_len()
+                    self.wire.progress(received)
                 ));
             } else {
                 self.record.errors.resets += 1;

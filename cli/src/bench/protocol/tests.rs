@@ -65,6 +65,16 @@ fn until_a_delimiter() {
 }
 
 #[test]
+fn rules_are_named_as_typed() {
+    assert_eq!(
+        ReplyRule::Until(b"\r\n".to_vec()).to_string(),
+        "until '\\r\\n'"
+    );
+    assert_eq!(ReplyRule::Len(65).to_string(), "length 65");
+    assert_eq!(ReplyRule::Http.to_string(), "http");
+}
+
+#[test]
 fn a_fixed_length() {
     let rule = ReplyRule::Len(3);
     assert_eq!(reply_len(&rule, b"ab"), Ok(None));
