@@ -475,17 +475,26 @@ fn bench_times_out_on_a_listener_that_never_answers() {
         &silent.addr,
         "-c",
         "2",
+        "--warmup",
+        "0",
         "--timeout",
-        "0.5",
+        "0.3",
         "-d",
-        "30",
+        "1s",
         "--json",
     ]);
     assert!(start.elapsed() < Duration::from_secs(10), "no hang");
     assert_eq!(code, 1, "{stdout} {stderr}");
     let j = json_of(&stdout, &stderr);
     assert_eq!(j["ok"], false);
-    assert_eq!(j["errors"]["timeouts"], 2, "{j}");
+    // Each connection times out, is replaced, and its replacement does too.
+    let timeouts = j["errors"]["timeouts"].as_u64().unwrap();
+    assert!(timeouts >= 4, "{j}");
+    assert_eq!(j["reconnects"], timeouts, "{j}");
+    assert!(
+        j["window_secs"].as_f64().unwrap() >= 0.9,
+        "the run went on: {j}"
+    );
     let error = j["error"].as_str().unwrap();
     assert!(
         error.contains(&silent.addr) && error.contains("response timeout"),
@@ -495,7 +504,133 @@ fn bench_times_out_on_a_listener_that_never_answers() {
         stderr.contains(&silent.addr) && stderr.contains("response timeout"),
         "{stderr}"
     );
-    assert!(silent.accepted.load(Ordering::Relaxed) >= 2);
+    let reopened = 2 + timeouts;
+    assert!(
+        wait_until(Duration::from_secs(5), || silent
+            .accepted
+            .load(Ordering::Relaxed)
+            >= reopened),
+        "{} accepted, {reopened} expected",
+        silent.accepted.load(Ordering::Relaxed)
+    );
+}
+
+/// A server that answers (echoes) the first `answered` bytes of each
+/// connection, then stops reading and answering, holding the connection
+/// until the test ends: a server that stops answering mid-run.
+struct Stingy {
+    addr: String,
+    accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stingy {
+    fn start(answered: usize) -> Stingy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                a.fetch_add(1, Ordering::Relaxed);
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut left = answered;
+                    let mut buf = [0u8; 4096];
+                    while left > 0 {
+                        let n = match stream.read(&mut buf[..left.min(4096)]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                    // Silent from now on; the connection stays open.
+                    while !s.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                });
+            }
+        });
+        Stingy {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for Stingy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request past `--timeout` is counted, its connection replaced, and the
+/// run goes on measuring the requests that are answered; the summary, the
+/// JSON and the exit code say so.
+#[test]
+fn bench_timeouts_are_counted_and_the_run_goes_on() {
+    // Five 64-byte requests answered per connection, then silence.
+    let server = Stingy::start(5 * 64);
+    for json in [true, false] {
+        let mut args = vec![
+            "bench",
+            "--addr",
+            &server.addr,
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "-d",
+            "1200ms",
+            "--timeout",
+            "200ms",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let before = server.accepted.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let (code, stdout, stderr) = run(&args);
+        assert!(start.elapsed() < Duration::from_secs(10), "no hang");
+        assert_eq!(code, 1, "any timeout fails the run: {stdout} {stderr}");
+        assert!(stderr.contains("response timeout"), "{stderr}");
+        if json {
+            let j = json_of(&stdout, &stderr);
+            let timeouts = j["errors"]["timeouts"].as_u64().unwrap();
+            let reconnects = j["reconnects"].as_u64().unwrap();
+            // 1.2 s of 200 ms timeouts on two connections, each answering
+            // five requests first: several rounds, each measured.
+            assert!(timeouts >= 4, "{j}");
+            assert_eq!(reconnects, timeouts, "pipeline 1: one per timeout: {j}");
+            assert!(j["requests"].as_u64().unwrap() >= 5 * timeouts, "{j}");
+            assert!(j["window_secs"].as_f64().unwrap() >= 1.1, "{j}");
+            assert_eq!(j["errors"]["resets"], 0, "{j}");
+            let total = before + 2 + reconnects;
+            assert!(
+                wait_until(Duration::from_secs(5), || server
+                    .accepted
+                    .load(Ordering::Relaxed)
+                    >= total),
+                "every replacement connected: {} of {total}",
+                server.accepted.load(Ordering::Relaxed)
+            );
+        } else {
+            let line = stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with("timeouts"))
+                .unwrap_or_else(|| panic!("no timeouts line: {stdout}"));
+            assert!(
+                line.contains("requests unanswered within 200.0 ms") && line.contains("reopened"),
+                "{line}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -36,8 +36,9 @@ pub struct BenchConfig {
     pub requests: Option<u64>,
     /// A connect that takes longer fails the run.
     pub connect_timeout: Duration,
-    /// A request unanswered this long after it was sent is a timeout
-    /// error, and its connection is closed.
+    /// A request unanswered this long after it was sent is counted as a
+    /// timeout (an error: the run fails), its connection is closed and
+    /// another opened in its place, and the run goes on.
     pub response_timeout: Duration,
     /// Open loop: requests per second in all, spread over the connections.
     pub rate: Option<f64>,

@@ -91,7 +91,8 @@ pub struct Errors {
     pub mismatched: u64,
     /// Connections closed in the middle of a response.
     pub short: u64,
-    /// Requests unanswered within the response timeout.
+    /// Requests unanswered within the response timeout (each such
+    /// connection is closed and replaced; the run goes on).
     pub timeouts: u64,
     /// Idle connections the server closed (e.g. its idle timeout).
     pub idle_closed: u64,
@@ -136,6 +137,9 @@ pub struct BenchResult {
     /// Open loop: latency from the real send time ("uncorrected").
     pub from_send: Histogram<u64>,
     pub errors: Errors,
+    /// Connections opened in place of ones closed after a response
+    /// timeout.
+    pub reconnects: u64,
     /// The first error, described (with the address).
     pub first_error: Option<String>,
     /// CPU time the bench's threads used in the window.
@@ -173,6 +177,7 @@ impl BenchResult {
         let _ = self.send_lag.add(&part.send_lag);
         let _ = self.from_send.add(&part.from_send);
         self.errors.add(&part.errors);
+        self.reconnects += part.reconnects;
         self.cpu += part.cpu;
         self.threads += part.threads;
         self.interrupted |= part.interrupted;

@@ -101,6 +101,22 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
     s
 }
 
+/// A duration with as many digits as it deserves: `5.00 s`, `42.3 ms`,
+/// `250 µs`; a window of a few milliseconds (a fast `--requests` run) is
+/// never rounded to `0.0 s`.
+pub fn format_secs(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 100.0 {
+        format!("{secs:.0} s")
+    } else if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 1e-3 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{:.0} µs", secs * 1e6)
+    }
+}
+
 /// A duration in microseconds, printed with a sensible unit.
 pub fn format_us(us: f64) -> String {
     if us >= 1_000_000.0 {
@@ -185,5 +201,11 @@ mod tests {
         assert_eq!(format_us(12.34), "12.3 µs");
         assert_eq!(format_us(1500.0), "1.50 ms");
         assert_eq!(format_us(2_500_000.0), "2.50 s");
+        use std::time::Duration;
+        assert_eq!(format_secs(Duration::from_secs(5)), "5.00 s");
+        assert_eq!(format_secs(Duration::from_secs(300)), "300 s");
+        assert_eq!(format_secs(Duration::from_micros(42_340)), "42.3 ms");
+        assert_eq!(format_secs(Duration::from_micros(250)), "250 µs");
+        assert_eq!(format_secs(Duration::ZERO), "0 µs");
     }
 }

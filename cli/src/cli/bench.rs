@@ -405,6 +405,7 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "bench_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
         "latency_from_send_us": c.rate.map(|_| stats::latency(&r.from_send)),
         "errors": r.errors,
+        "reconnects": r.reconnects,
         "intervals": r.intervals,
         "bench_cpu_per_thread": r.cpu_per_thread(),
         "bench_saturated": r.cpu_per_thread() >= BenchResult::SATURATED,
@@ -508,6 +509,14 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         "  errors      {} connect failures, {} resets, {} mismatched, {} short, {} timeouts, {} idle closed\n",
         e.connect_failures, e.resets, e.mismatched, e.short, e.timeouts, e.idle_closed
     );
+    if e.timeouts > 0 {
+        s += &format!(
+            "  timeouts    {} requests unanswered within {}: their connections were closed, {} reopened, and the run went on\n",
+            e.timeouts,
+            stats::format_secs(c.response_timeout),
+            r.reconnects
+        );
+    }
     if let Some(first) = &r.first_error {
         s += &format!("  first error {first}\n");
     }
