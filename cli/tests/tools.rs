@@ -515,9 +515,20 @@ fn bench_times_out_on_a_listener_that_never_answers() {
     );
 }
 
+/// What a [`Stingy`] server does once it has answered its share of a
+/// connection, and read the next request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Nothing: the connection stays open and silent.
+    Hold,
+    /// A clean close: FIN (a half close, reading on, so no reset follows).
+    Close,
+    /// A reset (SO_LINGER 0).
+    Reset,
+}
+
 /// A server that answers (echoes) the first `answered` bytes of each
-/// connection, then stops reading and answering, holding the connection
-/// until the test ends: a server that stops answering mid-run.
+/// connection, then does `then`: a server that stops answering mid-run.
 struct Stingy {
     addr: String,
     accepted: Arc<AtomicU64>,
@@ -525,7 +536,7 @@ struct Stingy {
 }
 
 impl Stingy {
-    fn start(answered: usize) -> Stingy {
+    fn start(answered: usize, then: Then) -> Stingy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicU64::new(0));
@@ -549,9 +560,25 @@ impl Stingy {
                         }
                         left -= n;
                     }
-                    // Silent from now on; the connection stays open.
-                    while !s.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(20));
+                    if then != Then::Hold && !matches!(stream.read(&mut buf), Ok(1..)) {
+                        return;
+                    }
+                    match then {
+                        Then::Hold => {
+                            while !s.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                        Then::Close => {
+                            let _ = stream.shutdown(std::net::Shutdown::Write);
+                            while matches!(stream.read(&mut buf), Ok(1..)) {}
+                        }
+                        Then::Reset => {
+                            let _ = rustix::net::sockopt::set_socket_linger(
+                                &stream,
+                                Some(Duration::ZERO),
+                            );
+                        }
                     }
                 });
             }
@@ -560,6 +587,36 @@ impl Stingy {
             addr,
             accepted,
             stop,
+        }
+    }
+}
+
+/// A clean close by the server between responses is counted as such, not
+/// as a reset; a reset is a reset.
+#[test]
+fn bench_tells_a_clean_close_from_a_reset() {
+    for (then, closed, resets) in [(Then::Close, 2, 0), (Then::Reset, 0, 2)] {
+        let server = Stingy::start(5 * 64, then);
+        let (code, j, stderr) = bench_json(&[
+            "--addr",
+            &server.addr,
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "-d",
+            "5s",
+        ]);
+        assert_eq!(code, 1, "{j} {stderr}");
+        assert_eq!(j["errors"]["closed_by_server"], closed, "{j}");
+        assert_eq!(j["errors"]["resets"], resets, "{j}");
+        assert_eq!(j["errors"]["short"], 0, "{j}");
+        assert_eq!(j["requests"], 10, "{j}");
+        let error = j["error"].as_str().unwrap();
+        if then == Then::Close {
+            assert!(error.contains("a clean close"), "{error}");
+        } else {
+            assert!(error.contains("connection lost"), "{error}");
         }
     }
 }
@@ -576,7 +633,7 @@ impl Drop for Stingy {
 #[test]
 fn bench_timeouts_are_counted_and_the_run_goes_on() {
     // Five 64-byte requests answered per connection, then silence.
-    let server = Stingy::start(5 * 64);
+    let server = Stingy::start(5 * 64, Then::Hold);
     for json in [true, false] {
         let mut args = vec![
             "bench",
@@ -698,6 +755,11 @@ fn bench_with_no_completed_request_fails() {
         stderr.contains("no request completed") && stderr.contains(&silent.addr),
         "{stderr}"
     );
+    // Nothing measured has no percentiles, rather than a fast 0.
+    assert!(
+        stdout.contains("latency     p50 n/a  p90 n/a  p99 n/a  p99.9 n/a  max n/a"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -721,6 +783,29 @@ fn bench_requests_counts_measured_requests_only() {
     let (code, _, stderr) = run(&["bench", "--addr", &server.addr, "-n", "0"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--requests"), "{stderr}");
+    // A short window is printed as it was, not rounded to 0.0 s.
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "3",
+        "--warmup",
+        "0",
+        "-n",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let head = stdout.lines().next().unwrap_or_default();
+    let measured = head
+        .strip_suffix(" measured")
+        .and_then(|h| h.rsplit(", ").next())
+        .unwrap_or_else(|| panic!("{head}"));
+    let (value, unit) = measured.split_once(' ').unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        value.parse::<f64>().is_ok_and(|v| v > 0.0) && ["s", "ms", "µs"].contains(&unit),
+        "{head}"
+    );
 }
 
 #[test]
@@ -798,6 +883,118 @@ fn bench_json_failure_is_a_json_object_with_the_error() {
     let j = json_of(&stdout, &stderr);
     assert_eq!(j["ok"], false);
     assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
+}
+
+/// Every key path of a JSON document's objects (`errors.timeouts`),
+/// arrays left out.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let path = format!("{prefix}{k}");
+            key_paths(v, &format!("{path}."), out);
+            out.insert(path);
+        }
+    }
+}
+
+/// `--json` prints one schema whatever happened: a clean run, an open-loop
+/// run, a run that failed after its load, a refused connect, a usage of
+/// --request; only the values differ (null where nothing was measured).
+#[test]
+fn bench_json_has_one_schema_whatever_the_outcome() {
+    let server = Server::start(&["--app", "echo"]);
+    let silent = Silent::start();
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let runs: [(&[&str], i32); 5] = [
+        (&["--addr", &server.addr, "-c", "2"], 0),
+        (&["--addr", &server.addr, "-c", "2", "--rate", "500"], 0),
+        (
+            &[
+                "--addr",
+                &server.addr,
+                "--request",
+                "ab",
+                "--reply-len",
+                "2",
+            ],
+            0,
+        ),
+        (&["--addr", &silent.addr, "-c", "1", "--timeout", "0.2"], 1),
+        (&["--addr", &dead, "-c", "2"], 1),
+    ];
+    let mut schemas = Vec::new();
+    for (args, want) in runs {
+        let (code, j, stderr) = bench_json(args);
+        assert_eq!(code, want, "{args:?}: {j} {stderr}");
+        let mut keys = std::collections::BTreeSet::new();
+        key_paths(&j, "", &mut keys);
+        schemas.push((args, keys, j));
+    }
+    let (first_args, first, _) = &schemas[0];
+    assert!(first.contains("latency_us.p50_us") && first.contains("errors.timeouts"));
+    for (args, keys, j) in &schemas[1..] {
+        let missing: Vec<_> = first.difference(keys).collect();
+        let extra: Vec<_> = keys.difference(first).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
+        );
+    }
+    // The refused connect: nothing measured, said as null, not 0.
+    let refused = &schemas[4].2;
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains(&dead),
+        "{refused}"
+    );
+    assert!(refused["latency_us"]["p50_us"].is_null(), "{refused}");
+    assert_eq!(refused["requests"], 0, "{refused}");
+}
+
+/// An output that cannot be written is refused before anything runs, not
+/// found out at the end.
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let silent = Silent::start();
+    let start = Instant::now();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &silent.addr,
+        "-d",
+        "30",
+        "--hist",
+        "/nonexistent/iomux/h.txt",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(10), "refused at once");
+    assert_eq!(code, 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("--hist /nonexistent/iomux/h.txt: cannot write there"),
+        "{stderr}"
+    );
+    assert_eq!(silent.accepted.load(Ordering::Relaxed), 0, "nothing ran");
+    let file = std::env::temp_dir().join(format!("iomux-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, "a file").unwrap();
+    let out = file.join("results");
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("--out") && stderr.contains("cannot write there"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("checking that"),
+        "no server was started: {stderr}"
+    );
 }
 
 #[test]

@@ -263,6 +263,11 @@ pub fn run(args: BenchArgs) -> i32 {
     if let Err(e) = bench::validate(&config) {
         return super::usage_error(&e.to_string());
     }
+    if let Some(path) = &args.hist
+        && let Err(e) = super::check_writable_file("--hist", path)
+    {
+        return super::usage_error(&e);
+    }
     // The first Ctrl-C ends the run with its partial result; a second one
     // while the bench is still finishing exits at once.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -279,13 +284,15 @@ pub fn run(args: BenchArgs) -> i32 {
         Err(e) => {
             let interrupted = e.kind() == std::io::ErrorKind::Interrupted;
             if args.json {
-                let j = serde_json::json!({
-                    "ok": false,
-                    "addr": config.target,
-                    "interrupted": interrupted,
-                    "error": e.to_string(),
-                });
-                println!("{j}");
+                // The same document as any run's, with nothing measured
+                // (`addrs` is never empty: the configuration was validated).
+                let addr = config.addrs.first().cloned();
+                let mut nothing = BenchResult::nothing(
+                    addr.unwrap_or(Addr::Tcp(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))),
+                );
+                nothing.interrupted = interrupted;
+                nothing.threads = config.threads;
+                println!("{}", to_json(&config, &nothing, Some(&e.to_string())));
             }
             eprintln!("iomux bench: {e}");
             return if interrupted { INTERRUPTED } else { 1 };
@@ -305,8 +312,8 @@ pub fn run(args: BenchArgs) -> i32 {
     }
     if result.interrupted {
         eprintln!(
-            "iomux bench: interrupted after {:.1} s measured; the result is partial",
-            result.window.as_secs_f64()
+            "iomux bench: interrupted after {} measured; the result is partial",
+            stats::format_secs(result.window)
         );
         return INTERRUPTED;
     }
@@ -344,16 +351,18 @@ pub const INTERVAL_CSV_HEADER: &str =
 /// One `--interval` line, as text or CSV.
 pub fn interval_line(i: &Interval, csv: bool) -> String {
     if csv {
+        // An interval without responses has no percentiles: empty fields.
+        let us = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
         format!(
-            "{:.3},{:.3},{},{:.1},{:.1},{:.1},{:.1},{:.1},{}",
+            "{:.3},{:.3},{},{:.1},{},{},{},{},{}",
             i.elapsed_secs,
             i.secs,
             i.requests,
             i.requests_per_sec,
-            i.p50_us,
-            i.p90_us,
-            i.p99_us,
-            i.max_us,
+            us(i.p50_us),
+            us(i.p90_us),
+            us(i.p99_us),
+            us(i.max_us),
             i.errors
         )
     } else {
@@ -402,8 +411,9 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "mb_per_sec_sent": r.bytes_sent as f64 / 1e6 / secs,
         "mb_per_sec_received": r.bytes_received as f64 / 1e6 / secs,
         "latency_us": l,
-        "bench_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
-        "latency_from_send_us": c.rate.map(|_| stats::latency(&r.from_send)),
+        // Open loop only; in the closed loop every percentile is null.
+        "bench_lag_us": stats::latency(&r.send_lag),
+        "latency_from_send_us": stats::latency(&r.from_send),
         "errors": r.errors,
         "reconnects": r.reconnects,
         "intervals": r.intervals,
@@ -422,14 +432,14 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         None => "closed loop".to_string(),
     };
     let mut s = format!(
-        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {:.1} s measured{}\n",
+        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {} measured{}\n",
         r.addr,
         c.conns,
         c.pipeline,
         c.idle,
         c.size,
         r.threads,
-        secs,
+        stats::format_secs(r.window),
         if r.interrupted {
             " (interrupted: partial)"
         } else {
@@ -488,7 +498,10 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
             stats::format_us(lag.max_us)
         );
         // Up to about 1 ms is the loop's millisecond timer, not a starved bench.
-        if lag.p99_us > 2000.0 && lag.p99_us > 0.5 * l.p99_us {
+        if let (Some(lag99), Some(p99)) = (lag.p99_us, l.p99_us)
+            && lag99 > 2000.0
+            && lag99 > 0.5 * p99
+        {
             s += "  warning     much of the tail is the bench's own lateness (bench lag): it could not send on time (short of CPU, or saturated); try --threads or a lower --rate\n";
         }
     }
@@ -506,8 +519,14 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     }
     let e = &r.errors;
     s += &format!(
-        "  errors      {} connect failures, {} resets, {} mismatched, {} short, {} timeouts, {} idle closed\n",
-        e.connect_failures, e.resets, e.mismatched, e.short, e.timeouts, e.idle_closed
+        "  errors      {} connect failures, {} resets, {} closed by server, {} mismatched, {} short, {} timeouts, {} idle closed\n",
+        e.connect_failures,
+        e.resets,
+        e.closed_by_server,
+        e.mismatched,
+        e.short,
+        e.timeouts,
+        e.idle_closed
     );
     if e.timeouts > 0 {
         s += &format!(
@@ -540,10 +559,10 @@ mod tests {
             secs: 1.0,
             requests: 1000,
             requests_per_sec: 1000.0,
-            p50_us: 100.0,
-            p90_us: 200.0,
-            p99_us: 1500.0,
-            max_us: 3000.0,
+            p50_us: Some(100.0),
+            p90_us: Some(200.0),
+            p99_us: Some(1500.0),
+            max_us: Some(3000.0),
             errors: 0,
         };
         let csv = interval_line(&i, true);
@@ -557,5 +576,17 @@ mod tests {
             text.contains("1000 req/s") && text.contains("p99 1.50 ms"),
             "{text}"
         );
+        let quiet = Interval {
+            requests: 0,
+            requests_per_sec: 0.0,
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+            max_us: None,
+            ..i
+        };
+        assert_eq!(interval_line(&quiet, true), "2.000,1.000,0,0.0,,,,,0");
+        let text = interval_line(&quiet, false);
+        assert!(text.contains("p50 n/a  p99 n/a  max n/a"), "{text}");
     }
 }

@@ -233,9 +233,8 @@ pub fn run(args: CompareArgs) -> i32 {
     if let Err(e) = check_matrix(&base, &cells) {
         return super::usage_error(&e);
     }
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!("iomux compare: cannot create {}: {e}", args.out.display());
-        return 1;
+    if let Err(e) = super::check_writable_dir("--out", &args.out) {
+        return super::usage_error(&e);
     }
     iomux::limits::raise_nofile_limit();
     stop_on_signals(&cancel);

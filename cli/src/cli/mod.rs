@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::OnceLock;
 
 mod bench;
@@ -77,6 +78,39 @@ fn usage_error_for(subcommand: Option<&str>, message: &str) -> clap::Error {
     }
 }
 
+/// Checks before a run that the file `path` (the value of `flag`) can be
+/// written, so that a long run does not fail only at its end: not a
+/// directory, in a directory that exists, and openable for writing. It is
+/// opened without truncating (what was there stays until the run writes),
+/// and a file this check had to create is removed again.
+pub fn check_writable_file(flag: &str, path: &Path) -> Result<(), String> {
+    let cannot = |why: String| format!("{flag} {}: cannot write there: {why}", path.display());
+    if path.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| cannot(e.to_string()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Creates the directory `dir` (the value of `flag`) if need be and checks
+/// that files can be created in it, before a run writes its results there.
+pub fn check_writable_dir(flag: &str, dir: &Path) -> Result<(), String> {
+    let cannot = |why: String| format!("{flag} {}: cannot write there: {why}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| cannot(e.to_string()))?;
+    let probe = dir.join(format!(".iomux-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| cannot(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// `HOST:PORT` (a name or an address; `[::1]:8888` for IPv6) to the
 /// addresses it resolves to, in the resolver's order.
 pub fn resolve(s: &str) -> Result<Vec<SocketAddr>, String> {
@@ -114,6 +148,33 @@ mod tests {
         }
         let text = usage_error_for(None, "m").render().to_string();
         assert!(text.contains("Usage: iomux <COMMAND>"), "{text}");
+    }
+
+    #[test]
+    fn output_paths_are_checked_before_a_run() {
+        let dir = std::env::temp_dir().join(format!("iomux-writable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let nested = dir.join("a/b");
+        assert_eq!(check_writable_dir("--out", &nested), Ok(()));
+        assert!(nested.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&nested).unwrap().count(),
+            0,
+            "no probe left"
+        );
+        let file = nested.join("h.txt");
+        assert_eq!(check_writable_file("--hist", &file), Ok(()));
+        assert!(!file.exists(), "a file the check created is removed");
+        std::fs::write(&file, "kept").unwrap();
+        assert_eq!(check_writable_file("--hist", &file), Ok(()));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+        let e = check_writable_file("--hist", &nested).unwrap_err();
+        assert!(e.contains("--hist") && e.contains("a directory"), "{e}");
+        let e = check_writable_file("--hist", &dir.join("missing/h.txt")).unwrap_err();
+        assert!(e.contains("cannot write there"), "{e}");
+        let e = check_writable_dir("--out", &file.join("sub")).unwrap_err();
+        assert!(e.contains("--out"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::schedule::{Client, Schedule};
 use super::wire::Wire;
 use super::{BenchConfig, BenchResult, Observer, Phase};
 use iomux::app::App;
-use iomux::{Addr, CloseReason, ConnId, Ctx};
+use iomux::{Addr, CloseReason, ConnId, Ctx, Limit};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -530,9 +530,11 @@ impl App for LoadGen {
                     self.wire.progress(received)
                 ));
             } else {
-                self.record.errors.resets += 1;
+                // A clean end of stream (FIN) between responses: not a reset.
+                self.record.errors.closed_by_server += 1;
                 self.error(format!(
-                    "{}: the server closed an active connection",
+                    "{}: the server closed an active connection (a clean close, between \
+                     responses)",
                     self.addr
                 ));
             }
@@ -568,11 +570,29 @@ impl App for LoadGen {
             return;
         }
         if !self.stopped() && self.clients.contains_key(&conn) {
-            self.record.errors.resets += 1;
             let why = reason
                 .describe()
                 .unwrap_or_else(|| "closed by the server".into());
-            self.error(format!("{}: connection lost: {why}", self.addr));
+            match reason {
+                CloseReason::Limit(Limit::Input { max }) => {
+                    self.record.errors.mismatched += 1;
+                    self.error(format!(
+                        "{}: a reply over {max} bytes (the reply rule found no end to it)",
+                        self.addr
+                    ));
+                }
+                CloseReason::PeerClosed => {
+                    self.record.errors.closed_by_server += 1;
+                    self.error(format!(
+                        "{}: the server closed an active connection",
+                        self.addr
+                    ));
+                }
+                _ => {
+                    self.record.errors.resets += 1;
+                    self.error(format!("{}: connection lost: {why}", self.addr));
+                }
+            }
             self.drop_client(ctx, conn);
         }
         self.clients.remove(&conn);
