@@ -8,4 +8,5 @@ mod bench;
 mod cli;
 mod compare;
 
+pub use bench::protocol;
 pub use cli::main;

@@ -488,17 +488,26 @@ fn bench_times_out_on_a_listener_that_never_answers() {
         &silent.addr,
         "-c",
         "2",
+        "--warmup",
+        "0",
         "--timeout",
-        "0.5",
+        "0.3",
         "-d",
-        "30",
+        "1s",
         "--json",
     ]);
     assert!(start.elapsed() < Duration::from_secs(10), "no hang");
     assert_eq!(code, 1, "{stdout} {stderr}");
     let j = json_of(&stdout, &stderr);
     assert_eq!(j["ok"], false);
-    assert_eq!(j["errors"]["timeouts"], 2, "{j}");
+    // Each connection times out, is replaced, and its replacement does too.
+    let timeouts = j["errors"]["timeouts"].as_u64().unwrap();
+    assert!(timeouts >= 4, "{j}");
+    assert_eq!(j["reconnects"], timeouts, "{j}");
+    assert!(
+        j["window_secs"].as_f64().unwrap() >= 0.9,
+        "the run went on: {j}"
+    );
     let error = j["error"].as_str().unwrap();
     assert!(
         error.contains(&silent.addr) && error.contains("response timeout"),
@@ -508,7 +517,190 @@ fn bench_times_out_on_a_listener_that_never_answers() {
         stderr.contains(&silent.addr) && stderr.contains("response timeout"),
         "{stderr}"
     );
-    assert!(silent.accepted.load(Ordering::Relaxed) >= 2);
+    let reopened = 2 + timeouts;
+    assert!(
+        wait_until(Duration::from_secs(5), || silent
+            .accepted
+            .load(Ordering::Relaxed)
+            >= reopened),
+        "{} accepted, {reopened} expected",
+        silent.accepted.load(Ordering::Relaxed)
+    );
+}
+
+/// What a [`Stingy`] server does once it has answered its share of a
+/// connection, and read the next request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Nothing: the connection stays open and silent.
+    Hold,
+    /// A clean close: FIN (a half close, reading on, so no reset follows).
+    Close,
+    /// A reset (SO_LINGER 0).
+    Reset,
+}
+
+/// A server that answers (echoes) the first `answered` bytes of each
+/// connection, then does `then`: a server that stops answering mid-run.
+struct Stingy {
+    addr: String,
+    accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stingy {
+    fn start(answered: usize, then: Then) -> Stingy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                a.fetch_add(1, Ordering::Relaxed);
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut left = answered;
+                    let mut buf = [0u8; 4096];
+                    while left > 0 {
+                        let n = match stream.read(&mut buf[..left.min(4096)]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                    if then != Then::Hold && !matches!(stream.read(&mut buf), Ok(1..)) {
+                        return;
+                    }
+                    match then {
+                        Then::Hold => {
+                            while !s.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                        Then::Close => {
+                            let _ = stream.shutdown(std::net::Shutdown::Write);
+                            while matches!(stream.read(&mut buf), Ok(1..)) {}
+                        }
+                        Then::Reset => {
+                            let _ = rustix::net::sockopt::set_socket_linger(
+                                &stream,
+                                Some(Duration::ZERO),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        Stingy {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+}
+
+/// A clean close by the server between responses is counted as such, not
+/// as a reset; a reset is a reset.
+#[test]
+fn bench_tells_a_clean_close_from_a_reset() {
+    for (then, closed, resets) in [(Then::Close, 2, 0), (Then::Reset, 0, 2)] {
+        let server = Stingy::start(5 * 64, then);
+        let (code, j, stderr) = bench_json(&[
+            "--addr",
+            &server.addr,
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "-d",
+            "5s",
+        ]);
+        assert_eq!(code, 1, "{j} {stderr}");
+        assert_eq!(j["errors"]["closed_by_server"], closed, "{j}");
+        assert_eq!(j["errors"]["resets"], resets, "{j}");
+        assert_eq!(j["errors"]["short"], 0, "{j}");
+        assert_eq!(j["requests"], 10, "{j}");
+        let error = j["error"].as_str().unwrap();
+        if then == Then::Close {
+            assert!(error.contains("a clean close"), "{error}");
+        } else {
+            assert!(error.contains("connection lost"), "{error}");
+        }
+    }
+}
+
+impl Drop for Stingy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request past `--timeout` is counted, its connection replaced, and the
+/// run goes on measuring the requests that are answered; the summary, the
+/// JSON and the exit code say so.
+#[test]
+fn bench_timeouts_are_counted_and_the_run_goes_on() {
+    // Five 64-byte requests answered per connection, then silence.
+    let server = Stingy::start(5 * 64, Then::Hold);
+    for json in [true, false] {
+        let mut args = vec![
+            "bench",
+            "--addr",
+            &server.addr,
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "-d",
+            "1200ms",
+            "--timeout",
+            "200ms",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let before = server.accepted.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let (code, stdout, stderr) = run(&args);
+        assert!(start.elapsed() < Duration::from_secs(10), "no hang");
+        assert_eq!(code, 1, "any timeout fails the run: {stdout} {stderr}");
+        assert!(stderr.contains("response timeout"), "{stderr}");
+        if json {
+            let j = json_of(&stdout, &stderr);
+            let timeouts = j["errors"]["timeouts"].as_u64().unwrap();
+            let reconnects = j["reconnects"].as_u64().unwrap();
+            // 1.2 s of 200 ms timeouts on two connections, each answering
+            // five requests first: several rounds, each measured.
+            assert!(timeouts >= 4, "{j}");
+            assert_eq!(reconnects, timeouts, "pipeline 1: one per timeout: {j}");
+            assert!(j["requests"].as_u64().unwrap() >= 5 * timeouts, "{j}");
+            assert!(j["window_secs"].as_f64().unwrap() >= 1.1, "{j}");
+            assert_eq!(j["errors"]["resets"], 0, "{j}");
+            let total = before + 2 + reconnects;
+            assert!(
+                wait_until(Duration::from_secs(5), || server
+                    .accepted
+                    .load(Ordering::Relaxed)
+                    >= total),
+                "every replacement connected: {} of {total}",
+                server.accepted.load(Ordering::Relaxed)
+            );
+        } else {
+            let line = stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with("timeouts"))
+                .unwrap_or_else(|| panic!("no timeouts line: {stdout}"));
+            assert!(
+                line.contains("requests unanswered within 200.0 ms") && line.contains("reopened"),
+                "{line}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -576,6 +768,11 @@ fn bench_with_no_completed_request_fails() {
         stderr.contains("no request completed") && stderr.contains(&silent.addr),
         "{stderr}"
     );
+    // Nothing measured has no percentiles, rather than a fast 0.
+    assert!(
+        stdout.contains("latency     p50 n/a  p90 n/a  p99 n/a  p99.9 n/a  max n/a"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -599,6 +796,29 @@ fn bench_requests_counts_measured_requests_only() {
     let (code, _, stderr) = run(&["bench", "--addr", &server.addr, "-n", "0"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--requests"), "{stderr}");
+    // A short window is printed as it was, not rounded to 0.0 s.
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "-c",
+        "3",
+        "--warmup",
+        "0",
+        "-n",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let head = stdout.lines().next().unwrap_or_default();
+    let measured = head
+        .strip_suffix(" measured")
+        .and_then(|h| h.rsplit(", ").next())
+        .unwrap_or_else(|| panic!("{head}"));
+    let (value, unit) = measured.split_once(' ').unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        value.parse::<f64>().is_ok_and(|v| v > 0.0) && ["s", "ms", "µs"].contains(&unit),
+        "{head}"
+    );
 }
 
 #[test]
@@ -676,6 +896,118 @@ fn bench_json_failure_is_a_json_object_with_the_error() {
     let j = json_of(&stdout, &stderr);
     assert_eq!(j["ok"], false);
     assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
+}
+
+/// Every key path of a JSON document's objects (`errors.timeouts`),
+/// arrays left out.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let path = format!("{prefix}{k}");
+            key_paths(v, &format!("{path}."), out);
+            out.insert(path);
+        }
+    }
+}
+
+/// `--json` prints one schema whatever happened: a clean run, an open-loop
+/// run, a run that failed after its load, a refused connect, a usage of
+/// --request; only the values differ (null where nothing was measured).
+#[test]
+fn bench_json_has_one_schema_whatever_the_outcome() {
+    let server = Server::start(&["--app", "echo"]);
+    let silent = Silent::start();
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let runs: [(&[&str], i32); 5] = [
+        (&["--addr", &server.addr, "-c", "2"], 0),
+        (&["--addr", &server.addr, "-c", "2", "--rate", "500"], 0),
+        (
+            &[
+                "--addr",
+                &server.addr,
+                "--request",
+                "ab",
+                "--reply-len",
+                "2",
+            ],
+            0,
+        ),
+        (&["--addr", &silent.addr, "-c", "1", "--timeout", "0.2"], 1),
+        (&["--addr", &dead, "-c", "2"], 1),
+    ];
+    let mut schemas = Vec::new();
+    for (args, want) in runs {
+        let (code, j, stderr) = bench_json(args);
+        assert_eq!(code, want, "{args:?}: {j} {stderr}");
+        let mut keys = std::collections::BTreeSet::new();
+        key_paths(&j, "", &mut keys);
+        schemas.push((args, keys, j));
+    }
+    let (first_args, first, _) = &schemas[0];
+    assert!(first.contains("latency_us.p50_us") && first.contains("errors.timeouts"));
+    for (args, keys, j) in &schemas[1..] {
+        let missing: Vec<_> = first.difference(keys).collect();
+        let extra: Vec<_> = keys.difference(first).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
+        );
+    }
+    // The refused connect: nothing measured, said as null, not 0.
+    let refused = &schemas[4].2;
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains(&dead),
+        "{refused}"
+    );
+    assert!(refused["latency_us"]["p50_us"].is_null(), "{refused}");
+    assert_eq!(refused["requests"], 0, "{refused}");
+}
+
+/// An output that cannot be written is refused before anything runs, not
+/// found out at the end.
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let silent = Silent::start();
+    let start = Instant::now();
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "--addr",
+        &silent.addr,
+        "-d",
+        "30",
+        "--hist",
+        "/nonexistent/iomux/h.txt",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(10), "refused at once");
+    assert_eq!(code, 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("--hist /nonexistent/iomux/h.txt: cannot write there"),
+        "{stderr}"
+    );
+    assert_eq!(silent.accepted.load(Ordering::Relaxed), 0, "nothing ran");
+    let file = std::env::temp_dir().join(format!("iomux-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, "a file").unwrap();
+    let out = file.join("results");
+    let (code, stdout, stderr) = run(&[
+        "compare",
+        "--backends",
+        "epoll",
+        "--idle",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("--out") && stderr.contains("cannot write there"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("checking that"),
+        "no server was started: {stderr}"
+    );
 }
 
 #[test]
@@ -954,6 +1286,72 @@ fn bench_short_flags() {
     assert_eq!(code, 0, "{stdout} {stderr}");
     let w = json_of(&stdout, &stderr)["window_secs"].as_f64().unwrap();
     assert!((0.25..2.0).contains(&w), "-d 0.3 measured {w} s");
+}
+
+/// Every flag that takes a duration takes `3s`, `1m`, `500ms`, `250us`
+/// or plain seconds, and names the flag when it cannot.
+#[test]
+fn durations_take_units_in_every_command() {
+    let server = Server::start(&[
+        "--app",
+        "echo",
+        "--idle-timeout",
+        "1m",
+        "--write-timeout",
+        "10s",
+        "--max-output-soft",
+        "1000000:2s",
+    ]);
+    let (code, j, stderr) = bench_json(&[
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "-d",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "5s",
+        "--connect-timeout",
+        "2500ms",
+        "--interval",
+        "100ms",
+    ]);
+    assert_eq!(code, 0, "{j} {stderr}");
+    let w = j["window_secs"].as_f64().unwrap();
+    assert!((0.25..2.0).contains(&w), "-d 300ms measured {w} s");
+    assert_eq!(j["response_timeout_secs"], 5.0, "{j}");
+    assert_eq!(j["connect_timeout_secs"], 2.5, "{j}");
+    for (args, flag) in [
+        (&["bench", "-d", "3x"][..], "--duration"),
+        (&["bench", "--timeout", "1m30s"], "--timeout"),
+        (&["bench", "--warmup=-1s"], "--warmup"),
+        (&["serve", "--idle-timeout", "5 minutes"], "--idle-timeout"),
+        (&["serve", "--write-timeout", "inf"], "--write-timeout"),
+        (&["serve", "--stats", "5ms"], "--stats"),
+        (&["compare", "--duration", "2d"], "--duration"),
+        (&["compare", "--start-timeout", "s"], "--start-timeout"),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    // compare reads its durations with the same parser: with them
+    // accepted, the first error is the one that follows.
+    let (code, _, stderr) = run(&[
+        "compare",
+        "-d",
+        "1m",
+        "--warmup",
+        "500ms",
+        "--conns",
+        "5",
+        "--threads",
+        "10",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--threads"), "{stderr}");
 }
 
 #[test]

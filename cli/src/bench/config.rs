@@ -2,6 +2,7 @@
 //! not mean what it asks.
 
 use super::Mode;
+use super::protocol::ReplyRule;
 use iomux::{Addr, Backend};
 use std::io;
 use std::net::SocketAddr;
@@ -35,8 +36,9 @@ pub struct BenchConfig {
     pub requests: Option<u64>,
     /// A connect that takes longer fails the run.
     pub connect_timeout: Duration,
-    /// A request unanswered this long after it was sent is a timeout
-    /// error, and its connection is closed.
+    /// A request unanswered this long after it was sent is counted as a
+    /// timeout (an error: the run fails), its connection is closed and
+    /// another opened in its place, and the run goes on.
     pub response_timeout: Duration,
     /// Open loop: requests per second in all, spread over the connections.
     pub rate: Option<f64>,
@@ -159,6 +161,18 @@ pub(crate) fn validate(c: &BenchConfig) -> io::Result<()> {
             );
         }
     }
+    if let Mode::Framed { request, reply } = &c.mode {
+        if request.is_empty() {
+            return bad("--request must not be empty".into());
+        }
+        match reply {
+            ReplyRule::Until(delim) if delim.is_empty() => {
+                return bad("--reply-until must not be empty".into());
+            }
+            ReplyRule::Len(0) => return bad("--reply-len must be at least 1".into()),
+            _ => {}
+        }
+    }
     if let Mode::Ack(reply) = &c.mode {
         if reply.is_empty() {
             return bad("--reply must not be empty in ack mode".into());
@@ -254,6 +268,36 @@ mod tests {
                     ..ok.clone()
                 },
                 "--heavy",
+            ),
+            (
+                BenchConfig {
+                    mode: Mode::Framed {
+                        request: Vec::new(),
+                        reply: ReplyRule::Http,
+                    },
+                    ..ok.clone()
+                },
+                "--request",
+            ),
+            (
+                BenchConfig {
+                    mode: Mode::Framed {
+                        request: b"x".to_vec(),
+                        reply: ReplyRule::Until(Vec::new()),
+                    },
+                    ..ok.clone()
+                },
+                "--reply-until",
+            ),
+            (
+                BenchConfig {
+                    mode: Mode::Framed {
+                        request: b"x".to_vec(),
+                        reply: ReplyRule::Len(0),
+                    },
+                    ..ok.clone()
+                },
+                "--reply-len",
             ),
         ];
         for (c, flag) in cases {

@@ -29,6 +29,7 @@ mod load;
 mod open;
 pub mod plot;
 pub mod proc;
+pub mod protocol;
 mod record;
 pub mod report;
 mod schedule;
@@ -72,10 +73,11 @@ pub struct Interval {
     pub secs: f64,
     pub requests: u64,
     pub requests_per_sec: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
+    /// Percentiles of the interval's responses; `None` without any.
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
     pub errors: u64,
 }
 
@@ -84,13 +86,17 @@ pub struct Interval {
 pub struct Errors {
     /// Connections that could not be opened (after the first succeeded).
     pub connect_failures: u64,
-    /// Active connections reset or closed by the server.
+    /// Active connections reset, or lost to another error.
     pub resets: u64,
+    /// Active connections the server closed cleanly (a FIN between
+    /// responses; one in the middle of a response is `short`).
+    pub closed_by_server: u64,
     /// Responses that differ from what the request asks.
     pub mismatched: u64,
     /// Connections closed in the middle of a response.
     pub short: u64,
-    /// Requests unanswered within the response timeout.
+    /// Requests unanswered within the response timeout (each such
+    /// connection is closed and replaced; the run goes on).
     pub timeouts: u64,
     /// Idle connections the server closed (e.g. its idle timeout).
     pub idle_closed: u64,
@@ -100,6 +106,7 @@ impl Errors {
     pub fn total(&self) -> u64 {
         self.connect_failures
             + self.resets
+            + self.closed_by_server
             + self.mismatched
             + self.short
             + self.timeouts
@@ -108,6 +115,7 @@ impl Errors {
     fn add(&mut self, o: &Errors) {
         self.connect_failures += o.connect_failures;
         self.resets += o.resets;
+        self.closed_by_server += o.closed_by_server;
         self.mismatched += o.mismatched;
         self.short += o.short;
         self.timeouts += o.timeouts;
@@ -135,6 +143,9 @@ pub struct BenchResult {
     /// Open loop: latency from the real send time ("uncorrected").
     pub from_send: Histogram<u64>,
     pub errors: Errors,
+    /// Connections opened in place of ones closed after a response
+    /// timeout.
+    pub reconnects: u64,
     /// The first error, described (with the address).
     pub first_error: Option<String>,
     /// CPU time the bench's threads used in the window.
@@ -152,6 +163,35 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
+    /// The result of a run that measured nothing (it failed before its
+    /// load, or was interrupted then), against `addr`: every count 0,
+    /// every histogram empty, so that its report has the same fields as
+    /// any other.
+    pub fn nothing(addr: Addr) -> BenchResult {
+        BenchResult {
+            addr,
+            requests: 0,
+            sent: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            window: Duration::ZERO,
+            latency: record::new_histogram(),
+            heavy_latency: record::new_histogram(),
+            heavy_requests: 0,
+            send_lag: record::new_histogram(),
+            from_send: record::new_histogram(),
+            errors: Errors::default(),
+            reconnects: 0,
+            first_error: None,
+            cpu: Duration::ZERO,
+            threads: 0,
+            connect_time: Duration::ZERO,
+            interrupted: false,
+            backlog: 0,
+            intervals: Vec::new(),
+        }
+    }
+
     pub fn requests_per_sec(&self) -> f64 {
         self.requests as f64 / self.window.as_secs_f64().max(1e-9)
     }
@@ -172,6 +212,7 @@ impl BenchResult {
         let _ = self.send_lag.add(&part.send_lag);
         let _ = self.from_send.add(&part.from_send);
         self.errors.add(&part.errors);
+        self.reconnects += part.reconnects;
         self.cpu += part.cpu;
         self.threads += part.threads;
         self.interrupted |= part.interrupted;
@@ -315,6 +356,9 @@ fn run_thread(
     loop_config.stall_threshold = None;
     loop_config.max_clients = usize::MAX;
     loop_config.connect_timeout = Some(config.connect_timeout);
+    // A framed reply stays whole in the loop's input until its rule finds
+    // its end: as large as the largest request may be.
+    loop_config.max_input = 64 << 20;
     // At the end, requests a server never read must not hold the bench.
     loop_config.shutdown_grace = Duration::from_millis(100);
     let mut lp = match EventLoop::new(config.backend, loop_config) {
@@ -426,15 +470,16 @@ mod tests {
         let e = Errors {
             connect_failures: 1,
             resets: 2,
+            closed_by_server: 7,
             mismatched: 3,
             short: 4,
             timeouts: 5,
             idle_closed: 6,
         };
-        assert_eq!(e.total(), 21);
+        assert_eq!(e.total(), 28);
         let mut sum = Errors::default();
         sum.add(&e);
         sum.add(&e);
-        assert_eq!(sum.total(), 42);
+        assert_eq!(sum.total(), 56);
     }
 }

@@ -305,6 +305,12 @@ impl<K: Eq + std::hash::Hash> Opener<K> {
         std::mem::take(&mut self.retry)
     }
 
+    /// Connects in progress or waiting to be tried again (once the load
+    /// runs, the replacements of connections closed after a timeout).
+    pub(crate) fn connecting(&self) -> usize {
+        self.in_flight.len() + self.retry.len()
+    }
+
     /// Every connection of the stage is open or given up.
     pub(crate) fn stage_complete(&self) -> bool {
         matches!(self.stage, Stage::Idle | Stage::Active) && self.unresolved == 0

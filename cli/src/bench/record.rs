@@ -109,6 +109,8 @@ pub(crate) struct Recording {
     /// would report; wrk2's "uncorrected" latency).
     from_send: Histogram<u64>,
     pub(crate) errors: Errors,
+    /// Connections opened in place of ones closed after a timeout.
+    pub(crate) reconnects: u64,
     /// The run was cancelled.
     pub(crate) interrupted: bool,
     intervals: Intervals,
@@ -133,6 +135,7 @@ impl Recording {
             send_lag: new_histogram(),
             from_send: new_histogram(),
             errors: Errors::default(),
+            reconnects: 0,
             interrupted: false,
             intervals: Intervals {
                 every: interval,
@@ -296,6 +299,7 @@ impl Recording {
             send_lag: self.send_lag,
             from_send: self.from_send,
             errors: self.errors,
+            reconnects: self.reconnects,
             first_error: None,
             cpu: self.cpu_end.saturating_sub(self.cpu_start),
             threads: 1,

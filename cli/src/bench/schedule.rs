@@ -11,6 +11,7 @@
 //! gives the thread a budget of measured requests; once it is spent and
 //! each of them is answered, the window may end.
 
+use super::open::Planned;
 use iomux::ConnId;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -37,16 +38,19 @@ pub(crate) struct Client {
     /// Bytes of the oldest in-flight response received so far.
     pub received: usize,
     pub heavy: bool,
+    /// What it was opened as (a replacement is opened as the same).
+    pub planned: Planned,
 }
 
 impl Client {
-    pub(crate) fn new(pipeline: usize, heavy: bool) -> Client {
+    pub(crate) fn new(pipeline: usize, planned: Planned) -> Client {
         Client {
             in_flight: VecDeque::with_capacity(pipeline),
             backlog: VecDeque::new(),
             next_seq: 0,
             received: 0,
-            heavy,
+            heavy: planned.kind == super::open::Kind::Heavy,
+            planned,
         }
     }
 

@@ -3,14 +3,16 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Latency percentiles, in microseconds.
+/// Latency percentiles, in microseconds; `None` (JSON `null`, printed
+/// `n/a`) when nothing was measured: an empty histogram has no p50, and a
+/// 0 would read as a very fast server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Latency {
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    pub max_us: Option<f64>,
 }
 
 /// Percentiles of a histogram recorded in nanoseconds.
@@ -18,7 +20,7 @@ pub fn latency(h: &Histogram<u64>) -> Latency {
     if h.is_empty() {
         return Latency::default();
     }
-    let us = |ns: u64| ns as f64 / 1000.0;
+    let us = |ns: u64| Some(ns as f64 / 1000.0);
     Latency {
         p50_us: us(h.value_at_quantile(0.50)),
         p90_us: us(h.value_at_quantile(0.90)),
@@ -101,8 +103,28 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
     s
 }
 
-/// A duration in microseconds, printed with a sensible unit.
-pub fn format_us(us: f64) -> String {
+/// A duration with as many digits as it deserves: `5.00 s`, `42.3 ms`,
+/// `250 µs`; a window of a few milliseconds (a fast `--requests` run) is
+/// never rounded to `0.0 s`.
+pub fn format_secs(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 100.0 {
+        format!("{secs:.0} s")
+    } else if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 1e-3 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{:.0} µs", secs * 1e6)
+    }
+}
+
+/// A duration in microseconds, printed with a sensible unit; `n/a` for
+/// none (a percentile of nothing measured).
+pub fn format_us(us: impl Into<Option<f64>>) -> String {
+    let Some(us) = us.into() else {
+        return "n/a".to_string();
+    };
     if us >= 1_000_000.0 {
         format!("{:.2} s", us / 1_000_000.0)
     } else if us >= 1000.0 {
@@ -124,14 +146,14 @@ mod tests {
         }
         let l = latency(&h);
         // HDR keeps 3 significant digits: within 0.1 %.
-        assert!((l.p50_us - 500.0).abs() <= 1.0, "{l:?}");
-        assert!((l.p90_us - 900.0).abs() <= 1.0, "{l:?}");
-        assert!((l.p99_us - 990.0).abs() <= 1.0, "{l:?}");
-        assert!((l.max_us - 1000.0).abs() <= 1.0, "{l:?}");
-        assert_eq!(
-            latency(&Histogram::<u64>::new(3).unwrap()),
-            Latency::default()
-        );
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 1.0);
+        assert!(near(l.p50_us, 500.0), "{l:?}");
+        assert!(near(l.p90_us, 900.0), "{l:?}");
+        assert!(near(l.p99_us, 990.0), "{l:?}");
+        assert!(near(l.max_us, 1000.0), "{l:?}");
+        let none = latency(&Histogram::<u64>::new(3).unwrap());
+        assert_eq!(none, Latency::default());
+        assert_eq!(none.p50_us, None);
     }
 
     #[test]
@@ -185,5 +207,12 @@ mod tests {
         assert_eq!(format_us(12.34), "12.3 µs");
         assert_eq!(format_us(1500.0), "1.50 ms");
         assert_eq!(format_us(2_500_000.0), "2.50 s");
+        assert_eq!(format_us(None), "n/a");
+        use std::time::Duration;
+        assert_eq!(format_secs(Duration::from_secs(5)), "5.00 s");
+        assert_eq!(format_secs(Duration::from_secs(300)), "300 s");
+        assert_eq!(format_secs(Duration::from_micros(42_340)), "42.3 ms");
+        assert_eq!(format_secs(Duration::from_micros(250)), "250 µs");
+        assert_eq!(format_secs(Duration::ZERO), "0 µs");
     }
 }

@@ -1,9 +1,14 @@
 //! What the bench writes and what it must read back: request `k` of a
-//! connection, and the exact bytes of its response, for each [`Mode`].
+//! connection, and the exact bytes of its response, for each of the
+//! bench's own [`Mode`]s; or, for any other protocol ([`Mode::Framed`]),
+//! one fixed request and a rule that finds where each reply ends.
 //!
-//! Every request of a connection differs (its sequence number is mixed
-//! into it), so a response to the wrong request is caught byte for byte.
+//! In the bench's own modes every request of a connection differs (its
+//! sequence number is mixed into it), so a response to the wrong request
+//! is caught byte for byte. A framed protocol's replies are only framed:
+//! the bench cannot know what a server should answer.
 
+use super::protocol::{self, ReplyRule};
 use std::io::Write;
 
 /// What a request and its response look like.
@@ -16,6 +21,9 @@ pub enum Mode {
     /// `hash N TEXT` lines (the `hash` app): light connections ask N = 1,
     /// `heavy` further connections ask N = `heavy_iters`.
     Hash { heavy: usize, heavy_iters: u64 },
+    /// Any protocol: the same `request` every time (`--request`, or a
+    /// keep-alive `GET /` with `--mode http`), each reply found by `reply`.
+    Framed { request: Vec<u8>, reply: ReplyRule },
 }
 
 impl Mode {
@@ -25,8 +33,61 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Ack(_) => "ack",
             Mode::Hash { .. } => "hash",
+            Mode::Framed {
+                reply: ReplyRule::Http,
+                ..
+            } => "http",
+            Mode::Framed { .. } => "request",
         }
     }
+
+    /// The mode as the report names it, with a framed protocol's reply
+    /// rule: `echo`, `request (replies until '\n')`, `http`.
+    pub fn describe(&self) -> String {
+        match self {
+            Mode::Framed {
+                reply: reply @ (ReplyRule::Until(_) | ReplyRule::Len(_)),
+                ..
+            } => format!("request (replies {reply})"),
+            other => other.name().to_string(),
+        }
+    }
+
+    /// The request a framed mode sends, and its reply rule.
+    pub fn framed(&self) -> Option<(&[u8], &ReplyRule)> {
+        match self {
+            Mode::Framed { request, reply } => Some((request, reply)),
+            _ => None,
+        }
+    }
+
+    /// `--mode http`'s request when `--request` is not given: a keep-alive
+    /// `GET /` naming `target` (`HOST:PORT`, as the user gave it) in its
+    /// `Host` field, which HTTP/1.1 requires; a Unix-domain server is
+    /// `localhost`.
+    pub fn http_get(target: &str) -> Vec<u8> {
+        let host = if target.starts_with("unix:") {
+            "localhost"
+        } else {
+            target
+        };
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+    }
+}
+
+/// What a run of bytes from the server came to, for the response being
+/// read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The first `used` bytes are the next part of it; more is owed.
+    Part { used: usize },
+    /// It is complete after the first `used` bytes; it was `len` bytes.
+    Whole { used: usize, len: usize },
+    /// A framed reply not complete yet: nothing is used until more arrives
+    /// (the loop keeps the bytes and offers them again).
+    More,
+    /// The bytes are not what was owed, and why.
+    Wrong(String),
 }
 
 /// Request `seq` of a connection: `base` with the sequence number mixed
@@ -99,15 +160,12 @@ impl Wire {
         }
     }
 
-    pub(crate) fn mode(&self) -> &Mode {
-        &self.mode
-    }
-
     /// Request `seq` of a (heavy or light) connection.
     pub(crate) fn request(&mut self, heavy: bool, seq: u64) -> &[u8] {
-        match self.mode {
+        match &self.mode {
+            Mode::Framed { request, .. } => return request,
             Mode::Echo | Mode::Ack(_) => build_request(&self.base, seq, &mut self.scratch),
-            Mode::Hash { heavy_iters, .. } => {
+            &Mode::Hash { heavy_iters, .. } => {
                 // Light texts vary with seq; the heavy text is fixed, so its
                 // (expensive) expected digest is computed once.
                 self.scratch.clear();
@@ -123,9 +181,55 @@ impl Wire {
         &self.scratch
     }
 
-    /// The bytes response `seq` of a (heavy or light) connection must have.
-    pub(crate) fn expected(&mut self, heavy: bool, seq: u64) -> &[u8] {
+    /// What `input` (bytes from the server, `offset` bytes into response
+    /// `seq` of a heavy or light connection) comes to.
+    pub(crate) fn take(&mut self, heavy: bool, seq: u64, offset: usize, input: &[u8]) -> Step {
+        if let Mode::Framed { reply, .. } = &self.mode {
+            // The loop keeps a reply's first bytes until it is whole, so
+            // the rule always sees it from its start.
+            return match protocol::reply_len(reply, input) {
+                Ok(Some(len)) => Step::Whole { used: len, len },
+                Ok(None) => Step::More,
+                Err(why) => Step::Wrong(format!("response {seq} is malformed: {why}")),
+            };
+        }
+        let len = self.response_len();
+        let take = len.saturating_sub(offset).min(input.len());
+        let name = self.mode.name();
+        let expected = self.expected(heavy, seq);
+        let (want, got) = (
+            expected.get(offset..offset + take).unwrap_or_default(),
+            &input[..take],
+        );
+        if want != got {
+            let at = offset + want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(0);
+            return Step::Wrong(format!(
+                "response {seq} differs from what {name} mode expects at byte {at}"
+            ));
+        }
+        if offset + take == len {
+            Step::Whole { used: take, len }
+        } else {
+            Step::Part { used: take }
+        }
+    }
+
+    /// How much of the response being read has arrived, for a message.
+    pub(crate) fn progress(&self, received: usize) -> String {
         match &self.mode {
+            Mode::Framed { .. } => format!("{received} bytes of an unfinished reply"),
+            _ => format!(
+                "{received} of {} bytes of the response",
+                self.response_len()
+            ),
+        }
+    }
+
+    /// The bytes response `seq` of a (heavy or light) connection must have
+    /// (none in framed mode: its replies are only framed).
+    fn expected(&mut self, heavy: bool, seq: u64) -> &[u8] {
+        match &self.mode {
+            Mode::Framed { .. } => &[],
             Mode::Echo => {
                 build_request(&self.base, seq, &mut self.scratch);
                 &self.scratch
@@ -144,12 +248,14 @@ impl Wire {
         }
     }
 
-    /// The length of every response.
-    pub(crate) fn response_len(&self) -> usize {
+    /// The length of every response in the bench's own modes (framed
+    /// replies have a length of their own each).
+    fn response_len(&self) -> usize {
         match &self.mode {
             Mode::Echo => self.size,
             Mode::Ack(reply) => reply.len(),
             Mode::Hash { .. } => 65,
+            Mode::Framed { .. } => 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `iomux bench`: the load generator.
 
+use crate::bench::protocol::{self, ReplyRule};
 use crate::bench::{self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats};
 use clap::{Args, ValueEnum};
 use iomux::{Addr, Backend};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeName {
     /// A response is the request's bytes, echoed (`serve --app echo`).
     Echo,
@@ -17,6 +18,20 @@ pub enum ModeName {
     Ack,
     /// `hash N TEXT` lines, checked against our own SHA-256 (`serve --app hash`).
     Hash,
+    /// HTTP/1.1 keep-alive: a `GET /` (or --request), each response's
+    /// length from its headers (Content-Length or chunked).
+    Http,
+}
+
+impl ModeName {
+    fn name(self) -> &'static str {
+        match self {
+            ModeName::Echo => "echo",
+            ModeName::Ack => "ack",
+            ModeName::Hash => "hash",
+            ModeName::Http => "http",
+        }
+    }
 }
 
 /// A server address as given (`HOST:PORT`, `unix:PATH`, `unix:@NAME`)
@@ -60,20 +75,40 @@ pub struct BenchArgs {
     /// Extra connections opened first and kept silent.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub idle: u64,
-    /// Request size in bytes.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
-    pub size: u64,
-    /// What the server answers.
-    #[arg(long, value_enum, default_value = "echo")]
-    pub mode: ModeName,
+    /// Request size in bytes (echo, ack, hash) [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
+    pub size: Option<u64>,
+    /// What the server answers [default: echo].
+    #[arg(long, value_enum, conflicts_with_all = ["reply_until", "reply_len"])]
+    pub mode: Option<ModeName>,
+    /// Any protocol: send these bytes as every request. TEXT takes the
+    /// escapes \r \n \t \\ and \xNN; @FILE sends a file's raw bytes.
+    /// Needs one reply rule: --reply-until, --reply-len or --mode http.
+    /// Every request is the same, so only each reply's framing is
+    /// checked, not its content.
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub request: Option<String>,
+    /// With --request: a reply ends at the first DELIM (escapes as in
+    /// --request), e.g. '\r\n'.
+    #[arg(
+        long,
+        value_name = "DELIM",
+        requires = "request",
+        conflicts_with = "reply_len"
+    )]
+    pub reply_until: Option<String>,
+    /// With --request: every reply is N bytes.
+    #[arg(long, value_name = "N", requires = "request", value_parser = clap::value_parser!(u64).range(1..=64 << 20))]
+    pub reply_len: Option<u64>,
     /// The reply text expected in ack mode.
     #[arg(long, default_value = "Ok,Thanks")]
     pub reply: String,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value = "1", value_parser = super::parse_seconds)]
+    /// Load before measuring (`1s`, `500ms`, plain seconds).
+    #[arg(long, default_value = "1", value_name = "DURATION", value_parser = super::parse_duration)]
     pub warmup: Duration,
-    /// Seconds measured (with --requests: the longest the window may last).
-    #[arg(short = 'd', long, default_value = "5", value_parser = super::parse_seconds)]
+    /// Time measured (`5s`, `1m`, plain seconds; with --requests: the
+    /// longest the window may last).
+    #[arg(short = 'd', long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     pub duration: Duration,
     /// hash mode: extra connections sending heavy requests.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -94,17 +129,17 @@ pub struct BenchArgs {
     /// Open at most R connections per second.
     #[arg(long, value_name = "R")]
     pub connect_rate: Option<f64>,
-    /// Seconds a connect may take before the run fails.
-    #[arg(long, default_value = "3", value_parser = super::parse_seconds)]
+    /// How long a connect may take before the run fails.
+    #[arg(long, default_value = "3", value_name = "DURATION", value_parser = super::parse_duration)]
     pub connect_timeout: Duration,
-    /// Seconds a request may wait for its response (response timeout).
-    #[arg(long, default_value = "5", value_parser = super::parse_seconds)]
+    /// How long a request may wait for its response (response timeout).
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     pub timeout: Duration,
     /// Write the latency percentile distribution (HdrHistogram text, ms) to FILE.
     #[arg(long, value_name = "FILE")]
     pub hist: Option<PathBuf>,
-    /// A line every SECS seconds of the measured window.
-    #[arg(long, value_name = "SECS", value_parser = super::parse_seconds)]
+    /// A line every DURATION of the measured window.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     pub interval: Option<Duration>,
     /// --interval lines as CSV.
     #[arg(long, requires = "interval")]
@@ -118,23 +153,89 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// `--request`'s bytes: TEXT unescaped, or @FILE's raw bytes.
+fn request_bytes(arg: &str) -> Result<Vec<u8>, String> {
+    let bytes = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("--request: cannot read {path}: {e}"))?
+        }
+        None => protocol::unescape(arg).map_err(|e| format!("--request: {e}"))?,
+    };
+    if bytes.is_empty() {
+        return Err("--request is empty".into());
+    }
+    Ok(bytes)
+}
+
 impl BenchArgs {
+    /// The mode the flags ask for: the bench's own (`--mode`, echo unless
+    /// said), or any protocol (`--request` with one reply rule, or `--mode
+    /// http`). Clap refuses a reply rule without `--request` and two rules
+    /// at once; the rest is refused here, naming the flags.
+    fn mode(&self) -> Result<Mode, String> {
+        let rule = match (&self.reply_until, self.reply_len) {
+            (Some(delim), _) => {
+                let delim = protocol::unescape(delim).map_err(|e| format!("--reply-until: {e}"))?;
+                if delim.is_empty() {
+                    return Err("--reply-until must not be empty".into());
+                }
+                Some(ReplyRule::Until(delim))
+            }
+            (None, Some(n)) => Some(ReplyRule::Len(n as usize)),
+            (None, None) => None,
+        };
+        let request = self.request.as_deref().map(request_bytes).transpose()?;
+        if (request.is_some() || self.mode == Some(ModeName::Http))
+            && let Some(size) = self.size
+        {
+            return Err(format!(
+                "--size {size} sizes the echo, ack and hash requests; --request and --mode http \
+                 send their own"
+            ));
+        }
+        Ok(match (self.mode.unwrap_or(ModeName::Echo), request, rule) {
+            (ModeName::Http, request, _) => Mode::Framed {
+                request: request.unwrap_or_else(|| Mode::http_get(&self.addr.text)),
+                reply: ReplyRule::Http,
+            },
+            (_, Some(request), Some(reply)) => Mode::Framed { request, reply },
+            (_, Some(_), None) if self.mode.is_some() => {
+                return Err(format!(
+                    "--request does not go with --mode {}: that mode makes its own requests \
+                     (with --request, give a reply rule: --reply-until DELIM, --reply-len N or \
+                     --mode http)",
+                    self.mode.map_or("echo", |m| m.name())
+                ));
+            }
+            (_, Some(_), None) => {
+                return Err(
+                    "--request needs a reply rule: --reply-until DELIM, --reply-len N or --mode http"
+                        .into(),
+                );
+            }
+            (ModeName::Echo, None, _) => Mode::Echo,
+            (ModeName::Ack, None, _) => Mode::Ack(self.reply.clone().into_bytes()),
+            (ModeName::Hash, None, _) => Mode::Hash {
+                heavy: self.heavy as usize,
+                heavy_iters: self.heavy_iters,
+            },
+        })
+    }
+
     pub fn to_config(&self, progress: bool) -> Result<BenchConfig, String> {
+        let mode = self.mode()?;
+        let size = match &mode {
+            Mode::Framed { request, .. } => request.len(),
+            _ => self.size.unwrap_or(64) as usize,
+        };
         Ok(BenchConfig {
             addrs: self.addr.addrs.clone(),
             target: self.addr.text.clone(),
             conns: self.conns as usize,
             pipeline: self.pipeline as usize,
             idle: self.idle as usize,
-            size: self.size as usize,
-            mode: match self.mode {
-                ModeName::Echo => Mode::Echo,
-                ModeName::Ack => Mode::Ack(self.reply.clone().into_bytes()),
-                ModeName::Hash => Mode::Hash {
-                    heavy: self.heavy as usize,
-                    heavy_iters: self.heavy_iters,
-                },
-            },
+            size,
+            mode,
             warmup: self.warmup,
             duration: self.duration,
             threads: self.threads as usize,
@@ -162,6 +263,11 @@ pub fn run(args: BenchArgs) -> i32 {
     if let Err(e) = bench::validate(&config) {
         return super::usage_error(&e.to_string());
     }
+    if let Some(path) = &args.hist
+        && let Err(e) = super::check_writable_file("--hist", path)
+    {
+        return super::usage_error(&e);
+    }
     // The first Ctrl-C ends the run with its partial result; a second one
     // while the bench is still finishing exits at once.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -178,13 +284,15 @@ pub fn run(args: BenchArgs) -> i32 {
         Err(e) => {
             let interrupted = e.kind() == std::io::ErrorKind::Interrupted;
             if args.json {
-                let j = serde_json::json!({
-                    "ok": false,
-                    "addr": config.target,
-                    "interrupted": interrupted,
-                    "error": e.to_string(),
-                });
-                println!("{j}");
+                // The same document as any run's, with nothing measured
+                // (`addrs` is never empty: the configuration was validated).
+                let addr = config.addrs.first().cloned();
+                let mut nothing = BenchResult::nothing(
+                    addr.unwrap_or(Addr::Tcp(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))),
+                );
+                nothing.interrupted = interrupted;
+                nothing.threads = config.threads;
+                println!("{}", to_json(&config, &nothing, Some(&e.to_string())));
             }
             eprintln!("iomux bench: {e}");
             return if interrupted { INTERRUPTED } else { 1 };
@@ -204,8 +312,8 @@ pub fn run(args: BenchArgs) -> i32 {
     }
     if result.interrupted {
         eprintln!(
-            "iomux bench: interrupted after {:.1} s measured; the result is partial",
-            result.window.as_secs_f64()
+            "iomux bench: interrupted after {} measured; the result is partial",
+            stats::format_secs(result.window)
         );
         return INTERRUPTED;
     }
@@ -243,16 +351,18 @@ pub const INTERVAL_CSV_HEADER: &str =
 /// One `--interval` line, as text or CSV.
 pub fn interval_line(i: &Interval, csv: bool) -> String {
     if csv {
+        // An interval without responses has no percentiles: empty fields.
+        let us = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
         format!(
-            "{:.3},{:.3},{},{:.1},{:.1},{:.1},{:.1},{:.1},{}",
+            "{:.3},{:.3},{},{:.1},{},{},{},{},{}",
             i.elapsed_secs,
             i.secs,
             i.requests,
             i.requests_per_sec,
-            i.p50_us,
-            i.p90_us,
-            i.p99_us,
-            i.max_us,
+            us(i.p50_us),
+            us(i.p90_us),
+            us(i.p99_us),
+            us(i.max_us),
             i.errors
         )
     } else {
@@ -283,6 +393,8 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "idle": c.idle,
         "size": c.size,
         "mode": c.mode.name(),
+        "request": c.mode.framed().map(|(request, _)| request.escape_ascii().to_string()),
+        "reply_rule": c.mode.framed().map(|(_, rule)| rule.to_string()),
         "rate_asked": c.rate,
         "rate_achieved": c.rate.map(|_| r.requests_per_sec()),
         "sent": r.sent,
@@ -299,9 +411,11 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "mb_per_sec_sent": r.bytes_sent as f64 / 1e6 / secs,
         "mb_per_sec_received": r.bytes_received as f64 / 1e6 / secs,
         "latency_us": l,
-        "bench_lag_us": c.rate.map(|_| stats::latency(&r.send_lag)),
-        "latency_from_send_us": c.rate.map(|_| stats::latency(&r.from_send)),
+        // Open loop only; in the closed loop every percentile is null.
+        "bench_lag_us": stats::latency(&r.send_lag),
+        "latency_from_send_us": stats::latency(&r.from_send),
         "errors": r.errors,
+        "reconnects": r.reconnects,
         "intervals": r.intervals,
         "bench_cpu_per_thread": r.cpu_per_thread(),
         "bench_saturated": r.cpu_per_thread() >= BenchResult::SATURATED,
@@ -312,20 +426,20 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
 pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     let l = stats::latency(&r.latency);
     let secs = r.window.as_secs_f64().max(1e-9);
-    let mode = c.mode.name();
+    let mode = c.mode.describe();
     let model = match c.rate {
         Some(rate) => format!("open loop at {rate} req/s"),
         None => "closed loop".to_string(),
     };
     let mut s = format!(
-        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {:.1} s measured{}\n",
+        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {} measured{}\n",
         r.addr,
         c.conns,
         c.pipeline,
         c.idle,
         c.size,
         r.threads,
-        secs,
+        stats::format_secs(r.window),
         if r.interrupted {
             " (interrupted: partial)"
         } else {
@@ -384,7 +498,10 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
             stats::format_us(lag.max_us)
         );
         // Up to about 1 ms is the loop's millisecond timer, not a starved bench.
-        if lag.p99_us > 2000.0 && lag.p99_us > 0.5 * l.p99_us {
+        if let (Some(lag99), Some(p99)) = (lag.p99_us, l.p99_us)
+            && lag99 > 2000.0
+            && lag99 > 0.5 * p99
+        {
             s += "  warning     much of the tail is the bench's own lateness (bench lag): it could not send on time (short of CPU, or saturated); try --threads or a lower --rate\n";
         }
     }
@@ -402,9 +519,23 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     }
     let e = &r.errors;
     s += &format!(
-        "  errors      {} connect failures, {} resets, {} mismatched, {} short, {} timeouts, {} idle closed\n",
-        e.connect_failures, e.resets, e.mismatched, e.short, e.timeouts, e.idle_closed
+        "  errors      {} connect failures, {} resets, {} closed by server, {} mismatched, {} short, {} timeouts, {} idle closed\n",
+        e.connect_failures,
+        e.resets,
+        e.closed_by_server,
+        e.mismatched,
+        e.short,
+        e.timeouts,
+        e.idle_closed
     );
+    if e.timeouts > 0 {
+        s += &format!(
+            "  timeouts    {} requests unanswered within {}: their connections were closed, {} reopened, and the run went on\n",
+            e.timeouts,
+            stats::format_secs(c.response_timeout),
+            r.reconnects
+        );
+    }
     if let Some(first) = &r.first_error {
         s += &format!("  first error {first}\n");
     }
@@ -428,10 +559,10 @@ mod tests {
             secs: 1.0,
             requests: 1000,
             requests_per_sec: 1000.0,
-            p50_us: 100.0,
-            p90_us: 200.0,
-            p99_us: 1500.0,
-            max_us: 3000.0,
+            p50_us: Some(100.0),
+            p90_us: Some(200.0),
+            p99_us: Some(1500.0),
+            max_us: Some(3000.0),
             errors: 0,
         };
         let csv = interval_line(&i, true);
@@ -445,5 +576,17 @@ mod tests {
             text.contains("1000 req/s") && text.contains("p99 1.50 ms"),
             "{text}"
         );
+        let quiet = Interval {
+            requests: 0,
+            requests_per_sec: 0.0,
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+            max_us: None,
+            ..i
+        };
+        assert_eq!(interval_line(&quiet, true), "2.000,1.000,0,0.0,,,,,0");
+        let text = interval_line(&quiet, false);
+        assert!(text.contains("p50 n/a  p99 n/a  max n/a"), "{text}");
     }
 }

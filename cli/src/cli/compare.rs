@@ -33,11 +33,11 @@ pub struct CompareArgs {
     /// closed loop (a matrix dimension).
     #[arg(long, value_delimiter = ',', default_value = "closed", value_parser = parse_rate)]
     rate: Vec<Rate>,
-    /// Seconds measured per point.
-    #[arg(short = 'd', long, default_value = "5", value_parser = super::parse_seconds)]
+    /// Time measured per point (`5s`, `1m`, plain seconds).
+    #[arg(short = 'd', long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     duration: Duration,
-    /// Seconds of warm-up per point.
-    #[arg(long, default_value = "1", value_parser = super::parse_seconds)]
+    /// Warm-up per point.
+    #[arg(long, default_value = "1", value_name = "DURATION", value_parser = super::parse_duration)]
     warmup: Duration,
     /// Runs per point (the report shows the median and the spread).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -54,8 +54,8 @@ pub struct CompareArgs {
     /// (repeatable: one --peer per server).
     #[arg(long = "peer", value_name = "LABEL=COMMAND", value_parser = parse_peer)]
     peers: Vec<(String, String)>,
-    /// Seconds a server (or peer) may take to accept its first connection.
-    #[arg(long, default_value = "5", value_parser = super::parse_seconds)]
+    /// How long a server (or peer) may take to accept its first connection.
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::parse_duration)]
     start_timeout: Duration,
     /// Where results.json, results.md and the plots go.
     #[arg(long, default_value = "bench-results")]
@@ -248,9 +248,8 @@ pub fn run(args: CompareArgs) -> i32 {
     if let Err(e) = check_matrix(&base, &cells) {
         return super::usage_error(&e);
     }
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!("iomux compare: cannot create {}: {e}", args.out.display());
-        return 1;
+    if let Err(e) = super::check_writable_dir("--out", &args.out) {
+        return super::usage_error(&e);
     }
     iomux::limits::raise_nofile_limit();
     stop_on_signals(&cancel);

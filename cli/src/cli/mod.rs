@@ -2,13 +2,16 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 mod bench;
 mod compare;
+mod duration;
 mod logger;
 mod serve;
+
+pub use duration::{parse_duration, parse_duration_up_to};
 
 // The about text of `iomux --help` is the package description
 // (cli/Cargo.toml), so the two cannot disagree.
@@ -75,6 +78,39 @@ fn usage_error_for(subcommand: Option<&str>, message: &str) -> clap::Error {
     }
 }
 
+/// Checks before a run that the file `path` (the value of `flag`) can be
+/// written, so that a long run does not fail only at its end: not a
+/// directory, in a directory that exists, and openable for writing. It is
+/// opened without truncating (what was there stays until the run writes),
+/// and a file this check had to create is removed again.
+pub fn check_writable_file(flag: &str, path: &Path) -> Result<(), String> {
+    let cannot = |why: String| format!("{flag} {}: cannot write there: {why}", path.display());
+    if path.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| cannot(e.to_string()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Creates the directory `dir` (the value of `flag`) if need be and checks
+/// that files can be created in it, before a run writes its results there.
+pub fn check_writable_dir(flag: &str, dir: &Path) -> Result<(), String> {
+    let cannot = |why: String| format!("{flag} {}: cannot write there: {why}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| cannot(e.to_string()))?;
+    let probe = dir.join(format!(".iomux-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| cannot(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// `HOST:PORT` (a name or an address; `[::1]:8888` for IPv6) to the
 /// addresses it resolves to, in the resolver's order.
 pub fn resolve(s: &str) -> Result<Vec<SocketAddr>, String> {
@@ -92,36 +128,6 @@ pub fn resolve(s: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("'{s}' resolves to no address"));
     }
     Ok(addrs)
-}
-
-/// Seconds as a flag value (`1`, `1.5`, `0.25`): a duration from 0 to a
-/// day.
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    parse_seconds_up_to(s, 86_400.0)
-}
-
-/// Seconds as a flag value, from 0 to `max`.
-pub fn parse_seconds_up_to(s: &str, max: f64) -> Result<Duration, String> {
-    let value: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected seconds (e.g. 1 or 1.5), got '{s}'"))?;
-    if value.is_finite() && (0.0..=max).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!("must be between 0 and {max} seconds, got {s}"))
-    }
-}
-
-/// Seconds from the command line as a duration, refusing nonsense.
-pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!(
-            "{flag} must be between 0 and 86400 seconds, got {value}"
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -145,14 +151,30 @@ mod tests {
     }
 
     #[test]
-    fn seconds_are_fractional_and_bounded() {
-        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "nan", "inf", "1e9", "x", ""] {
-            assert!(parse_seconds(bad).is_err(), "{bad}");
-        }
-        assert!(parse_seconds_up_to("100000", 31_536_000.0).is_ok());
+    fn output_paths_are_checked_before_a_run() {
+        let dir = std::env::temp_dir().join(format!("iomux-writable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let nested = dir.join("a/b");
+        assert_eq!(check_writable_dir("--out", &nested), Ok(()));
+        assert!(nested.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&nested).unwrap().count(),
+            0,
+            "no probe left"
+        );
+        let file = nested.join("h.txt");
+        assert_eq!(check_writable_file("--hist", &file), Ok(()));
+        assert!(!file.exists(), "a file the check created is removed");
+        std::fs::write(&file, "kept").unwrap();
+        assert_eq!(check_writable_file("--hist", &file), Ok(()));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+        let e = check_writable_file("--hist", &nested).unwrap_err();
+        assert!(e.contains("--hist") && e.contains("a directory"), "{e}");
+        let e = check_writable_file("--hist", &dir.join("missing/h.txt")).unwrap_err();
+        assert!(e.contains("cannot write there"), "{e}");
+        let e = check_writable_dir("--out", &file.join("sub")).unwrap_err();
+        assert!(e.contains("--out"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

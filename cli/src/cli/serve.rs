@@ -43,9 +43,10 @@ pub struct ServeArgs {
     /// Connections beyond this are accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_parser = parse_max_clients)]
     max_clients: usize,
-    /// Close a client silent this many seconds (0 = never; fractions allowed).
-    /// Time the server is not reading a client (back-pressure) does not count.
-    #[arg(long, default_value = "0", value_parser = parse_idle_timeout)]
+    /// Close a client silent this long (`30s`, `1m`, `500ms`, plain
+    /// seconds; 0 = never). Time the server is not reading a client
+    /// (back-pressure) does not count.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_timeout)]
     idle_timeout: Duration,
     /// Disconnect a client whose pushed, unsent output (chat lines it does
     /// not read) passes this many bytes. Replies to a client's own
@@ -65,20 +66,21 @@ pub struct ServeArgs {
     /// Log a handler that holds the loop thread longer than this (0 = off).
     #[arg(long, default_value_t = 100)]
     stall_ms: u64,
-    /// Print a stats line on stderr every SECS seconds (0 = off).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_stats)]
-    stats: f64,
+    /// Print a stats line on stderr every DURATION (`1s`, `500ms`, plain
+    /// seconds; 0 = off).
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_period)]
+    stats: Duration,
     /// No per-message and per-connection lines.
     #[arg(short, long)]
     quiet: bool,
-    /// Disconnect a client whose pushed output stays over BYTES for SECS
-    /// seconds (Redis's soft client-output-buffer-limit), as BYTES:SECS.
-    #[arg(long, value_name = "BYTES:SECS", value_parser = parse_soft_limit)]
+    /// Disconnect a client whose pushed output stays over BYTES for DURATION
+    /// (Redis's soft client-output-buffer-limit), as BYTES:DURATION.
+    #[arg(long, value_name = "BYTES:DURATION", value_parser = parse_soft_limit)]
     max_output_soft: Option<(usize, Duration)>,
     /// Disconnect a client that has output waiting and takes none of it
-    /// for SECS seconds (0 = never).
-    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
-    write_timeout: f64,
+    /// for DURATION (`10s`, plain seconds; 0 = never).
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_timeout)]
+    write_timeout: Duration,
     /// Event loops, each in its own thread (0 = one per available core):
     /// on TCP each has its own SO_REUSEPORT listener, on a unix: address
     /// they share one. --max-clients counts all of them; --workers is per
@@ -87,13 +89,12 @@ pub struct ServeArgs {
     threads: u16,
 }
 
-/// `BYTES:SECS`, both positive.
+/// `BYTES:DURATION` (`262144:10s`, `262144:10`), both more than 0.
 fn parse_soft_limit(s: &str) -> Result<(usize, Duration), String> {
-    let usage = || format!("expected BYTES:SECS (for example 262144:10), got {s:?}");
-    let (bytes, secs) = s.split_once(':').ok_or_else(usage)?;
+    let usage = || format!("expected BYTES:DURATION (for example 262144:10s), got {s:?}");
+    let (bytes, period) = s.split_once(':').ok_or_else(usage)?;
     let bytes: usize = bytes.parse().map_err(|_| usage())?;
-    let secs: f64 = secs.parse().map_err(|_| usage())?;
-    let period = super::seconds("the soft limit's SECS", secs)?;
+    let period = super::parse_duration(period).map_err(|e| format!("{e} (in {s:?})"))?;
     if bytes == 0 || period.is_zero() {
         return Err(usage());
     }
@@ -118,22 +119,26 @@ fn parse_max_clients(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
-    let d = super::parse_seconds_up_to(s, 31_536_000.0)?;
-    if !d.is_zero() && d < Duration::from_millis(1) {
+/// `--idle-timeout` and `--write-timeout`: 0 (off), or from 1 ms to a year.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = super::parse_duration_up_to(s, Duration::from_secs(31_536_000))?;
+    at_least_or_off(d, Duration::from_millis(1), s)
+}
+
+/// `--stats`: 0 (off) or at least 10 ms.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    at_least_or_off(super::parse_duration(s)?, Duration::from_millis(10), s)
+}
+
+/// `d`, unless it is neither 0 (off) nor at least `min`.
+fn at_least_or_off(d: Duration, min: Duration, s: &str) -> Result<Duration, String> {
+    if !d.is_zero() && d < min {
         return Err(format!(
-            "must be 0 (off) or at least 0.001 seconds, got {s}"
+            "must be 0 (off) or at least {}, got {s}",
+            super::duration::describe(min)
         ));
     }
     Ok(d)
-}
-
-fn parse_stats(s: &str) -> Result<f64, String> {
-    let d = super::parse_seconds(s)?;
-    if !d.is_zero() && d < Duration::from_millis(10) {
-        return Err(format!("must be 0 (off) or at least 0.01 seconds, got {s}"));
-    }
-    Ok(d.as_secs_f64())
 }
 
 pub fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -160,16 +165,8 @@ pub fn run(args: ServeArgs) -> i32 {
     config.workers = args.workers.into();
     config.stall_threshold = (args.stall_ms > 0).then(|| Duration::from_millis(args.stall_ms));
     config.max_output_soft = args.max_output_soft;
-    config.write_timeout = match super::seconds("--write-timeout", args.write_timeout) {
-        Ok(d) if d.is_zero() => None,
-        Ok(d) => Some(d),
-        Err(e) => return super::usage_error(&e),
-    };
-    config.stats_interval = match super::seconds("--stats", args.stats) {
-        Ok(d) if d.is_zero() => None,
-        Ok(d) => Some(d.max(Duration::from_millis(10))),
-        Err(e) => return super::usage_error(&e),
-    };
+    config.write_timeout = (!args.write_timeout.is_zero()).then_some(args.write_timeout);
+    config.stats_interval = (!args.stats.is_zero()).then_some(args.stats);
     if let Err(e) = config.validate() {
         return super::usage_error(&e.to_string());
     }
@@ -318,7 +315,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn soft_limit_is_bytes_colon_seconds() {
+    fn soft_limit_is_bytes_colon_a_duration() {
         assert_eq!(
             parse_soft_limit("262144:10"),
             Ok((262_144, Duration::from_secs(10)))
@@ -327,7 +324,13 @@ mod tests {
             parse_soft_limit("1000:0.5"),
             Ok((1000, Duration::from_millis(500)))
         );
-        for bad in ["", "10", "x:1", "10:x", "0:1", "10:0", "10:-1", "10:1e9"] {
+        assert_eq!(
+            parse_soft_limit("1000:250ms"),
+            Ok((1000, Duration::from_millis(250)))
+        );
+        for bad in [
+            "", "10", "x:1", "10:x", "0:1", "10:0", "10:-1", "10:1e9", "10:3x",
+        ] {
             assert!(parse_soft_limit(bad).is_err(), "{bad:?} accepted");
         }
     }

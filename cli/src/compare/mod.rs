@@ -149,8 +149,9 @@ fn sample(target: String, cell: &Cell, repeat: usize, result: &BenchResult, p: &
         rate: cell.rate,
         repeat,
         requests_per_sec: result.requests_per_sec(),
-        p50_us: latency.p50_us,
-        p99_us: latency.p99_us,
+        // A run without a completed request is an error before this.
+        p50_us: latency.p50_us.unwrap_or(f64::NAN),
+        p99_us: latency.p99_us.unwrap_or(f64::NAN),
         server_cpu_us_per_request: cpu_us / result.requests.max(1) as f64,
         rss_empty: p.rss_empty,
         rss_idle: if cell.idle == 0 {

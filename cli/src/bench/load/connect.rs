@@ -1,7 +1,7 @@
 //! Opening a thread's connections (the loop's side of `open.rs`): its
 //! connects, their failures, and the gates every thread passes together.
 
-use super::{LoadGen, RETRY_AFTER, TIMER_CONNECT, TIMER_RETRY};
+use super::{LoadGen, LoadPhase, RETRY_AFTER, TIMER_CONNECT, TIMER_RETRY};
 use crate::bench::Phase;
 use crate::bench::open::{Attempt, Next, Stage};
 use iomux::Ctx;
@@ -100,6 +100,9 @@ impl LoadGen {
                 "connect timed out (the server's accept queue stayed full)",
             );
         }
+        if self.phase != LoadPhase::Opening {
+            return self.reopen_failed(ctx, attempt, e);
+        }
         if self.opener.next_addr() {
             // Each address gets a connect timeout of its own.
             self.start_connect(
@@ -150,6 +153,27 @@ impl LoadGen {
         self.record.errors.connect_failures += 1;
         self.error(format!("{addr}: {what} connection failed: {e}"));
         self.opener.give_up();
+    }
+
+    /// The replacement of a connection closed after a timeout could not be
+    /// opened: counted, and the run goes on with the others (or ends, with
+    /// none left).
+    fn reopen_failed(&mut self, ctx: &mut Ctx<'_>, attempt: Attempt, e: io::Error) {
+        self.record.errors.connect_failures += 1;
+        self.error(format!(
+            "{}: cannot reopen {} connection {} of {} after a response timeout: {e}",
+            self.opener.addr(),
+            attempt.planned.kind.name(),
+            attempt.planned.number + 1,
+            attempt.planned.of
+        ));
+        if self.clients.is_empty() && self.opener.connecting() == 0 {
+            match self.phase {
+                LoadPhase::WarmingUp | LoadPhase::Measuring => self.end_window(ctx),
+                LoadPhase::Draining => self.stop(ctx),
+                LoadPhase::Opening | LoadPhase::Stopped => {}
+            }
+        }
     }
 
     /// Ends the run before its load, on every thread.

@@ -7,18 +7,22 @@
 //!
 //! Per-connection response timeouts use one loop-wide check timer (every
 //! `tick`) that looks at each connection's oldest request in flight; the
-//! same timer notices a cancel while the connections are being opened.
+//! same timer notices a cancel while the connections are being opened. A
+//! connection past the timeout is closed (a late reply could not be told
+//! from the next one's) and, while the load runs, replaced by a new one
+//! opened the same way as the first ones: a server that stops answering
+//! some requests is measured on, not abandoned.
 
 mod connect;
 mod traffic;
 
-use super::open::{Gates, Kind, Opener, Plan};
+use super::open::{Attempt, Gates, Kind, Opener, Plan, Planned, Stage};
 use super::record::{Recording, Tally};
 use super::schedule::{Client, Schedule};
 use super::wire::Wire;
 use super::{BenchConfig, BenchResult, Observer, Phase};
 use iomux::app::App;
-use iomux::{Addr, CloseReason, ConnId, Ctx};
+use iomux::{Addr, CloseReason, ConnId, Ctx, Limit};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,12 +186,38 @@ impl LoadGen {
     }
 
     /// A connection this thread will load.
-    fn add(&mut self, id: ConnId, heavy: bool) {
-        self.clients
-            .insert(id, Client::new(self.schedule.pipeline, heavy));
-        if !heavy {
+    fn add(&mut self, id: ConnId, planned: Planned) {
+        let client = Client::new(self.schedule.pipeline, planned);
+        if !client.heavy {
             self.schedule.add(id);
         }
+        self.clients.insert(id, client);
+    }
+
+    /// Puts `conn` to work: in the closed loop its pipeline of requests
+    /// goes out now; in the open loop it is already in the round robin and
+    /// its requests go out when they are due.
+    fn start_requests(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        let paced = self
+            .clients
+            .get(&conn)
+            .is_none_or(|c| self.schedule.paces(c.heavy));
+        if !paced {
+            for _ in 0..self.schedule.pipeline {
+                self.send_request(ctx, conn);
+            }
+        }
+    }
+
+    /// Opens a connection in place of one closed after a response timeout,
+    /// so that the load goes on at the same number of connections.
+    fn reopen(&mut self, ctx: &mut Ctx<'_>, planned: Planned) {
+        self.record.reconnects += 1;
+        let attempt = Attempt {
+            planned,
+            since: Instant::now(),
+        };
+        self.start_connect(ctx, attempt);
     }
 
     fn error(&mut self, message: String) {
@@ -224,17 +254,7 @@ impl LoadGen {
             .map(|(&id, _)| id);
         let ids: Vec<ConnId> = self.schedule.order().iter().copied().chain(heavy).collect();
         for conn in ids {
-            if self
-                .clients
-                .get(&conn)
-                .is_some_and(|c| self.schedule.paces(c.heavy))
-            {
-                // Open loop: requests go out when they are due.
-                continue;
-            }
-            for _ in 0..self.schedule.pipeline {
-                self.send_request(ctx, conn);
-            }
+            self.start_requests(ctx, conn);
         }
     }
 
@@ -256,7 +276,8 @@ impl LoadGen {
     }
 
     /// Forgets a failed connection (the caller closes it or it is closed)
-    /// and ends the run when none is left or nothing measured remains.
+    /// and ends the run when none is left (and none is being reopened) or
+    /// nothing measured remains.
     fn drop_client(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
         let Some(client) = self.clients.remove(&conn) else {
             return;
@@ -270,7 +291,7 @@ impl LoadGen {
         if self.clients.is_empty() {
             if self.phase == LoadPhase::Draining {
                 self.stop(ctx);
-            } else {
+            } else if self.opener.connecting() == 0 {
                 self.end_window(ctx);
             }
         } else if self.schedule.budget_done() && self.measuring() {
@@ -297,26 +318,39 @@ impl LoadGen {
         }
         let now = Instant::now();
         let timeout = self.response_timeout;
-        let late: Vec<(ConnId, usize)> = self
+        let past = |sent: Instant| now.saturating_duration_since(sent) > timeout;
+        // Each connection whose oldest request is past the timeout, with
+        // how many of its requests are.
+        let late: Vec<(ConnId, u64, usize, Planned)> = self
             .clients
             .iter()
-            .filter(|(_, c)| {
-                c.in_flight
-                    .front()
-                    .is_some_and(|f| now.saturating_duration_since(f.sent) > timeout)
+            .filter(|(_, c)| c.in_flight.front().is_some_and(|f| past(f.sent)))
+            .map(|(&id, c)| {
+                let n = c.in_flight.iter().filter(|f| past(f.sent)).count();
+                (id, n as u64, c.received, c.planned)
             })
-            .map(|(&id, c)| (id, c.received))
             .collect();
-        let response_len = self.wire.response_len();
-        for (conn, received) in late {
-            self.record.errors.timeouts += 1;
+        for (conn, requests, received, planned) in late {
+            self.record.errors.timeouts += requests;
+            // Its replies cannot be told apart from late ones any more: it
+            // is closed, and the load goes on with a new one in its place.
+            let reopen = matches!(self.phase, LoadPhase::WarmingUp | LoadPhase::Measuring);
             self.error(format!(
-                "{}: no response within {} s (response timeout; {received} of \
-                 {response_len} bytes of the response received)",
+                "{}: no response within {} (response timeout; {} received); the connection \
+                 was closed{}",
                 self.addr,
-                timeout.as_secs_f64()
+                super::stats::format_secs(timeout),
+                self.wire.progress(received),
+                if reopen {
+                    " and another opened in its place"
+                } else {
+                    ""
+                }
             ));
             ctx.close(conn);
+            if reopen {
+                self.reopen(ctx, planned);
+            }
             self.drop_client(ctx, conn);
             if self.stopped() {
                 return;
@@ -454,8 +488,18 @@ impl App for LoadGen {
             Kind::Idle => {
                 self.idle.insert(conn);
             }
-            Kind::Light => self.add(conn, false),
-            Kind::Heavy => self.add(conn, true),
+            Kind::Light | Kind::Heavy => {
+                self.add(conn, planned);
+                if self.opener.stage == Stage::Done {
+                    // A replacement, opened while the load runs.
+                    if matches!(self.phase, LoadPhase::WarmingUp | LoadPhase::Measuring) {
+                        self.start_requests(ctx, conn);
+                    } else {
+                        ctx.close(conn);
+                        self.drop_client(ctx, conn);
+                    }
+                }
+            }
         }
         self.advance(ctx);
     }
@@ -481,14 +525,16 @@ impl App for LoadGen {
                 self.record.errors.short += 1;
                 self.error(format!(
                     "{}: the server closed a connection in the middle of a response \
-                     ({received} of {} bytes)",
+                     ({})",
                     self.addr,
-                    self.wire.response_len()
+                    self.wire.progress(received)
                 ));
             } else {
-                self.record.errors.resets += 1;
+                // A clean end of stream (FIN) between responses: not a reset.
+                self.record.errors.closed_by_server += 1;
                 self.error(format!(
-                    "{}: the server closed an active connection",
+                    "{}: the server closed an active connection (a clean close, between \
+                     responses)",
                     self.addr
                 ));
             }
@@ -524,11 +570,29 @@ impl App for LoadGen {
             return;
         }
         if !self.stopped() && self.clients.contains_key(&conn) {
-            self.record.errors.resets += 1;
             let why = reason
                 .describe()
                 .unwrap_or_else(|| "closed by the server".into());
-            self.error(format!("{}: connection lost: {why}", self.addr));
+            match reason {
+                CloseReason::Limit(Limit::Input { max }) => {
+                    self.record.errors.mismatched += 1;
+                    self.error(format!(
+                        "{}: a reply over {max} bytes (the reply rule found no end to it)",
+                        self.addr
+                    ));
+                }
+                CloseReason::PeerClosed => {
+                    self.record.errors.closed_by_server += 1;
+                    self.error(format!(
+                        "{}: the server closed an active connection",
+                        self.addr
+                    ));
+                }
+                _ => {
+                    self.record.errors.resets += 1;
+                    self.error(format!("{}: connection lost: {why}", self.addr));
+                }
+            }
             self.drop_client(ctx, conn);
         }
         self.clients.remove(&conn);

@@ -3,6 +3,7 @@
 
 use super::{LoadGen, LoadPhase, TIMER_RATE};
 use crate::bench::schedule::InFlight;
+use crate::bench::wire::Step;
 use iomux::{ConnId, Ctx};
 use std::time::Instant;
 
@@ -108,9 +109,9 @@ impl LoadGen {
     }
 
     /// The bytes that arrived on `conn`: checked against the responses it
-    /// is owed; returns how many were used.
+    /// is owed (byte for byte, or by the reply rule); returns how many were
+    /// used.
     pub(super) fn receive(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, input: &[u8]) -> usize {
-        let response_len = self.wire.response_len();
         let mut used = 0;
         while used < input.len() {
             let Some(client) = self.clients.get_mut(&conn) else {
@@ -118,47 +119,30 @@ impl LoadGen {
             };
             let heavy = client.heavy;
             if client.in_flight.is_empty() {
-                self.record.errors.mismatched += 1;
-                self.error(format!(
-                    "{}: {} bytes nobody asked for (no request in flight)",
-                    self.addr,
+                let why = format!(
+                    "{} bytes nobody asked for (no request in flight)",
                     input.len() - used
-                ));
-                ctx.close(conn);
-                self.drop_client(ctx, conn);
-                return input.len();
+                );
+                return self.wrong_reply(ctx, conn, why, input.len());
             }
-            let seq = client.oldest_seq();
-            let offset = client.received;
-            let take = (response_len - offset).min(input.len() - used);
-            let expected = &self.wire.expected(heavy, seq)[offset..offset + take];
-            if expected != &input[used..used + take] {
-                let at = offset
-                    + expected
-                        .iter()
-                        .zip(&input[used..used + take])
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(0);
-                self.record.errors.mismatched += 1;
-                self.error(format!(
-                    "{}: response {seq} differs from what {} mode expects at byte {at}",
-                    self.addr,
-                    self.wire.mode().name()
-                ));
-                ctx.close(conn);
-                self.drop_client(ctx, conn);
-                return input.len();
-            }
-            used += take;
-            let Some(client) = self.clients.get_mut(&conn) else {
-                return input.len();
-            };
-            client.received += take;
-            if client.received == response_len {
-                client.received = 0;
-                if let Some(done) = client.in_flight.pop_front() {
-                    self.complete(ctx, conn, done, heavy);
+            let (seq, offset) = (client.oldest_seq(), client.received);
+            match self.wire.take(heavy, seq, offset, &input[used..]) {
+                Step::Part { used: n } => {
+                    used += n;
+                    client.received += n;
                 }
+                Step::Whole { used: n, len } => {
+                    used += n;
+                    client.received = 0;
+                    if let Some(done) = client.in_flight.pop_front() {
+                        self.complete(ctx, conn, done, heavy, len);
+                    }
+                }
+                Step::More => {
+                    client.received = input.len() - used;
+                    break;
+                }
+                Step::Wrong(why) => return self.wrong_reply(ctx, conn, why, input.len()),
             }
         }
         // Before the load no request is due; once stopped none is sent.
@@ -170,12 +154,35 @@ impl LoadGen {
         used
     }
 
-    /// One response of `conn` completed.
-    fn complete(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, done: InFlight, heavy: bool) {
+    /// A reply on `conn` is not what was owed: counted, described, and the
+    /// connection closed (what follows on it cannot be trusted). Returns
+    /// `input_len`: the rest of the input is dropped with it.
+    fn wrong_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        why: String,
+        input_len: usize,
+    ) -> usize {
+        self.record.errors.mismatched += 1;
+        self.error(format!("{}: {why}", self.addr));
+        ctx.close(conn);
+        self.drop_client(ctx, conn);
+        input_len
+    }
+
+    /// One response of `conn`, `len` bytes, completed.
+    fn complete(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        done: InFlight,
+        heavy: bool,
+        len: usize,
+    ) {
         let measuring = self.measuring();
-        let response_len = self.wire.response_len();
         self.record
-            .response(&done, heavy, measuring, response_len, &self.shared.tally);
+            .response(&done, heavy, measuring, len, &self.shared.tally);
         if done.measured {
             self.schedule.answered();
         }
