@@ -19,6 +19,9 @@ use std::net::SocketAddr;
 use iomux::net::Listener;
 use iomux::{App, Backend, CloseReason, Config, ConnId, Ctx, EventLoop, Origin, SIGINT, SIGTERM};
 
+#[path = "common/logger.rs"]
+mod logger;
+
 /// Each side knows the other.
 #[derive(Default)]
 pub struct Side {
@@ -112,13 +115,16 @@ impl App for Proxy {
 
 #[allow(dead_code)] // the tests include this file for `Proxy`, not `main`
 fn main() -> std::io::Result<()> {
+    logger::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed = match args.as_slice() {
         [listen, upstream] => listen.parse().ok().zip(upstream.parse().ok()),
         _ => None,
     };
     let Some((listen, upstream)): Option<(SocketAddr, SocketAddr)> = parsed else {
-        eprintln!("usage: proxy LISTEN_ADDR UPSTREAM_ADDR   (backend from $IOMUX_BACKEND)");
+        eprintln!(
+            "usage: proxy LISTEN_ADDR UPSTREAM_ADDR   (backend from $IOMUX_BACKEND, log level from $RUST_LOG)"
+        );
         std::process::exit(2);
     };
     let backend = Backend::from_env().map_err(std::io::Error::other)?;
