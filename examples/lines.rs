@@ -19,6 +19,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Interest, Readiness, SourceId};
 
+#[path = "common/logger.rs"]
+mod logger;
+
 /// Standard input, duplicated so the loop may own (and close) its copy.
 pub struct Stdin(pub OwnedFd);
 
@@ -120,10 +123,10 @@ impl<W: Write> App for Lines<W> {
         };
         match ctx.watch(stdin, Interest::READABLE) {
             Ok(id) => self.stdin = Some(id),
-            Err(e) => eprintln!("lines: cannot watch stdin: {e}"),
+            Err(e) => log::warn!("cannot watch stdin: {e}"),
         }
         if let Err(e) = ctx.watch(udp, Interest::READABLE) {
-            eprintln!("lines: cannot watch the UDP socket: {e}");
+            log::warn!("cannot watch the UDP socket: {e}");
         }
     }
 
@@ -149,9 +152,12 @@ pub fn stdin() -> io::Result<Stdin> {
 
 #[allow(dead_code)] // the tests include this file for `Lines`, not `main`
 fn main() -> io::Result<()> {
+    logger::install();
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9999".into());
     let Ok(addr) = addr.parse::<SocketAddr>() else {
-        eprintln!("usage: lines [UDP_ADDR]   (backend from $IOMUX_BACKEND)");
+        eprintln!(
+            "usage: lines [UDP_ADDR]   (backend from $IOMUX_BACKEND, log level from $RUST_LOG)"
+        );
         std::process::exit(2);
     };
     let udp = UdpSocket::bind(addr)?;

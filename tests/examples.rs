@@ -8,6 +8,9 @@ mod common;
 
 #[path = "../examples/http/main.rs"]
 mod http;
+// Each example is a crate of its own with its own copy of the examples'
+// logger; this suite holds two of them.
+#[allow(clippy::duplicate_mod)]
 #[path = "../examples/resp/main.rs"]
 mod resp;
 

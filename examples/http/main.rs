@@ -20,6 +20,9 @@
 
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, SIGINT, SIGTERM};
 
+#[path = "../common/logger.rs"]
+mod logger;
+
 mod parse;
 
 pub use parse::{MAX_BODY, MAX_HEAD, Parsed, Request, parse};
@@ -275,9 +278,10 @@ pub fn config() -> Config {
 
 #[allow(dead_code)] // the tests include this file for `Http`, not `main`
 fn main() -> std::io::Result<()> {
+    logger::install();
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
     let Ok(addr) = addr.parse() else {
-        eprintln!("usage: http [ADDR]   (backend from $IOMUX_BACKEND)");
+        eprintln!("usage: http [ADDR]   (backend from $IOMUX_BACKEND, log level from $RUST_LOG)");
         std::process::exit(2);
     };
     let backend = Backend::from_env().map_err(std::io::Error::other)?;

@@ -19,6 +19,9 @@ use std::collections::HashMap;
 
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, SIGINT, SIGTERM};
 
+#[path = "../common/logger.rs"]
+mod logger;
+
 mod parse;
 
 pub use parse::{Parsed, parse};
@@ -170,9 +173,10 @@ impl App for Resp {
 
 #[allow(dead_code)] // the tests include this file for `Resp`, not `main`
 fn main() -> std::io::Result<()> {
+    logger::install();
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:6379".into());
     let Ok(addr) = addr.parse() else {
-        eprintln!("usage: resp [ADDR]   (backend from $IOMUX_BACKEND)");
+        eprintln!("usage: resp [ADDR]   (backend from $IOMUX_BACKEND, log level from $RUST_LOG)");
         std::process::exit(2);
     };
     let backend = Backend::from_env().map_err(std::io::Error::other)?;
