@@ -9,7 +9,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../examples/http/main.rs"]
 mod http;
-#[allow(dead_code)]
+// Both examples include the same logger module.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../../examples/resp/main.rs"]
 mod resp;
 
