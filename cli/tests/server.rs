@@ -9,7 +9,7 @@
 mod common;
 
 use common::{LIVENESS, Rng, Server, expect_closed, read_n, read_to_end, round_trip, seed};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -41,7 +41,9 @@ backend_suite! {
     garbage_to_ack,
     garbage_to_chat,
     sigterm_flushes_pending_output,
+    a_second_sigterm_ends_the_grace_period,
     sigint_exits_zero,
+    max_clients_reply,
     ipv6_loopback,
 }
 
@@ -1025,6 +1027,67 @@ fn sigterm_flushes_pending_output(backend: &str) {
     // Input past what was echoed was read and discarded while the
     // connection closed; it is counted as read.
     assert_eq!(summary.bytes_in, sent.len() as u64 + 4, "{summary:?}");
+}
+
+/// The first SIGTERM is logged and starts the shutdown, which waits for a
+/// client that is owed output and does not read; a second ends the wait
+/// (far shorter than the grace period asked for), with a reason line.
+fn a_second_sigterm_ends_the_grace_period(backend: &str) {
+    const LIMIT: usize = 64 << 20;
+    let mut server = Server::start(backend, &["--app", "echo", "--shutdown-grace", "10m"]);
+    let owed = server.connect();
+    let peer = owed.local_addr().unwrap();
+    let flooder = Flooder::start(
+        owed.try_clone().unwrap(),
+        Rng::new(seed("second-sigterm", backend)),
+        LIMIT,
+    );
+    flooder.wait_blocked_or_done(LIMIT);
+    let sent = flooder.finish();
+    assert!(sent.len() < LIMIT, "the server never pushed back");
+    server.sigterm();
+    assert!(
+        server.wait_for_stderr("SIGTERM: shutting down gracefully", LIVENESS),
+        "the signal was not logged; stderr:\n{}",
+        server.stderr_text()
+    );
+    server.assert_alive("during the grace period");
+    server.sigterm();
+    let summary = server.expect_clean_exit();
+    assert_eq!(summary.clients, 1);
+    let stderr = server.stderr_text();
+    assert!(stderr.contains("SIGTERM again: closing"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&peer.to_string()) && l.contains("bytes unsent")),
+        "no reason line for {peer}:\n{stderr}"
+    );
+    drop(owed);
+}
+
+/// `--max-clients-reply`: a client over the limit is told why, then
+/// closed; the one within it is still served.
+fn max_clients_reply(backend: &str) {
+    let mut server = Server::start(
+        backend,
+        &[
+            "--max-clients",
+            "1",
+            "--max-clients-reply",
+            "-ERR max number of clients reached\\r\\n",
+        ],
+    );
+    let mut first = server.connect();
+    round_trip(&mut first, b"one", OK);
+    let mut over = server.connect();
+    let mut told = Vec::new();
+    over.read_to_end(&mut told)
+        .expect("the refusal and end of stream");
+    assert_eq!(told, b"-ERR max number of clients reached\r\n");
+    round_trip(&mut first, b"still", OK);
+    drop(first);
+    server.stop();
 }
 
 /// SIGINT also shuts down gracefully with status 0.

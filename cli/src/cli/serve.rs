@@ -43,6 +43,16 @@ pub struct ServeArgs {
     /// Connections beyond this are accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_parser = parse_max_clients)]
     max_clients: usize,
+    /// Written to a client turned away by --max-clients before it is
+    /// closed, with escapes (\r \n \t \\ \xNN); e.g.
+    /// '-ERR max number of clients reached\r\n'. At most 4096 bytes.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true, value_parser = parse_reply_text)]
+    max_clients_reply: Option<Escaped>,
+    /// How long a shutdown (SIGINT, SIGTERM) waits for clients to receive
+    /// what they are owed (`5s`, `1m`, plain seconds; 0 = close at once).
+    /// A second signal ends the wait.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_grace)]
+    shutdown_grace: Duration,
     /// Close a client silent this long (`30s`, `1m`, `500ms`, plain
     /// seconds; 0 = never). Time the server is not reading a client
     /// (back-pressure) does not count.
@@ -119,6 +129,20 @@ fn parse_max_clients(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Bytes written as escaped text on the command line.
+#[derive(Clone, Debug)]
+struct Escaped(Vec<u8>);
+
+/// `--max-clients-reply`: escaped text.
+fn parse_reply_text(s: &str) -> Result<Escaped, String> {
+    crate::bench::protocol::unescape(s).map(Escaped)
+}
+
+/// `--shutdown-grace`: up to a day.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    super::parse_duration_up_to(s, Duration::from_secs(86_400))
+}
+
 /// `--idle-timeout` and `--write-timeout`: 0 (off), or from 1 ms to a year.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = super::parse_duration_up_to(s, Duration::from_secs(31_536_000))?;
@@ -157,6 +181,8 @@ pub fn run(args: ServeArgs) -> i32 {
     super::logger::install(args.quiet);
     let mut config = Config::default();
     config.max_clients = args.max_clients;
+    config.max_clients_reply = args.max_clients_reply.map(|r| r.0);
+    config.shutdown_grace = args.shutdown_grace;
     config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     config.max_output = args.max_output;
     // Room for one over-long line plus a read, so chat and hash see it and
