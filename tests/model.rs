@@ -679,11 +679,12 @@ fn run_one(backend: &str, seed: u64, faults: Option<FaultPlan>) -> Result<Run, S
             })
             .and_then(|id| rec.opened.keys().find(|c| c.as_u64() == id).copied());
         let Some(accepted) = accepted else {
-            // Cut short inside the greeting: only a side that failed (an
+            // Cut short inside the greeting: only when a side failed (an
             // injected reset ends the loop's side, and the kernel then
-            // sends a plain end of stream) may have sent so little.
+            // sends a plain end of stream) may it have so little.
+            let failed = rec.closed.get(&out) == Some(&Ending::Failed);
             let cut_by_failure = rec.sent.iter().any(|(c, sent)| {
-                sent.starts_with(got) && rec.closed.get(c) == Some(&Ending::Failed)
+                sent.starts_with(got) && (failed || rec.closed.get(c) == Some(&Ending::Failed))
             });
             if cut_by_failure {
                 continue;
