@@ -13,12 +13,15 @@
 //!   and its latency is measured from the time it was *due*: the waiting a
 //!   real client would have seen is counted.
 //!
-//! Latency goes into an HDR histogram (nanoseconds). Responses are checked
-//! byte for byte: a short read is normal (TCP splits messages) and is
+//! Latency goes into an HDR histogram (nanoseconds). Responses of the
+//! bench's own modes are checked byte for byte; any other protocol's
+//! (`--request`, `--mode http`) are framed by a reply rule
+//! (`protocol.rs`). A short read is normal (TCP splits messages) and is
 //! simply continued. Every way a run can go wrong (a connect or response
-//! timeout, a reset, a wrong or cut response, an idle connection closed by
-//! the server, no response at all) is counted and described with the
-//! server's address.
+//! timeout, a reset, a clean close by the server, a wrong or cut
+//! response, an idle connection closed by the server, no response at all)
+//! is counted and described with the server's address; a response timeout
+//! replaces its connection and the run goes on.
 //!
 //! Each load thread opens its own connections on its loop, without
 //! blocking it, and the load starts once every thread's are open
