@@ -69,6 +69,10 @@ pub struct Config {
     /// How long a graceful shutdown (and a lingering close) may wait for
     /// peers to take their output. Default 5 s.
     pub shutdown_grace: Duration,
+    /// How long a TLS connection's handshake may take, from its accept
+    /// (or the start of its connect) to its end (feature `tls`); then it
+    /// is closed with [`crate::CloseReason::Tls`]. Default 10 s.
+    pub tls_handshake_timeout: Duration,
     /// How long accepting pauses after `EMFILE`/`ENFILE`. Default 100 ms;
     /// not zero.
     pub accept_backoff: Duration,
@@ -114,6 +118,7 @@ impl Default for Config {
             accept_budget: 256,
             connect_timeout: Some(Duration::from_secs(10)),
             shutdown_grace: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(10),
             accept_backoff: Duration::from_millis(100),
             nodelay: true,
             workers: 0,

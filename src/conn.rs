@@ -14,6 +14,7 @@
 
 use crate::selector::Interest;
 use crate::stream::{Peer, Stream};
+use crate::tls::Tls;
 use std::io;
 use std::time::Instant;
 
@@ -176,6 +177,9 @@ pub(crate) struct ConnIo {
     pub timers: u32,
     /// For a connect: the connection whose callback asked for it.
     pub opened_by: Option<ConnId>,
+    /// The TLS session, on a TLS connection: `output` holds ciphertext,
+    /// `input` plaintext (see `crate::tls`).
+    pub tls: Option<Box<Tls>>,
 }
 
 impl ConnIo {
@@ -193,12 +197,19 @@ impl ConnIo {
             jobs: 0,
             timers: 0,
             opened_by: None,
+            tls: None,
         }
     }
 
     /// Bytes queued but not yet written to the socket (a send in flight
     /// counts until it completes).
     pub(crate) fn pending(&self) -> usize {
+        self.for_socket() + self.tls.as_ref().map_or(0, |t| t.held())
+    }
+
+    /// Bytes for the socket: queued and not yet written, or in a send
+    /// (without plaintext a TLS session holds for its handshake).
+    fn for_socket(&self) -> usize {
         self.output.len() - self.written + self.in_flight
     }
 }
@@ -362,6 +373,10 @@ impl Conn {
         match self.phase {
             Phase::Lingering => true,
             Phase::Open => self.may_deliver(max_jobs),
+            // A TLS connection closing after its output, or with the loop,
+            // may owe output that waits for its handshake: read on until
+            // the handshake is done (its timeout bounds that).
+            Phase::Draining | Phase::Stopping => self.tls().is_some_and(Tls::handshaking),
             _ => false,
         }
     }
@@ -395,7 +410,10 @@ impl Conn {
             io.output.drain(..io.written);
             io.written = 0;
         }
-        io.output.extend_from_slice(data);
+        match io.tls.as_deref_mut() {
+            Some(tls) => tls.seal(data, &mut io.output),
+            None => io.output.extend_from_slice(data),
+        }
         if io.pending() > high_water {
             self.set(Flags::FULL, true);
         }
@@ -536,7 +554,57 @@ impl Conn {
         if self.phase == Phase::Connecting {
             return Interest::WRITABLE; // the connect's outcome
         }
-        Interest::new(self.may_read(max_jobs), self.pending() > 0)
+        let for_socket = self.io().is_some_and(|io| io.for_socket() > 0);
+        Interest::new(self.may_read(max_jobs), for_socket)
+    }
+
+    /// The connection's TLS session, if it is a TLS connection.
+    pub(crate) fn tls(&self) -> Option<&Tls> {
+        self.io()?.tls.as_deref()
+    }
+
+    /// Makes this a TLS connection; what its session sends first (a
+    /// client's hello) is queued.
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, mut tls: Box<Tls>, now: Instant) {
+        let io = self.io_or_new(now);
+        tls.drain(&mut io.output);
+        io.tls = Some(tls);
+    }
+
+    /// Opens the ciphertext `cipher` of this TLS connection (see
+    /// [`Tls::open`]): plaintext into `plain`, rustls's answers queued.
+    /// `None` on a plain connection; else the outcome, and whether output
+    /// was queued.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_open(
+        &mut self,
+        cipher: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Option<(Result<crate::tls::Opened, rustls::Error>, bool)> {
+        let io = self.io.as_deref_mut()?;
+        let tls = io.tls.as_deref_mut()?;
+        let before = io.output.len();
+        let result = tls.open(cipher, &mut io.output, plain);
+        Some((result, io.output.len() != before))
+    }
+
+    /// Whether nothing more may be sent: its write side is shut (or will
+    /// be), or its TLS session sent `close_notify`.
+    pub(crate) fn write_closed(&self) -> bool {
+        self.has(Flags::SHUT_AFTER_FLUSH) || self.tls().is_some_and(Tls::write_closed)
+    }
+
+    /// On a TLS connection whose close is decided, queues `close_notify`
+    /// (once): true if it did, so there is output to write first.
+    pub(crate) fn close_notify(&mut self) -> bool {
+        let Some(io) = self.io.as_deref_mut() else {
+            return false;
+        };
+        match io.tls.as_deref_mut() {
+            Some(tls) => tls.close_notify(&mut io.output),
+            None => false,
+        }
     }
 }
 

@@ -101,7 +101,7 @@ impl Ctx<'_> {
             // after its last reply.
             return Err(SendError::Closing);
         }
-        if c.has(Flags::SHUT_AFTER_FLUSH) {
+        if c.write_closed() {
             return Err(SendError::WriteShut);
         }
         c.queue(data, high, now);

@@ -97,6 +97,7 @@ mod stats;
 mod stop;
 mod stream;
 mod timer;
+mod tls;
 mod token;
 pub mod uring;
 mod waker;
@@ -108,12 +109,17 @@ pub use conn::{ConnId, Origin};
 pub use ctx::Ctx;
 pub use event_loop::{EventLoop, Status};
 pub use reason::{CloseReason, Limit, SendError};
+/// The rustls this crate was built with (feature `tls`), for its configs.
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use selector::{Event, Events, Interest, Ready, Selector, Token};
 pub use source::{Readiness, SourceId};
 pub use stats::Stats;
 pub use stop::StopHandle;
 pub use stream::Addr;
 pub use timer::TimerId;
+#[cfg(feature = "tls")]
+pub use tls::TlsError;
 pub use waker::Waker;
 
 /// The interrupt signal (Ctrl-C), for [`EventLoop::stop_on_signals`] and

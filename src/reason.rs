@@ -57,6 +57,10 @@ pub enum CloseReason {
     },
     /// A read or write failed (reset, broken pipe, ...).
     Error(io::Error),
+    /// TLS failed: the handshake (refused, timed out, cut short) or a
+    /// record the peer sent (feature `tls`).
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsError),
 }
 
 impl CloseReason {
@@ -80,6 +84,8 @@ impl CloseReason {
                 "shutdown: closed with {unsent} bytes unsent (the grace period is over)"
             )),
             CloseReason::Error(e) => Some(e.to_string()),
+            #[cfg(feature = "tls")]
+            CloseReason::Tls(e) => Some(e.to_string()),
         }
     }
 }

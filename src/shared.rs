@@ -37,6 +37,9 @@ pub(crate) enum TimerKind {
     Linger(ConnId),
     /// An outbound connect gives up.
     Connect(ConnId),
+    /// A TLS handshake gives up.
+    #[cfg(feature = "tls")]
+    Handshake(ConnId),
     ResumeAccept,
     Stats,
     /// [`Ctx::set_timer`], with the app's tag.
@@ -55,6 +58,8 @@ impl TimerKind {
             | TimerKind::Linger(id)
             | TimerKind::Connect(id)
             | TimerKind::Conn(id, _) => Some(id),
+            #[cfg(feature = "tls")]
+            TimerKind::Handshake(id) => Some(id),
             TimerKind::ResumeAccept | TimerKind::Stats | TimerKind::App(_) => None,
         }
     }

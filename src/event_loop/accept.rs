@@ -12,10 +12,13 @@ use crate::app::App;
 use crate::conn::ConnId;
 use crate::shared::TimerKind;
 use crate::stream::{Peer, Stream};
+use crate::tls::ServerTls;
 use crate::token;
 
 pub(super) struct Listener {
     pub socket: crate::net::Listener,
+    /// Its connections' TLS, on a TLS listener.
+    pub tls: Option<ServerTls>,
     /// Watched by the selector (not while accepting is paused).
     pub registered: bool,
 }
@@ -52,7 +55,11 @@ impl<S: Default> EventLoop<S> {
     }
 
     /// Starts watching a listening socket.
-    pub(super) fn add_listener(&mut self, socket: crate::net::Listener) -> io::Result<()> {
+    pub(super) fn add_listener(
+        &mut self,
+        socket: crate::net::Listener,
+        tls: Option<ServerTls>,
+    ) -> io::Result<()> {
         let index = self.listeners.len();
         if token::listener(index).is_none() {
             return Err(io::Error::other(format!(
@@ -62,6 +69,7 @@ impl<S: Default> EventLoop<S> {
         }
         self.listeners.push(Listener {
             socket,
+            tls,
             registered: false,
         });
         if let Err(e) = self.watch_listener(index) {
@@ -113,8 +121,8 @@ impl<S: Default> EventLoop<S> {
                 Ok((fd, addr)) => {
                     self.emfile_logged = false;
                     let addr = addr.and_then(|a| SocketAddr::try_from(a).ok());
-                    if let Some((stream, peer)) = self.accepted_stream(index, fd, addr) {
-                        self.admit(app, stream, peer);
+                    if let Some((stream, peer, tls)) = self.accepted_stream(index, fd, addr) {
+                        self.admit(app, stream, peer, tls);
                     }
                 }
                 Err(Errno::AGAIN) => return,
@@ -135,29 +143,39 @@ impl<S: Default> EventLoop<S> {
         }
     }
 
-    /// The stream of a socket listener `index` accepted, and its peer
-    /// (`addr` if accept said; `None` if the peer is already gone).
+    /// The stream of a socket listener `index` accepted, its peer (`addr`
+    /// if accept said; `None` if the peer is already gone), and the
+    /// listener's TLS.
     pub(super) fn accepted_stream(
         &self,
         index: usize,
         fd: OwnedFd,
         addr: Option<SocketAddr>,
-    ) -> Option<(Stream, Peer)> {
-        match &self.listeners.get(index)?.socket {
+    ) -> Option<(Stream, Peer, Option<ServerTls>)> {
+        let listener = self.listeners.get(index)?;
+        let tls = listener.tls.clone();
+        match &listener.socket {
             crate::net::Listener::Tcp(_) => {
                 let stream = TcpStream::from(fd);
                 let peer = addr.or_else(|| stream.peer_addr().ok())?;
-                Some((Stream::Tcp(stream), Peer::from(peer)))
+                Some((Stream::Tcp(stream), Peer::from(peer), tls))
             }
             // Clients rarely bind a name: number them instead.
             crate::net::Listener::Unix(_) => Some((
                 Stream::Unix(UnixStream::from(fd)),
                 self.shared.unnamed_unix_peer(),
+                tls,
             )),
         }
     }
 
-    pub(super) fn admit<A: App<State = S>>(&mut self, app: &mut A, stream: Stream, peer: Peer) {
+    pub(super) fn admit<A: App<State = S>>(
+        &mut self,
+        app: &mut A,
+        stream: Stream,
+        peer: Peer,
+        tls: Option<ServerTls>,
+    ) {
         let config = &self.shared.config;
         let clients = match &self.shared.group {
             Some((group, _)) => group.clients.load(std::sync::atomic::Ordering::Relaxed),
@@ -187,6 +205,14 @@ impl<S: Default> EventLoop<S> {
                 if let Some(c) = self.shared.live(id) {
                     log::info!(target: "iomux::conn", "connect {}", c.peer());
                 }
+                #[cfg(feature = "tls")]
+                if let Some(config) = tls
+                    && !self.start_server_tls(id, &config)
+                {
+                    return;
+                }
+                #[cfg(not(feature = "tls"))]
+                let _ = tls;
                 self.open(app, id);
             }
             Err(e) => log::warn!(target: "iomux::conn", "cannot watch a new connection: {e}"),

@@ -40,7 +40,8 @@ impl<S: Default> EventLoop<S> {
         let timers = conn.io().map_or(0, |io| io.timers as usize)
             + usize::from(conn.has(Flags::WRITE_TIMER))
             + usize::from(conn.has(Flags::SOFT_TIMER))
-            + usize::from(self.shared.config.idle_timeout.is_some());
+            + usize::from(self.shared.config.idle_timeout.is_some())
+            + usize::from(conn.tls().is_some());
         self.shared.orphan_timers += timers;
         // Closed before it is logged: a reader of the log sees the fd gone
         // (or, on the completion driver, on its way out once the ring let

@@ -143,9 +143,9 @@ impl<S: Default> EventLoop<S> {
                 // After the shutdown began, or for a listener gone, a late
                 // connection is closed (dropping it).
                 if self.life == Life::Running
-                    && let Some((stream, peer)) = self.accepted_stream(index, fd, None)
+                    && let Some((stream, peer, tls)) = self.accepted_stream(index, fd, None)
                 {
-                    self.admit(app, stream, peer);
+                    self.admit(app, stream, peer, tls);
                 }
             }
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CANCELED.raw_os_error()) => {

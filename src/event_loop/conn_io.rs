@@ -243,19 +243,31 @@ impl<S: Default> EventLoop<S> {
         if outcome == Flush::Done
             && let Some(conn) = self.shared.live_mut(id)
             && conn.has(Flags::SHUT_AFTER_FLUSH)
-            && conn.raise(Flags::WRITE_SHUT)
-            && let Err(e) = conn.stream.shutdown_write()
+            && !conn.has(Flags::WRITE_SHUT)
+            && conn.pending() == 0
         {
-            self.shared.schedule_close(id, CloseReason::Error(e));
-            return;
+            // TLS: the peer learns of the end from `close_notify`, which
+            // goes out first.
+            if conn.close_notify() {
+                return self.flush(app, id);
+            }
+            conn.set(Flags::WRITE_SHUT, true);
+            if let Err(e) = conn.stream.shutdown_write() {
+                self.shared.schedule_close(id, CloseReason::Error(e));
+                return;
+            }
         }
-        let Some(conn) = self.shared.live(id) else {
+        let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
         // Offloaded jobs still owe replies: a half-closed or draining
         // connection stays open until they are back (`collect_jobs` marks
         // it dirty again).
         if conn.owes_nothing() && conn.finished_when_flushed() {
+            // A graceful TLS close ends with `close_notify`.
+            if conn.close_notify() {
+                return self.flush(app, id);
+            }
             let reason = match conn.phase {
                 Phase::ReadClosed => CloseReason::PeerClosed,
                 _ => CloseReason::App,

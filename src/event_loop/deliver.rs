@@ -34,6 +34,19 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
+        #[cfg(feature = "tls")]
+        if conn.tls().is_some() {
+            match conn.phase {
+                Phase::Open | Phase::Stopping => return self.tls_arrived(app, id, bytes),
+                // Read only to finish the handshake.
+                Phase::Draining if conn.tls().is_some_and(crate::tls::Tls::handshaking) => {
+                    return self.tls_arrived(app, id, bytes);
+                }
+                // After `close_notify` (or the peer's end), nothing counts.
+                Phase::EofPending => return,
+                _ => {}
+            }
+        }
         match conn.phase {
             Phase::Lingering => {}
             Phase::Open | Phase::EofPending | Phase::Stopping => {
@@ -53,6 +66,14 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.shared.live_mut(id) else {
             return;
         };
+        #[cfg(feature = "tls")]
+        if conn.phase != Phase::Lingering && conn.tls().is_some_and(crate::tls::Tls::handshaking) {
+            // A session rustls gave up on keeps its own reason.
+            let eof = CloseReason::Tls(crate::tls::TlsError::HandshakeEof);
+            let reason = self.take_close_reason(id, eof);
+            self.shared.schedule_close(id, reason);
+            return;
+        }
         match conn.phase {
             Phase::Lingering => {
                 let reason = self.take_close_reason(id, CloseReason::PeerClosed);

@@ -57,6 +57,8 @@ mod conn_io;
 mod deliver;
 mod jobs;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 mod watch;
 
 #[cfg(test)]
@@ -128,6 +130,10 @@ pub struct EventLoop<S = ()> {
     /// The completion driver's reports of this turn (reused, no
     /// allocation).
     done: Vec<Done>,
+    /// Where a TLS connection's plaintext lands before the app sees it
+    /// (one per loop).
+    #[cfg(feature = "tls")]
+    tls_plain: Vec<u8>,
 }
 
 impl<S> std::fmt::Debug for EventLoop<S> {
@@ -195,6 +201,8 @@ impl<S: Default> EventLoop<S> {
             inbox: Vec::new(),
             pending_at_tick: 0,
             done: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_plain: Vec::new(),
         })
     }
 
@@ -232,7 +240,7 @@ impl<S: Default> EventLoop<S> {
     pub fn listen(&mut self, listener: impl Into<crate::net::Listener>) -> io::Result<()> {
         let listener = listener.into();
         listener.set_nonblocking()?;
-        self.add_listener(listener)
+        self.add_listener(listener, None)
     }
 
     /// Adds an already connected stream, TCP or Unix-domain (a socket

@@ -53,6 +53,8 @@ impl<S: Default> EventLoop<S> {
                             .schedule_close(id, CloseReason::Error(timed_out));
                     }
                 }
+                #[cfg(feature = "tls")]
+                TimerKind::Handshake(id) => self.check_handshake(id),
                 TimerKind::ResumeAccept => self.resume_accepting(),
                 TimerKind::Stats => {
                     self.log_stats();

@@ -228,7 +228,26 @@ impl<A: App + Send + 'static> LoopThread<A> {
         backend: &str,
         config: Config,
         listeners: usize,
+        app: A,
+    ) -> LoopThread<A> {
+        LoopThread::start_with(backend, config, app, move |lp| {
+            let mut addrs = Vec::with_capacity(listeners);
+            for _ in 0..listeners {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+                addrs.push(listener.local_addr().expect("a listener's address"));
+                lp.listen(listener).expect("the loop takes the listener");
+            }
+            addrs
+        })
+    }
+
+    /// A loop that `setup` prepares on its own thread before it runs (its
+    /// listeners, connects); `setup` returns the listeners' addresses.
+    pub fn start_with(
+        backend: &str,
+        config: Config,
         mut app: A,
+        setup: impl FnOnce(&mut EventLoop<A::State>) -> Vec<SocketAddr> + Send + 'static,
     ) -> LoopThread<A> {
         let backend: Backend = backend.parse().expect("a backend name");
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -236,12 +255,7 @@ impl<A: App + Send + 'static> LoopThread<A> {
         let thread = thread::spawn(move || {
             let mut lp: EventLoop<A::State> =
                 EventLoop::new(backend, config).expect("create the loop");
-            let mut addrs = Vec::with_capacity(listeners);
-            for _ in 0..listeners {
-                let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-                addrs.push(listener.local_addr().expect("a listener's address"));
-                lp.listen(listener).expect("the loop takes the listener");
-            }
+            let addrs = setup(&mut lp);
             ready_tx
                 .send((addrs, lp.stop_handle(), lp.waker()))
                 .expect("the test waits for the loop");
@@ -289,6 +303,63 @@ impl<A> Drop for LoopThread<A> {
         if self.thread.is_some() {
             self.stop.stop();
         }
+    }
+}
+
+/// Sockets of this process whose local TCP port is `port` and that are
+/// not listening: a server's accepted connections still open (the
+/// clients, in the same process, have ports of their own). From
+/// `/proc/net/tcp{,6}`, matched against this process's descriptors.
+pub fn server_sockets(port: u16) -> usize {
+    let mine: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // 0A: LISTEN.
+            if local_port == Some(port) && *state != "0A" && mine.contains(*inode) {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// Waits (at most [`LIVENESS`]) until no accepted connection of the
+/// server on `port` is open in this process; fails with how many are.
+pub fn wait_no_server_sockets(port: u16) {
+    let deadline = std::time::Instant::now() + LIVENESS;
+    loop {
+        let open = server_sockets(port);
+        if open == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} server sockets on port {port} still open"
+        );
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

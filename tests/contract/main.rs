@@ -27,6 +27,7 @@ mod reoffer;
 mod sockets;
 mod state;
 mod timers;
+mod tls;
 mod wakeups;
 
 /// What every part of the suite uses.
@@ -34,6 +35,7 @@ mod prelude {
     pub(crate) use crate::clients::*;
     pub(crate) use crate::common::{
         LIVENESS, LoopThread, expect_closed, read_n, read_to_end, set_timeouts,
+        wait_no_server_sockets,
     };
     pub(crate) use crate::journal::*;
     pub(crate) use crate::logs::*;

@@ -1,0 +1,275 @@
+//! TLS as one more transport under the same connection (feature `tls`,
+//! with rustls).
+//!
+//! The loop keeps owning the socket: rustls only transforms bytes, at the
+//! one place where the app's plaintext meets the connection's buffers.
+//! What the app sends is sealed into the connection's output as it is
+//! queued ([`Tls::seal`]), so the output buffer — and everything either
+//! driver does with it: writes, sends that own their buffer, water marks —
+//! holds ciphertext only, exactly as it holds plaintext on a plain
+//! connection. What a read or a receive brought is opened before delivery
+//! ([`Tls::open`]), so the app, its unconsumed input and the input limit
+//! see plaintext only. Handshake messages and alerts rustls produces go to
+//! the same output. Nothing in the drivers knows TLS is there.
+//!
+//! Plaintext sent before the handshake is done waits here ([`Tls::held`])
+//! and counts as pending output, so flow control holds from the first
+//! byte.
+//!
+//! Without the feature [`Tls`] is a type with no values: a connection's
+//! `Option<Box<Tls>>` is always `None` and every branch on it compiles to
+//! nothing.
+
+#[cfg(feature = "tls")]
+pub(crate) use enabled::*;
+
+#[cfg(not(feature = "tls"))]
+pub(crate) use disabled::*;
+
+/// Why TLS ended a connection: told in [`crate::CloseReason::Tls`] and
+/// logged.
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused what the peer sent: a failed handshake (no common
+    /// version or cipher suite, a certificate it does not trust, a client
+    /// speaking plaintext to a TLS port), or a record it could not
+    /// decrypt. The alert rustls chose is sent before the close.
+    Protocol(rustls::Error),
+    /// The handshake did not finish within
+    /// [`crate::Config::tls_handshake_timeout`].
+    HandshakeTimeout(std::time::Duration),
+    /// The peer closed its side before the handshake finished.
+    HandshakeEof,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Protocol(e) => write!(f, "TLS: {e}"),
+            TlsError::HandshakeTimeout(t) => write!(f, "TLS: handshake not done within {t:?}"),
+            TlsError::HandshakeEof => f.write_str("TLS: the peer closed during the handshake"),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl std::error::Error for TlsError {}
+
+#[cfg(feature = "tls")]
+mod enabled {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+    /// A listener's TLS: each connection it accepts gets a session from it.
+    pub(crate) type ServerTls = Arc<ServerConfig>;
+
+    /// What a successful [`Tls::open`] found besides plaintext.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub(crate) struct Opened {
+        /// The handshake finished with these bytes.
+        pub handshake_done: bool,
+        /// The peer sent `close_notify`: its stream ended cleanly.
+        pub peer_closed: bool,
+    }
+
+    /// One connection's TLS session.
+    pub(crate) struct Tls {
+        session: Connection,
+        /// Plaintext the app sent before the handshake finished, sealed
+        /// once it has.
+        held: Vec<u8>,
+        /// `close_notify` is queued: nothing more may be sent.
+        notified: bool,
+        /// rustls refused the peer: no `close_notify` after its alert.
+        failed: bool,
+    }
+
+    impl Tls {
+        /// The server side of a connection a TLS listener accepted.
+        pub(crate) fn server(config: &ServerTls) -> Result<Box<Tls>, rustls::Error> {
+            let session = ServerConnection::new(Arc::clone(config))?;
+            Ok(Tls::new(session.into()))
+        }
+
+        /// The client side of an outbound connect to `name`; its first
+        /// flight (the ClientHello) is there to [`Tls::drain`] at once.
+        pub(crate) fn client(
+            config: Arc<ClientConfig>,
+            name: ServerName<'static>,
+        ) -> Result<Box<Tls>, rustls::Error> {
+            let session = ClientConnection::new(config, name)?;
+            Ok(Tls::new(session.into()))
+        }
+
+        fn new(mut session: Connection) -> Box<Tls> {
+            // The loop bounds output itself (it is ours once sealed):
+            // rustls must take every byte it is given.
+            session.set_buffer_limit(None);
+            Box::new(Tls {
+                session,
+                held: Vec::new(),
+                notified: false,
+                failed: false,
+            })
+        }
+
+        pub(crate) fn handshaking(&self) -> bool {
+            self.session.is_handshaking()
+        }
+
+        /// Plaintext waiting for the handshake, counted as pending output.
+        pub(crate) fn held(&self) -> usize {
+            self.held.len()
+        }
+
+        /// Whether `close_notify` is queued (or the session failed):
+        /// nothing more can be sent.
+        pub(crate) fn write_closed(&self) -> bool {
+            self.notified || self.failed
+        }
+
+        /// Encrypts `plain` into `out`, or holds it until the handshake is
+        /// done.
+        pub(crate) fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+            if self.write_closed() {
+                return;
+            }
+            if self.handshaking() {
+                self.held.extend_from_slice(plain);
+                return;
+            }
+            // Unbounded (`set_buffer_limit(None)`): takes all of it.
+            let _ = self.session.writer().write_all(plain);
+            self.drain(out);
+        }
+
+        /// Decrypts `cipher` (what a read or a receive brought): plaintext
+        /// is appended to `plain`; what rustls answers (handshake messages,
+        /// a key update, an alert) to `out`. An error is the peer's fault:
+        /// the alert that says so is in `out`, and the connection should
+        /// close once it is written.
+        pub(crate) fn open(
+            &mut self,
+            mut cipher: &[u8],
+            out: &mut Vec<u8>,
+            plain: &mut Vec<u8>,
+        ) -> Result<Opened, rustls::Error> {
+            let was_handshaking = self.handshaking();
+            let mut opened = Opened::default();
+            while !cipher.is_empty() && !opened.peer_closed {
+                let taken = match self.session.read_tls(&mut cipher) {
+                    Ok(n) => n,
+                    // Its buffer is full of an unfinished record: cannot
+                    // happen with plaintext drained after every record,
+                    // but never spin on it.
+                    Err(e) => {
+                        self.failed = true;
+                        return Err(rustls::Error::General(format!("TLS input: {e}")));
+                    }
+                };
+                let state = match self.session.process_new_packets() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        self.failed = true;
+                        self.drain(out);
+                        return Err(e);
+                    }
+                };
+                let n = state.plaintext_bytes_to_read();
+                if n > 0 {
+                    let start = plain.len();
+                    plain.resize(start + n, 0);
+                    if let Err(e) = self.session.reader().read_exact(&mut plain[start..]) {
+                        plain.truncate(start);
+                        self.failed = true;
+                        return Err(rustls::Error::General(format!("TLS plaintext: {e}")));
+                    }
+                }
+                opened.peer_closed = state.peer_has_closed();
+                if taken == 0 {
+                    break;
+                }
+            }
+            if was_handshaking && !self.handshaking() {
+                opened.handshake_done = true;
+                let held = std::mem::take(&mut self.held);
+                if !held.is_empty() && !self.notified {
+                    let _ = self.session.writer().write_all(&held);
+                }
+            }
+            self.drain(out);
+            Ok(opened)
+        }
+
+        /// Queues `close_notify` into `out`, once: true if it did (the
+        /// connection has output again). Not after a failure (its alert
+        /// said it all), nor while plaintext waits for the handshake.
+        pub(crate) fn close_notify(&mut self, out: &mut Vec<u8>) -> bool {
+            if self.write_closed() || !self.held.is_empty() {
+                return false;
+            }
+            self.notified = true;
+            self.session.send_close_notify();
+            self.drain(out);
+            true
+        }
+
+        /// The protocol agreed by ALPN, once the handshake is done.
+        pub(crate) fn alpn(&self) -> Option<&[u8]> {
+            self.session.alpn_protocol()
+        }
+
+        /// The name the client asked for (SNI), on the server side.
+        pub(crate) fn server_name(&self) -> Option<&str> {
+            match &self.session {
+                Connection::Server(s) => s.server_name(),
+                Connection::Client(_) => None,
+            }
+        }
+
+        /// Moves what rustls has to send into `out`.
+        pub(crate) fn drain(&mut self, out: &mut Vec<u8>) {
+            while self.session.wants_write() {
+                // Writing to a `Vec` cannot fail, nor take nothing.
+                match self.session.write_tls(out) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+mod disabled {
+    /// No TLS in this build: no value of this type exists.
+    pub(crate) enum Tls {}
+
+    /// No TLS in this build: no listener has any.
+    #[derive(Clone)]
+    pub(crate) enum ServerTls {}
+
+    impl Tls {
+        pub(crate) fn handshaking(&self) -> bool {
+            match *self {}
+        }
+        pub(crate) fn held(&self) -> usize {
+            match *self {}
+        }
+        pub(crate) fn write_closed(&self) -> bool {
+            match *self {}
+        }
+        pub(crate) fn seal(&mut self, _: &[u8], _: &mut Vec<u8>) {
+            match *self {}
+        }
+        pub(crate) fn close_notify(&mut self, _: &mut Vec<u8>) -> bool {
+            match *self {}
+        }
+    }
+}
