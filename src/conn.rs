@@ -201,10 +201,22 @@ impl ConnIo {
         }
     }
 
-    /// Bytes queued but not yet written to the socket (a send in flight
-    /// counts until it completes).
+    /// The app's bytes queued but not yet written to the socket (a send
+    /// in flight counts until it completes): what flow control and the
+    /// output limits count. On a TLS connection, its plaintext (see
+    /// `crate::tls`).
     pub(crate) fn pending(&self) -> usize {
-        self.for_socket() + self.tls.as_ref().map_or(0, |t| t.held())
+        match &self.tls {
+            Some(tls) => tls.plain_pending(self.for_socket()),
+            None => self.for_socket(),
+        }
+    }
+
+    /// Whether anything is still owed to the socket: bytes for it (on a
+    /// TLS connection ciphertext, its handshake and alerts too), or
+    /// plaintext waiting for the handshake.
+    pub(crate) fn owes_output(&self) -> bool {
+        self.for_socket() > 0 || self.pending() > 0
     }
 
     /// Bytes for the socket: queued and not yet written, or in a send
@@ -326,9 +338,16 @@ impl Conn {
         self.io().map_or(0, |io| io.output.len() - io.written)
     }
 
-    /// Bytes queued but not yet written to the socket.
+    /// The app's bytes queued but not yet written to the socket (see
+    /// [`ConnIo::pending`]).
     pub(crate) fn pending(&self) -> usize {
         self.io().map_or(0, ConnIo::pending)
+    }
+
+    /// Whether anything is still owed to the socket (see
+    /// [`ConnIo::owes_output`]).
+    pub(crate) fn owes_output(&self) -> bool {
+        self.io().is_some_and(ConnIo::owes_output)
     }
 
     pub(crate) fn jobs(&self) -> u32 {
@@ -341,7 +360,7 @@ impl Conn {
 
     /// Nothing more is owed: no output pending, no job in flight.
     pub(crate) fn owes_nothing(&self) -> bool {
-        self.pending() == 0 && self.jobs() == 0
+        !self.owes_output() && self.jobs() == 0
     }
 
     /// Served at all (not scheduled for close).
@@ -402,7 +421,7 @@ impl Conn {
     /// pending output passes `high_water`.
     pub(crate) fn queue(&mut self, data: &[u8], high_water: usize, now: Instant) {
         let io = self.io_or_new(now);
-        if io.pending() == 0 {
+        if !io.owes_output() {
             io.last_progress = now;
         }
         if io.written > 0 && io.written >= io.output.len() / 2 {
@@ -410,8 +429,12 @@ impl Conn {
             io.output.drain(..io.written);
             io.written = 0;
         }
+        let for_socket = io.for_socket();
         match io.tls.as_deref_mut() {
-            Some(tls) => tls.seal(data, &mut io.output),
+            Some(tls) => {
+                tls.settle(for_socket);
+                tls.seal(data, &mut io.output);
+            }
             None => io.output.extend_from_slice(data),
         }
         if io.pending() > high_water {
@@ -528,6 +551,12 @@ impl Conn {
     /// After output was written: a full connection that is down to the
     /// low-water mark has room again.
     pub(crate) fn after_write(&mut self, low_water: usize) -> Drained {
+        if let Some(io) = self.io.as_deref_mut() {
+            let for_socket = io.for_socket();
+            if let Some(tls) = io.tls.as_deref_mut() {
+                tls.settle(for_socket);
+            }
+        }
         let below = self.has(Flags::FULL) && self.pending() <= low_water;
         if below {
             self.set(Flags::FULL, false);

@@ -12,9 +12,15 @@
 //! see plaintext only. Handshake messages and alerts rustls produces go to
 //! the same output. Nothing in the drivers knows TLS is there.
 //!
-//! Plaintext sent before the handshake is done waits here ([`Tls::held`])
-//! and counts as pending output, so flow control holds from the first
-//! byte.
+//! Flow control counts what each side knows: the socket is written while
+//! ciphertext is pending, and the app's bounds (the high- and low-water
+//! marks, the output limits, `Ctx::pending_output`) count the plaintext
+//! it sent that the socket has not taken yet ([`Tls::plain_pending`]):
+//! each sealed send is remembered with where its ciphertext ends, so a
+//! record's framing and a handshake's messages never count against the
+//! app, and a reply of 1 byte counts as 1 byte, not 23. Plaintext sent
+//! before the handshake is done waits here ([`Tls::held`]) and counts as
+//! pending output too, so flow control holds from the first byte.
 //!
 //! Without the feature [`Tls`] is a type with no values: a connection's
 //! `Option<Box<Tls>>` is always `None` and every branch on it compiles to
@@ -60,6 +66,7 @@ impl std::error::Error for TlsError {}
 
 #[cfg(feature = "tls")]
 mod enabled {
+    use std::collections::VecDeque;
     use std::io::{Read, Write};
     use std::sync::Arc;
 
@@ -78,12 +85,30 @@ mod enabled {
         pub peer_closed: bool,
     }
 
+    /// One sealed send: its plaintext and where its ciphertext ends.
+    struct Sealed {
+        /// `cipher_total` once it was queued.
+        end: u64,
+        /// Its ciphertext's length (with anything rustls had queued
+        /// before it).
+        len: usize,
+        /// The app's bytes in it.
+        plain: usize,
+    }
+
     /// One connection's TLS session.
     pub(crate) struct Tls {
         session: Connection,
         /// Plaintext the app sent before the handshake finished, sealed
         /// once it has.
         held: Vec<u8>,
+        /// Ciphertext queued into the connection's output, ever.
+        cipher_total: u64,
+        /// Sealed sends whose ciphertext may not all be written yet,
+        /// oldest first.
+        sealed: VecDeque<Sealed>,
+        /// The plaintext of `sealed`.
+        sealed_plain: usize,
         /// `close_notify` is queued: nothing more may be sent.
         notified: bool,
         /// rustls refused the peer: no `close_notify` after its alert.
@@ -114,6 +139,9 @@ mod enabled {
             Box::new(Tls {
                 session,
                 held: Vec::new(),
+                cipher_total: 0,
+                sealed: VecDeque::new(),
+                sealed_plain: 0,
                 notified: false,
                 failed: false,
             })
@@ -123,9 +151,39 @@ mod enabled {
             self.session.is_handshaking()
         }
 
-        /// Plaintext waiting for the handshake, counted as pending output.
-        pub(crate) fn held(&self) -> usize {
-            self.held.len()
+        /// The app's plaintext not yet taken by the socket, when
+        /// `for_socket` bytes of ciphertext are still queued or in a send:
+        /// what it held for the handshake, and its sealed sends not fully
+        /// written (a partly written one in proportion, rounded up).
+        pub(crate) fn plain_pending(&self, for_socket: usize) -> usize {
+            let written = self.cipher_total.saturating_sub(for_socket as u64);
+            let mut pending = self.sealed_plain;
+            for s in &self.sealed {
+                if s.end <= written {
+                    pending -= s.plain;
+                    continue;
+                }
+                let start = s.end - s.len as u64;
+                if written > start && s.len > 0 {
+                    // Less than `len` written, so less than `plain` here.
+                    let done = (written - start) as u128 * s.plain as u128 / s.len as u128;
+                    pending -= done as usize;
+                }
+                break;
+            }
+            pending + self.held.len()
+        }
+
+        /// Forgets sealed sends the socket has taken in full (with
+        /// `for_socket` bytes of ciphertext still queued or in a send).
+        pub(crate) fn settle(&mut self, for_socket: usize) {
+            let written = self.cipher_total.saturating_sub(for_socket as u64);
+            while let Some(s) = self.sealed.front()
+                && s.end <= written
+            {
+                self.sealed_plain -= s.plain;
+                self.sealed.pop_front();
+            }
         }
 
         /// Whether `close_notify` is queued (or the session failed):
@@ -144,9 +202,21 @@ mod enabled {
                 self.held.extend_from_slice(plain);
                 return;
             }
+            self.encrypt(plain, out);
+        }
+
+        /// Encrypts `plain` into `out` and remembers where it ends.
+        fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) {
             // Unbounded (`set_buffer_limit(None)`): takes all of it.
             let _ = self.session.writer().write_all(plain);
+            let start = self.cipher_total;
             self.drain(out);
+            self.sealed.push_back(Sealed {
+                end: self.cipher_total,
+                len: (self.cipher_total - start) as usize,
+                plain: plain.len(),
+            });
+            self.sealed_plain += plain.len();
         }
 
         /// Decrypts `cipher` (what a read or a receive brought): plaintext
@@ -200,7 +270,7 @@ mod enabled {
                 opened.handshake_done = true;
                 let held = std::mem::take(&mut self.held);
                 if !held.is_empty() && !self.notified {
-                    let _ = self.session.writer().write_all(&held);
+                    self.encrypt(&held, out);
                 }
             }
             self.drain(out);
@@ -235,6 +305,12 @@ mod enabled {
 
         /// Moves what rustls has to send into `out`.
         pub(crate) fn drain(&mut self, out: &mut Vec<u8>) {
+            let before = out.len();
+            self.drain_session(out);
+            self.cipher_total += (out.len() - before) as u64;
+        }
+
+        fn drain_session(&mut self, out: &mut Vec<u8>) {
             while self.session.wants_write() {
                 // Writing to a `Vec` cannot fail, nor take nothing.
                 match self.session.write_tls(out) {
@@ -259,7 +335,10 @@ mod disabled {
         pub(crate) fn handshaking(&self) -> bool {
             match *self {}
         }
-        pub(crate) fn held(&self) -> usize {
+        pub(crate) fn plain_pending(&self, _: usize) -> usize {
+            match *self {}
+        }
+        pub(crate) fn settle(&mut self, _: usize) {
             match *self {}
         }
         pub(crate) fn write_closed(&self) -> bool {

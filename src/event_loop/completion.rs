@@ -113,7 +113,7 @@ impl<S: Default> EventLoop<S> {
             None => Flush::Blocked,
             Some(buf) => {
                 conn.send_done(buf);
-                if conn.pending() == 0 {
+                if !conn.owes_output() {
                     Flush::Done
                 } else {
                     // The next send starts at this turn's flush, not now:

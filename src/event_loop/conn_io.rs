@@ -10,7 +10,7 @@ use std::io;
 
 use super::{EventLoop, READ_CHUNK, watch};
 use crate::app::App;
-use crate::conn::{ConnId, Flags, Flush, Phase};
+use crate::conn::{Conn, ConnId, Flags, Flush, Phase};
 use crate::reason::CloseReason;
 use crate::selector::{Event, Token};
 use crate::shared::{TimerKind, live_in};
@@ -30,7 +30,7 @@ impl<S: Default> EventLoop<S> {
         if event.is_readable() {
             self.readable(app, id, event.is_read_closed());
         }
-        if event.is_writable() && self.shared.live(id).is_some_and(|c| c.pending() > 0) {
+        if event.is_writable() && self.shared.live(id).is_some_and(Conn::owes_output) {
             self.flush(app, id);
         }
         // An error or hang-up on a connection that is neither reading nor
@@ -39,7 +39,7 @@ impl<S: Default> EventLoop<S> {
         let max_jobs = self.shared.config.max_jobs_per_conn;
         if (event.is_error() || event.is_hup())
             && let Some(c) = self.shared.live(id)
-            && c.pending() == 0
+            && !c.owes_output()
             && !c.may_read(max_jobs)
         {
             let reason = match c.stream.take_error().ok().flatten() {
@@ -244,7 +244,7 @@ impl<S: Default> EventLoop<S> {
             && let Some(conn) = self.shared.live_mut(id)
             && conn.has(Flags::SHUT_AFTER_FLUSH)
             && !conn.has(Flags::WRITE_SHUT)
-            && conn.pending() == 0
+            && !conn.owes_output()
         {
             // TLS: the peer learns of the end from `close_notify`, which
             // goes out first.

@@ -128,7 +128,7 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         conn.set(Flags::WRITE_TIMER, false);
-        let Some(io) = conn.io().filter(|io| io.pending() > 0) else {
+        let Some(io) = conn.io().filter(|io| io.owes_output()) else {
             return;
         };
         let deadline = io.last_progress + timeout;
