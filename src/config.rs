@@ -71,7 +71,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a TLS connection's handshake may take, from its accept
     /// (or the start of its connect) to its end (feature `tls`); then it
-    /// is closed with [`crate::CloseReason::Tls`]. Default 10 s.
+    /// is closed with [`crate::CloseReason::Tls`]. Default 10 s; not
+    /// zero.
     pub tls_handshake_timeout: Duration,
     /// How long accepting pauses after `EMFILE`/`ENFILE`. Default 100 ms;
     /// not zero.
@@ -168,6 +169,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("write_timeout", self.write_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("tls_handshake_timeout", Some(self.tls_handshake_timeout)),
             ("max_output_soft", self.max_output_soft.map(|(_, d)| d)),
         ];
         if let Some(reply) = &self.max_clients_reply
@@ -239,6 +241,10 @@ mod tests {
                 "stats_interval",
             ),
             (|c| c.idle_timeout = Some(Duration::ZERO), "idle_timeout"),
+            (
+                |c| c.tls_handshake_timeout = Duration::ZERO,
+                "tls_handshake_timeout",
+            ),
             (
                 |c| c.max_output_soft = Some((c.max_output + 1, Duration::from_secs(1))),
                 "max_output_soft",

@@ -57,6 +57,9 @@ pub struct Threads {
     local: Addr,
     signals: Vec<i32>,
     group: Arc<Group>,
+    /// Every loop's listener speaks TLS with this.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Threads {
@@ -120,7 +123,37 @@ impl Threads {
             local,
             signals: Vec::new(),
             group: Arc::new(Group::new(loops)),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Every loop accepts TLS connections with `config` (feature `tls`),
+    /// as [`EventLoop::listen_tls`] does for one loop.
+    ///
+    /// ```
+    /// # fn certificate() -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) {
+    /// #     let key = rcgen::KeyPair::generate().unwrap();
+    /// #     let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+    /// #     (vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+    /// # }
+    /// use std::sync::Arc;
+    /// use iomux::group::Threads;
+    ///
+    /// let (chain, key) = certificate();
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let tls = rustls::ServerConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(chain, key)?;
+    /// let threads = Threads::bind(&"127.0.0.1:0".parse()?, 2)?.tls(Arc::new(tls));
+    /// # drop(threads);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Threads {
+        self.tls = Some(config);
+        self
     }
 
     /// Stops the whole group gracefully when one of `signals` arrives (e.g.
@@ -217,6 +250,8 @@ impl Threads {
                     let member = Member {
                         index,
                         backend,
+                        #[cfg(feature = "tls")]
+                        tls: self.tls.clone(),
                         config: config.clone(),
                         signals: &signals,
                         group: group.clone(),
@@ -251,6 +286,8 @@ impl Threads {
 struct Member<'a> {
     index: usize,
     backend: Backend,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: Config,
     signals: &'a [i32],
     group: Arc<Group>,
@@ -262,6 +299,13 @@ impl Member<'_> {
     fn run<A: App, F: Fn(usize) -> A>(self, listener: Listener, make_app: &F) -> io::Result<Stats> {
         let setup = || -> io::Result<EventLoop<A::State>> {
             let mut lp = EventLoop::new(self.backend, self.config)?;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls {
+                lp.listen_tls(listener, tls)?;
+            } else {
+                lp.listen(listener)?;
+            }
+            #[cfg(not(feature = "tls"))]
             lp.listen(listener)?;
             if !self.signals.is_empty() {
                 lp.stop_on_signals(self.signals)?;

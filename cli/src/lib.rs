@@ -7,6 +7,7 @@ pub mod apps;
 mod bench;
 mod cli;
 mod compare;
+mod tls;
 
 pub use bench::protocol;
 pub use cli::main;

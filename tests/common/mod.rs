@@ -36,6 +36,8 @@ macro_rules! backend_suite {
     };
 }
 
+pub mod pki;
+
 use iomux::{App, Backend, Config, EventLoop, StopHandle, Waker};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -7,6 +7,8 @@ use iomux::group::Threads;
 use iomux::net::Listener;
 use iomux::{Addr, Backend, Config, EventLoop, Stats};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -97,6 +99,25 @@ pub struct ServeArgs {
     /// loop.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
     threads: u16,
+    /// Serve TLS with this PEM certificate chain (server certificate
+    /// first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a TLS client may take to finish its handshake.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_handshake_timeout)]
+    tls_handshake_timeout: Duration,
+}
+
+/// `--tls-handshake-timeout`: from 1 ms to a day.
+fn parse_handshake_timeout(s: &str) -> Result<Duration, String> {
+    let d = super::parse_duration_up_to(s, Duration::from_secs(86_400))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("must be at least 1ms, got {s}"));
+    }
+    Ok(d)
 }
 
 /// `BYTES:DURATION` (`262144:10s`, `262144:10`), both more than 0.
@@ -193,16 +214,28 @@ pub fn run(args: ServeArgs) -> i32 {
     config.max_output_soft = args.max_output_soft;
     config.write_timeout = (!args.write_timeout.is_zero()).then_some(args.write_timeout);
     config.stats_interval = (!args.stats.is_zero()).then_some(args.stats);
+    config.tls_handshake_timeout = args.tls_handshake_timeout;
     if let Err(e) = config.validate() {
         return super::usage_error(&e.to_string());
     }
+    // Read before binding: a bad file is a usage mistake, said at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key, &[]) {
+            Ok(tls) => Some(tls),
+            Err(e) => return super::usage_error(&e),
+        },
+        _ => None,
+    };
     let loops = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
     };
     let listening = match loops {
         1 => Listener::bind(&args.bind).map(Listening::One),
-        n => Threads::bind(&args.bind, n).map(Listening::Group),
+        n => Threads::bind(&args.bind, n).map(|t| match &tls {
+            Some(tls) => Listening::Group(t.tls(Arc::clone(tls))),
+            None => Listening::Group(t),
+        }),
     };
     let listening = match listening {
         Ok(l) => l,
@@ -215,6 +248,7 @@ pub fn run(args: ServeArgs) -> i32 {
         backend,
         config,
         listening,
+        tls,
     };
     let (max_line, offload_above, print) = (args.max_line, args.offload_above, !args.quiet);
     let reply = args.reply.as_bytes();
@@ -227,16 +261,23 @@ pub fn run(args: ServeArgs) -> i32 {
 }
 
 /// Prints the start-up line.
-fn print_listening(local: impl std::fmt::Display, backend: &str, app: &str, loops: usize) {
+fn print_listening(
+    local: impl std::fmt::Display,
+    backend: &str,
+    app: &str,
+    loops: usize,
+    tls: bool,
+) {
     let mut out = std::io::stdout().lock();
     let loops = if loops > 1 {
         format!(", {loops} loops")
     } else {
         String::new()
     };
+    let tls = if tls { ", TLS" } else { "" };
     let _ = writeln!(
         out,
-        "iomux: listening on {local} (backend {backend}, app {app}{loops})"
+        "iomux: listening on {local} (backend {backend}, app {app}{loops}{tls})"
     );
     let _ = out.flush();
 }
@@ -276,6 +317,8 @@ struct Server {
     backend: Backend,
     config: Config,
     listening: Listening,
+    /// Every listener's TLS, when serving TLS.
+    tls: Option<Arc<iomux::rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -286,9 +329,12 @@ impl Server {
             backend,
             config,
             listening,
+            tls,
         } = self;
         let threads = match listening {
-            Listening::One(listener) => return run_one(backend, config, listener, make_app(0)),
+            Listening::One(listener) => {
+                return run_one(backend, config, listener, tls, make_app(0));
+            }
             Listening::Group(threads) => threads,
         };
         let threads = match threads.stop_on_signals(&[iomux::SIGINT, iomux::SIGTERM]) {
@@ -300,7 +346,8 @@ impl Server {
         };
         let (local, loops) = (threads.local_addr().clone(), threads.loops());
         let app_name = make_app(0).name();
-        let ready = |backend: &str| print_listening(local, backend, app_name, loops);
+        let is_tls = tls.is_some();
+        let ready = |backend: &str| print_listening(local, backend, app_name, loops, is_tls);
         match threads.run(backend, config, make_app, ready) {
             Ok(stats) => print_summary(&stats.total()),
             Err(e) => {
@@ -312,11 +359,21 @@ impl Server {
 }
 
 /// One loop on this thread.
-fn run_one<A: App>(backend: Backend, config: Config, listener: Listener, mut app: A) -> i32 {
+fn run_one<A: App>(
+    backend: Backend,
+    config: Config,
+    listener: Listener,
+    tls: Option<Arc<iomux::rustls::ServerConfig>>,
+    mut app: A,
+) -> i32 {
+    let is_tls = tls.is_some();
     let setup = || -> std::io::Result<(EventLoop<A::State>, Addr)> {
         let local = listener.local_addr()?;
         let mut lp = EventLoop::new(backend, config)?;
-        lp.listen(listener)?;
+        match tls {
+            Some(tls) => lp.listen_tls(listener, tls)?,
+            None => lp.listen(listener)?,
+        }
         lp.stop_on_signals(&[iomux::SIGINT, iomux::SIGTERM])?;
         Ok((lp, local))
     };
@@ -327,7 +384,7 @@ fn run_one<A: App>(backend: Backend, config: Config, listener: Listener, mut app
             return 1;
         }
     };
-    print_listening(local, lp.backend_name(), app.name(), 1);
+    print_listening(local, lp.backend_name(), app.name(), 1, is_tls);
     if let Err(e) = lp.run(&mut app) {
         eprintln!("iomux: event loop failed: {e}");
         return 1;

@@ -1,0 +1,291 @@
+//! `iomux serve --tls-cert FILE --tls-key FILE`, on every backend: echo and
+//! ack over TLS, a plaintext client turned away with a reason line, a
+//! SIGTERM that flushes what a TLS client is owed and ends with
+//! `close_notify`, Unix-domain TLS, several loops; and bad certificate or
+//! key files refused with one line and the usage (run once). The
+//! certificates are made at test time.
+
+#[macro_use]
+mod common;
+
+use common::pki::{Pki, read_to_close_notify};
+use common::{LIVENESS, Rng, Server, read_to_end, seed};
+use iomux::rustls;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+
+backend_suite! {
+    tls_echo,
+    tls_ack,
+    tls_plaintext_client_turned_away,
+    tls_sigterm_flushes_then_close_notify,
+    tls_unix_domain,
+    tls_threads,
+}
+
+/// `iomux serve` on 127.0.0.1:0 with `pki`'s certificate and `extra`.
+fn start(backend: &str, pki: &Pki, extra: &[&str]) -> Server {
+    let flags = pki.serve_flags();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    let server = Server::start(backend, &args);
+    assert!(server.startup.ends_with(", TLS)"), "{}", server.startup);
+    server
+}
+
+/// 2 MB of random bytes through echo over TLS, in 64 KiB round trips;
+/// the client's `close_notify` ends it, and the server answers with its
+/// own.
+fn tls_echo(backend: &str) {
+    let pki = Pki::new(&format!("serve-echo-{backend}"));
+    let mut server = start(backend, &pki, &["--app", "echo"]);
+    let mut c = pki.connect(server.addr);
+    let data = Rng::new(seed("tls_echo", backend)).bytes(2 << 20);
+    let mut back = vec![0u8; 64 * 1024];
+    for chunk in data.chunks(back.len()) {
+        c.write_all(chunk).expect("send a chunk");
+        c.read_exact(&mut back[..chunk.len()]).expect("its echo");
+        assert!(back[..chunk.len()] == *chunk, "the echo differs");
+    }
+    c.conn.send_close_notify();
+    c.flush().expect("send close_notify");
+    let (rest, error) = read_to_close_notify(&mut c);
+    assert!(rest.is_empty() && error.is_none(), "{rest:?} {error:?}");
+    drop(c);
+    let summary = server.stop();
+    assert_eq!(summary.clients, 1);
+    assert!(summary.bytes_in > data.len() as u64, "{summary:?}");
+}
+
+/// ack over TLS: each message answered with --reply.
+fn tls_ack(backend: &str) {
+    let pki = Pki::new(&format!("serve-ack-{backend}"));
+    let mut server = start(backend, &pki, &["--reply", "secret-ok"]);
+    let mut c = pki.connect(server.addr);
+    for _ in 0..3 {
+        c.write_all(b"hello").expect("send");
+        let mut got = [0u8; 9];
+        c.read_exact(&mut got).expect("the reply");
+        assert_eq!(&got, b"secret-ok");
+    }
+    assert!(
+        server.wait_for_stdout(": hello", LIVENESS),
+        "{}",
+        server.stdout_text()
+    );
+    drop(c);
+    server.stop();
+}
+
+/// A client speaking plaintext to the TLS port is closed, with a reason
+/// line naming TLS; the server goes on serving TLS clients.
+fn tls_plaintext_client_turned_away(backend: &str) {
+    let pki = Pki::new(&format!("serve-plain-{backend}"));
+    let mut server = start(backend, &pki, &["--app", "echo"]);
+    let mut plain = server.connect();
+    let peer = plain.local_addr().unwrap();
+    plain.write_all(b"hello in the clear\n").expect("send");
+    let (back, _) = read_to_end(&mut plain);
+    // At most rustls's alert, never the echo.
+    assert!(
+        !back.windows(5).any(|w| w == b"hello"),
+        "plaintext echoed: {back:?}"
+    );
+    let logged = server.wait_stderr_until(LIVENESS, |t| {
+        t.lines()
+            .any(|l| l.contains(&peer.to_string()) && l.contains("TLS"))
+    });
+    assert!(
+        logged,
+        "no TLS reason for {peer}:\n{}",
+        server.stderr_text()
+    );
+    server.expect_disconnect_logged(peer);
+    let mut c = pki.connect(server.addr);
+    c.write_all(b"still here").expect("send");
+    let mut got = [0u8; 10];
+    c.read_exact(&mut got).expect("the echo");
+    assert_eq!(&got, b"still here");
+    drop(c);
+    assert_eq!(server.stop().clients, 2);
+}
+
+/// chat over TLS: a sender relays 8 MB of lines to a receiver that does
+/// not read them; the server has read them all when it logs the sender's
+/// disconnect. SIGTERM then: the receiver gets every line, then
+/// `close_notify` (no truncation), and the server exits 0.
+fn tls_sigterm_flushes_then_close_notify(backend: &str) {
+    let pki = Pki::new(&format!("serve-sigterm-{backend}"));
+    let mut server = start(
+        backend,
+        &pki,
+        &["--app", "chat", "--max-output", "67108864"],
+    );
+    let mut receiver = pki.connect(server.addr);
+    let receiver_addr = receiver.sock.local_addr().unwrap();
+    while receiver.conn.is_handshaking() {
+        receiver
+            .conn
+            .complete_io(&mut receiver.sock)
+            .expect("the receiver's handshake");
+    }
+    server.expect_connect_logged(receiver_addr);
+    let mut sender = pki.connect(server.addr);
+    let sender_addr = sender.sock.local_addr().unwrap();
+    let lines = 8000;
+    let line = format!("{}\n", "x".repeat(1000));
+    for _ in 0..lines {
+        sender.write_all(line.as_bytes()).expect("send a line");
+    }
+    sender.conn.send_close_notify();
+    sender.flush().expect("send close_notify");
+    sender
+        .sock
+        .shutdown(Shutdown::Write)
+        .expect("shut the write side");
+    server.expect_disconnect_logged(sender_addr);
+    server.sigterm();
+    let (got, error) = read_to_close_notify(&mut receiver);
+    assert!(
+        error.is_none(),
+        "the receiver's stream ended without close_notify after {} bytes: {error:?}",
+        got.len()
+    );
+    let relayed = format!("{sender_addr}: {line}");
+    assert_eq!(got.len(), relayed.len() * lines, "bytes relayed");
+    assert!(
+        got.chunks(relayed.len()).all(|c| c == relayed.as_bytes()),
+        "a line differs"
+    );
+    drop((receiver, sender));
+    let summary = server.expect_clean_exit();
+    assert_eq!(summary.clients, 2);
+}
+
+/// TLS over a Unix-domain socket (abstract namespace).
+fn tls_unix_domain(backend: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let pki = Pki::new(&format!("serve-unix-{backend}"));
+    let name = format!("iomux-serve-tls-{}-{backend}", std::process::id());
+    let bind = format!("unix:@{name}");
+    let flags = pki.serve_flags();
+    let mut args = vec![
+        "serve",
+        "--backend",
+        backend,
+        "--app",
+        "echo",
+        "--bind",
+        &bind,
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let mut server = Server::spawn(&args, &[]);
+    let unix = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+        .expect("connect");
+    unix.set_read_timeout(Some(LIVENESS)).unwrap();
+    let localhost = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(pki.client.clone(), localhost).unwrap();
+    let mut c = rustls::StreamOwned::new(session, unix);
+    c.write_all(b"over a unix socket").expect("send");
+    let mut got = [0u8; 18];
+    c.read_exact(&mut got).expect("the echo");
+    assert_eq!(&got, b"over a unix socket");
+    drop(c);
+    server.stop();
+}
+
+/// Two loops, both serving TLS: every client is answered.
+fn tls_threads(backend: &str) {
+    let pki = Pki::new(&format!("serve-threads-{backend}"));
+    let mut server = start(backend, &pki, &["--app", "echo", "--threads", "2"]);
+    assert!(server.startup.contains("2 loops"), "{}", server.startup);
+    let mut clients: Vec<_> = (0..8).map(|_| pki.connect(server.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let msg = format!("client {i}");
+        c.write_all(msg.as_bytes()).expect("send");
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).expect("the echo");
+        assert_eq!(got, msg.as_bytes());
+    }
+    drop(clients);
+    assert_eq!(server.stop().clients, 8);
+}
+
+/// The command line, run once: bad files are a usage mistake.
+mod cli {
+    use super::common::pki::Pki;
+    use super::common::run_to_exit;
+    use std::time::Duration;
+
+    const QUICK: Duration = Duration::from_secs(10);
+
+    /// `serve ARGS` exits 2, its one-line error naming `what`, with the
+    /// usage after it; no start-up line.
+    fn refused(args: &[&str], what: &[&str]) {
+        let mut all = vec!["serve", "--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let done = run_to_exit(&all, &[], QUICK);
+        assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+        let first = done.stderr.lines().next().unwrap_or_default();
+        for w in what {
+            assert!(first.contains(w), "{w:?} not in {first:?}\n{}", done.stderr);
+        }
+        assert!(
+            done.stderr.contains("Usage: iomux serve"),
+            "{}",
+            done.stderr
+        );
+        assert!(done.stdout.is_empty(), "stdout:\n{}", done.stdout);
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_named() {
+        let pki = Pki::new("cli-missing");
+        let missing = pki.dir.join("nope.pem").display().to_string();
+        let key = pki.key.display().to_string();
+        refused(
+            &["--tls-cert", &missing, "--tls-key", &key],
+            &["--tls-cert", &missing, "cannot read"],
+        );
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_named() {
+        let pki = Pki::new("cli-nokey");
+        let cert = pki.cert.display().to_string();
+        refused(
+            &["--tls-cert", &cert, "--tls-key", &cert],
+            &["--tls-key", "no private key"],
+        );
+    }
+
+    #[test]
+    fn a_certificate_file_without_a_certificate_is_named() {
+        let pki = Pki::new("cli-nocert");
+        let key = pki.key.display().to_string();
+        refused(
+            &["--tls-cert", &key, "--tls-key", &key],
+            &["--tls-cert", "no certificate"],
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let (a, b) = (Pki::new("cli-pair-a"), Pki::new("cli-pair-b"));
+        let (cert, key) = (a.cert.display().to_string(), b.key.display().to_string());
+        refused(
+            &["--tls-cert", &cert, "--tls-key", &key],
+            &["--tls-cert", "--tls-key"],
+        );
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        let pki = Pki::new("cli-alone");
+        let cert = pki.cert.display().to_string();
+        let done = run_to_exit(&["serve", "--tls-cert", &cert], &[], QUICK);
+        assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+        assert!(done.stderr.contains("--tls-key"), "{}", done.stderr);
+    }
+}
