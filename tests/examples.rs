@@ -29,6 +29,7 @@ backend_suite! {
     http_requests_and_errors,
     http_connection_close_and_http_1_0,
     http_deep_pipeline_read_slowly,
+    https_keep_alive_pipelined_and_close,
     resp_commands,
     resp_deep_pipeline_read_slowly,
     resp_over_limit_command_gets_an_error,
@@ -72,7 +73,7 @@ impl<A: App> App for Watched<A> {
 
 /// Reads until `want` bytes arrived or the peer closed; the bytes and
 /// whether it closed cleanly.
-fn read_exactly(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+fn read_exactly(stream: &mut impl Read, want: usize) -> Vec<u8> {
     let mut got = vec![0u8; want];
     stream.read_exact(&mut got).expect("the whole reply");
     got
@@ -184,7 +185,7 @@ fn split_response(buf: &[u8]) -> (Response, usize) {
 }
 
 /// Reads one response off `stream`.
-fn read_response(stream: &mut TcpStream) -> Response {
+fn read_response(stream: &mut impl Read) -> Response {
     let mut head = Vec::new();
     let mut byte = [0u8];
     while !head.ends_with(b"\r\n\r\n") {
@@ -264,6 +265,50 @@ fn http_connection_close_and_http_1_0(backend: &str) {
         response.assert(200, b"Hello from iomux\n", "close");
         assert_eq!(len, all.len(), "one response, then end of stream");
     }
+    server.stop(LIVENESS);
+}
+
+/// HTTPS: the example with `http::tls_config` from PEM files, over TLS
+/// with ALPN `http/1.1`: keep-alive requests, 200 pipelined `GET
+/// /bytes/1000` in one write, a body echoed, then `Connection: close`
+/// answered and ended with `close_notify`.
+fn https_keep_alive_pipelined_and_close(backend: &str) {
+    let pki = common::pki::Pki::new(&format!("https-{backend}"));
+    let tls = http::tls_config(&pki.cert, &pki.key).expect("the certificate and key");
+    let server = LoopThread::start_with(backend, http::config(), http::Http::default(), |lp| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        lp.listen_tls(listener, tls)
+            .expect("the loop takes the listener");
+        vec![addr]
+    });
+    let mut c = pki.connect(server.addr);
+    for _ in 0..3 {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        read_response(&mut c).assert(200, b"Hello from iomux\n", "keep-alive");
+    }
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let request = "GET /bytes/1000 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    c.write_all(request.repeat(200).as_bytes()).unwrap();
+    for i in 0..200 {
+        let response = read_response(&mut c);
+        assert_eq!(response.status, 200, "response {i}");
+        assert_eq!(response.body, [b'x'; 1000], "response {i}");
+    }
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    read_response(&mut c).assert(200, b"hello", "keep-alive");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (all, error) = common::pki::read_to_close_notify(&mut c);
+    assert!(error.is_none(), "ended without close_notify: {error:?}");
+    let (response, len) = split_response(&all);
+    response.assert(200, b"Hello from iomux\n", "close");
+    assert_eq!(len, all.len(), "one response, then close_notify");
+    // The server may linger for the client's close (its last bytes not
+    // yet acknowledged): close, then stop.
+    drop(c);
     server.stop(LIVENESS);
 }
 

@@ -11,6 +11,16 @@
 //! wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //! ```
 //!
+//! Given a PEM certificate chain and its key it serves HTTPS instead (TLS
+//! 1.2 and 1.3, ALPN `http/1.1`):
+//!
+//! ```sh
+//! cargo run --release --example http 127.0.0.1:8443 --tls-cert cert.pem --tls-key key.pem
+//! curl --cacert cert.pem https://localhost:8443/
+//! wrk -t1 -c50 -d5s https://127.0.0.1:8443/
+//! h2load --h1 -n 10000 -c 50 https://127.0.0.1:8443/
+//! ```
+//!
 //! Routes: `GET /` (and `HEAD /`) says hello; `GET /bytes/N` answers N bytes (at most
 //! 16 MiB); `POST /echo` answers its body. The request loop stops between
 //! requests when the connection's output is full ([`Ctx::output_full`]):
@@ -18,6 +28,12 @@
 //! client pipelining thousands of requests gets every reply and the
 //! server's memory stays bounded.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use iomux::rustls::pki_types::pem::PemObject;
+use iomux::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use iomux::rustls::{self, ServerConfig};
 use iomux::{App, Backend, Config, ConnId, Ctx, EventLoop, Limit, SIGINT, SIGTERM};
 
 #[path = "../common/logger.rs"]
@@ -276,19 +292,86 @@ pub fn config() -> Config {
     config
 }
 
+/// The TLS config of an HTTPS server: the PEM certificate chain in `cert`
+/// (the server's first), its PEM private key in `key`, ALPN `http/1.1`.
+///
+/// # Errors
+/// Which file could not be read or used, and why.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    use rustls::pki_types::pem::Error;
+    let said = |path: &Path, e: Error| match e {
+        Error::Io(e) => format!("{}: {e}", path.display()),
+        Error::NoItemsFound => format!("{}: no PEM item of the kind expected", path.display()),
+        e => format!("{}: not valid PEM ({e:?})", path.display()),
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| said(cert, e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| said(key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key_der))
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+const USAGE: &str = "usage: http [ADDR] [--tls-cert FILE --tls-key FILE]   \
+                     (backend from $IOMUX_BACKEND, log level from $RUST_LOG)";
+
 #[allow(dead_code)] // the tests include this file for `Http`, not `main`
 fn main() -> std::io::Result<()> {
     logger::install();
-    let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
-    let Ok(addr) = addr.parse() else {
-        eprintln!("usage: http [ADDR]   (backend from $IOMUX_BACKEND, log level from $RUST_LOG)");
+    let usage = |why: &str| -> ! {
+        eprintln!("http: {why}\n{USAGE}");
         std::process::exit(2);
+    };
+    let (mut addr, mut cert, mut key) = (None, None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tls-cert" => {
+                cert = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("--tls-cert needs a FILE")),
+                )
+            }
+            "--tls-key" => {
+                key = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("--tls-key needs a FILE")),
+                )
+            }
+            _ if addr.is_none() => match arg.parse() {
+                Ok(a) => addr = Some(a),
+                Err(_) => usage(&format!("not an address: {arg}")),
+            },
+            _ => usage(&format!("unexpected {arg}")),
+        }
+    }
+    let addr: std::net::SocketAddr = addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => match tls_config(Path::new(&cert), Path::new(&key)) {
+            Ok(tls) => Some(tls),
+            Err(e) => usage(&e),
+        },
+        (None, None) => None,
+        _ => usage("--tls-cert and --tls-key go together"),
     };
     let backend = Backend::from_env().map_err(std::io::Error::other)?;
     let mut lp = EventLoop::new(backend, config())?;
-    lp.listen(iomux::net::tcp_listener(addr)?)?;
+    let listener = iomux::net::tcp_listener(addr)?;
+    let https = if tls.is_some() { ", HTTPS" } else { "" };
+    match tls {
+        Some(tls) => lp.listen_tls(listener, tls)?,
+        None => lp.listen(listener)?,
+    }
     lp.stop_on_signals(&[SIGINT, SIGTERM])?;
-    println!("http: listening on {addr} (backend {})", lp.backend_name());
+    println!(
+        "http: listening on {addr} (backend {}{https})",
+        lp.backend_name()
+    );
     lp.run(&mut Http::default())
 }
 
