@@ -429,16 +429,27 @@ impl Conn {
             io.output.drain(..io.written);
             io.written = 0;
         }
-        let for_socket = io.for_socket();
         match io.tls.as_deref_mut() {
-            Some(tls) => {
-                tls.settle(for_socket);
-                tls.seal(data, &mut io.output);
-            }
+            Some(tls) => tls.seal(data),
             None => io.output.extend_from_slice(data),
         }
         if io.pending() > high_water {
             self.set(Flags::FULL, true);
+        }
+    }
+
+    /// On a TLS connection, seals the plaintext the app sent since the
+    /// last write into the output (see `crate::tls`), settling what the
+    /// socket took; nothing on a plain connection. The driver calls it
+    /// before each write.
+    pub(crate) fn seal_output(&mut self) {
+        let Some(io) = self.io.as_deref_mut() else {
+            return;
+        };
+        let for_socket = io.for_socket();
+        if let Some(tls) = io.tls.as_deref_mut() {
+            tls.settle(for_socket);
+            tls.seal_held(&mut io.output);
         }
     }
 
@@ -583,7 +594,9 @@ impl Conn {
         if self.phase == Phase::Connecting {
             return Interest::WRITABLE; // the connect's outcome
         }
-        let for_socket = self.io().is_some_and(|io| io.for_socket() > 0);
+        let for_socket = self.io().is_some_and(|io| {
+            io.for_socket() > 0 || io.tls.as_deref().is_some_and(Tls::has_sealable)
+        });
         Interest::new(self.may_read(max_jobs), for_socket)
     }
 

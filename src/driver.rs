@@ -230,6 +230,7 @@ impl Driver {
         id: ConnId,
         now: Instant,
     ) -> io::Result<(usize, Flush)> {
+        conn.seal_output();
         match &mut self.model {
             Model::Readiness { .. } => self.flush(conn, id, now),
             Model::Completion(ring) => {
@@ -272,6 +273,7 @@ impl Driver {
         now: Instant,
     ) -> io::Result<usize> {
         let mut taken = 0;
+        conn.seal_output();
         if let Model::Completion(ring) = &mut self.model
             && let Some(key) = conn.send_in_flight()
         {
