@@ -394,8 +394,9 @@ impl Conn {
             Phase::Open => self.may_deliver(max_jobs),
             // A TLS connection closing after its output, or with the loop,
             // may owe output that waits for its handshake: read on until
-            // the handshake is done (its timeout bounds that).
-            Phase::Draining | Phase::Stopping => self.tls().is_some_and(Tls::handshaking),
+            // the handshake is done (its timeout bounds that), unless
+            // rustls gave up on it.
+            Phase::Draining | Phase::Stopping => self.tls().is_some_and(Tls::owes_after_handshake),
             _ => false,
         }
     }

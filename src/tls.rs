@@ -203,6 +203,25 @@ mod enabled {
             }
         }
 
+        /// rustls gave up: nothing more is sealed, and plaintext that
+        /// waited for the handshake never will be (it owes nothing).
+        fn fail(&mut self) {
+            self.failed = true;
+            self.held = Vec::new();
+        }
+
+        /// Whether plaintext waits for a handshake that may still finish:
+        /// a connection closing after its output reads on until it has.
+        pub(crate) fn owes_after_handshake(&self) -> bool {
+            !self.failed && !self.held.is_empty() && self.handshaking()
+        }
+
+        /// Whether the handshake is going on and may still finish (not
+        /// given up by rustls).
+        pub(crate) fn handshake_pending(&self) -> bool {
+            !self.failed && self.handshaking()
+        }
+
         /// Whether [`Tls::seal_held`] has plaintext to seal now.
         pub(crate) fn has_sealable(&self) -> bool {
             !self.held.is_empty() && !self.handshaking()
@@ -256,14 +275,14 @@ mod enabled {
                     // happen with plaintext drained after every record,
                     // but never spin on it.
                     Err(e) => {
-                        self.failed = true;
+                        self.fail();
                         return Err(rustls::Error::General(format!("TLS input: {e}")));
                     }
                 };
                 let state = match self.session.process_new_packets() {
                     Ok(state) => state,
                     Err(e) => {
-                        self.failed = true;
+                        self.fail();
                         self.drain(out);
                         return Err(e);
                     }
@@ -274,7 +293,7 @@ mod enabled {
                     plain.resize(start + n, 0);
                     if let Err(e) = self.session.reader().read_exact(&mut plain[start..]) {
                         plain.truncate(start);
-                        self.failed = true;
+                        self.fail();
                         return Err(rustls::Error::General(format!("TLS plaintext: {e}")));
                     }
                 }
@@ -364,6 +383,9 @@ mod disabled {
             match *self {}
         }
         pub(crate) fn has_sealable(&self) -> bool {
+            match *self {}
+        }
+        pub(crate) fn owes_after_handshake(&self) -> bool {
             match *self {}
         }
         pub(crate) fn seal_held(&mut self, _: &mut Vec<u8>) {

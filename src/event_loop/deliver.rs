@@ -39,7 +39,11 @@ impl<S: Default> EventLoop<S> {
             match conn.phase {
                 Phase::Open | Phase::Stopping => return self.tls_arrived(app, id, bytes),
                 // Read only to finish the handshake.
-                Phase::Draining if conn.tls().is_some_and(crate::tls::Tls::handshaking) => {
+                Phase::Draining
+                    if conn
+                        .tls()
+                        .is_some_and(crate::tls::Tls::owes_after_handshake) =>
+                {
                     return self.tls_arrived(app, id, bytes);
                 }
                 // After `close_notify` (or the peer's end), nothing counts.

@@ -204,7 +204,7 @@ impl<S: Default> EventLoop<S> {
             .shared
             .live(id)
             .and_then(|c| c.tls())
-            .is_some_and(Tls::handshaking)
+            .is_some_and(Tls::handshake_pending)
         {
             let timeout = self.shared.config.tls_handshake_timeout;
             self.shared
