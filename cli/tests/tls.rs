@@ -1,9 +1,11 @@
 //! `iomux serve --tls-cert FILE --tls-key FILE`, on every backend: echo and
 //! ack over TLS, a plaintext client turned away with a reason line, a
 //! SIGTERM that flushes what a TLS client is owed and ends with
-//! `close_notify`, Unix-domain TLS, several loops; and bad certificate or
-//! key files refused with one line and the usage (run once). The
-//! certificates are made at test time.
+//! `close_notify`, Unix-domain TLS, several loops; `iomux bench --tls`
+//! against it, keep-alive and a new connection per request; and bad
+//! certificate or key files, or a bench without a CA to trust, refused
+//! with one line and the usage (run once). The certificates are made at
+//! test time.
 
 #[macro_use]
 mod common;
@@ -21,6 +23,9 @@ backend_suite! {
     tls_sigterm_flushes_then_close_notify,
     tls_unix_domain,
     tls_threads,
+    bench_tls_keep_alive,
+    bench_tls_new_connection_per_request,
+    bench_tls_refuses_an_untrusted_server,
 }
 
 /// `iomux serve` on 127.0.0.1:0 with `pki`'s certificate and `extra`.
@@ -212,6 +217,107 @@ fn tls_threads(backend: &str) {
     assert_eq!(server.stop().clients, 8);
 }
 
+/// `iomux bench --tls --tls-ca CA` on `backend` against `server`, with
+/// `extra`; its exit code and output.
+fn bench(backend: &str, server: &Server, ca: &std::path::Path, extra: &[&str]) -> common::Finished {
+    let addr = server.addr.to_string();
+    let ca = ca.display().to_string();
+    let mut args = vec![
+        "bench",
+        "--addr",
+        &addr,
+        "--backend",
+        backend,
+        "--tls",
+        "--tls-ca",
+        &ca,
+        "--tls-name",
+        "localhost",
+        "-d",
+        "0.5",
+        "--warmup",
+        "0.1",
+    ];
+    args.extend_from_slice(extra);
+    common::run_to_exit(&args, &[], LIVENESS)
+}
+
+/// Keep-alive load over TLS: requests answered, checked byte for byte, no
+/// error.
+fn bench_tls_keep_alive(backend: &str) {
+    let pki = Pki::new(&format!("bench-ka-{backend}"));
+    let mut server = start(backend, &pki, &["--app", "echo", "-q"]);
+    let done = bench(backend, &server, &pki.ca, &["-c", "8", "-P", "4", "--json"]);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}
+{}",
+        done.stdout,
+        done.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("JSON");
+    assert!(json["requests"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["errors"]["resets"], 0, "{json}");
+    server.stop();
+}
+
+/// `--new-conn`: every request on a connection of its own, each a full
+/// handshake; the server saw as many clients as the bench completed, or
+/// more.
+fn bench_tls_new_connection_per_request(backend: &str) {
+    let pki = Pki::new(&format!("bench-nc-{backend}"));
+    let mut server = start(backend, &pki, &["--app", "echo", "-q"]);
+    let done = bench(backend, &server, &pki.ca, &["-c", "4", "--new-conn"]);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}
+{}",
+        done.stdout,
+        done.stderr
+    );
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.contains("TLS connections (full handshakes): "))
+        .unwrap_or_else(|| panic!("no handshake count:\n{}", done.stdout));
+    let count: u64 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    assert!(count > 0, "{line}");
+    assert!(done.stdout.contains("errors: 0"), "{}", done.stdout);
+    let summary = server.stop();
+    assert!(summary.clients >= count, "{summary:?} vs {count}");
+}
+
+/// A server whose certificate the bench does not trust: every connection
+/// fails its handshake, the run exits 1 saying so.
+fn bench_tls_refuses_an_untrusted_server(backend: &str) {
+    let (pki, other) = (
+        Pki::new(&format!("bench-untrusted-{backend}")),
+        Pki::new(&format!("bench-other-{backend}")),
+    );
+    let mut server = start(backend, &pki, &["--app", "echo", "-q"]);
+    for extra in [&["-c", "2"][..], &["-c", "2", "--new-conn"]] {
+        let done = bench(backend, &server, &other.ca, extra);
+        assert_eq!(
+            done.status.code(),
+            Some(1),
+            "{}
+{}",
+            done.stdout,
+            done.stderr
+        );
+        assert!(done.stderr.contains("certificate"), "{}", done.stderr);
+    }
+    server.stop();
+}
+
 /// The command line, run once: bad files are a usage mistake.
 mod cli {
     use super::common::pki::Pki;
@@ -278,6 +384,28 @@ mod cli {
             &["--tls-cert", &cert, "--tls-key", &key],
             &["--tls-cert", "--tls-key"],
         );
+    }
+
+    #[test]
+    fn bench_tls_needs_a_ca_or_insecure() {
+        let done = run_to_exit(&["bench", "--tls", "-d", "0.1"], &[], QUICK);
+        assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+        assert!(done.stderr.contains("--tls-ca"), "{}", done.stderr);
+        assert!(done.stderr.contains("--tls-insecure"), "{}", done.stderr);
+        let done = run_to_exit(
+            &[
+                "bench",
+                "--tls",
+                "--tls-ca",
+                "/nonexistent.pem",
+                "-d",
+                "0.1",
+            ],
+            &[],
+            QUICK,
+        );
+        assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+        assert!(done.stderr.contains("/nonexistent.pem"), "{}", done.stderr);
     }
 
     #[test]

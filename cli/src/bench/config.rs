@@ -49,6 +49,8 @@ pub struct BenchConfig {
     /// Set (e.g. by a SIGINT handler) to end the run early; the result
     /// then says `interrupted`.
     pub cancel: Arc<AtomicBool>,
+    /// Connect over TLS with this (`--tls`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl BenchConfig {
@@ -74,6 +76,7 @@ impl BenchConfig {
             connect_rate: None,
             interval: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            tls: None,
         }
     }
 

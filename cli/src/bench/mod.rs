@@ -27,6 +27,7 @@
 //! blocking it, and the load starts once every thread's are open
 //! (`open.rs`): the connect time is reported apart from the window.
 
+pub mod churn;
 mod config;
 mod load;
 mod open;

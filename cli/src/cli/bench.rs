@@ -151,6 +151,8 @@ pub struct BenchArgs {
     /// Print the result (or the error) as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: super::bench_tls::TlsArgs,
 }
 
 /// `--request`'s bytes: TEXT unescaped, or @FILE's raw bytes.
@@ -235,7 +237,6 @@ impl BenchArgs {
             pipeline: self.pipeline as usize,
             idle: self.idle as usize,
             size,
-            mode,
             warmup: self.warmup,
             duration: self.duration,
             threads: self.threads as usize,
@@ -248,6 +249,8 @@ impl BenchArgs {
             connect_rate: self.connect_rate,
             interval: self.interval,
             cancel: Arc::new(AtomicBool::new(false)),
+            tls: self.tls.client(&self.addr.text, &mode)?,
+            mode,
         })
     }
 }
@@ -277,6 +280,9 @@ pub fn run(args: BenchArgs) -> i32 {
             config.cancel.clone(),
         );
         let _ = signal_hook::flag::register(signal, config.cancel.clone());
+    }
+    if args.tls.new_conn {
+        return super::bench_tls::run_new_conn(&config);
     }
     let observer = args.interval.map(|_| interval_printer(args.csv, args.json));
     let result = match bench::run(&config, observer) {

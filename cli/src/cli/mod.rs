@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 mod bench;
+mod bench_tls;
 mod compare;
 mod duration;
 mod logger;

@@ -73,7 +73,12 @@ impl LoadGen {
     }
 
     pub(super) fn start_connect(&mut self, ctx: &mut Ctx<'_>, attempt: Attempt) {
-        match ctx.connect(self.opener.addr()) {
+        let addr = self.opener.addr().clone();
+        let started = match &self.tls {
+            Some(tls) => ctx.connect_tls(addr, tls.config.clone(), tls.name.clone()),
+            None => ctx.connect(addr),
+        };
+        match started {
             Ok(id) => self.opener.started(id, attempt),
             Err(e) => self.connect_failed(ctx, attempt, e),
         }

@@ -122,6 +122,8 @@ pub(crate) struct LoadGen {
     /// The connect timer and the retry timer are armed.
     connect_timer: bool,
     retry_timer: bool,
+    /// Connect over TLS with this (`--tls`).
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl LoadGen {
@@ -174,6 +176,7 @@ impl LoadGen {
             connect_timeout: config.connect_timeout,
             connect_timer: false,
             retry_timer: false,
+            tls: config.tls.clone(),
         }
     }
 
