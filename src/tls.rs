@@ -112,6 +112,8 @@ mod enabled {
         sealed: VecDeque<Sealed>,
         /// The plaintext of `sealed`.
         sealed_plain: usize,
+        /// Ciphertext the socket had taken at the last [`Tls::settle`].
+        settled: u64,
         /// `close_notify` is queued: nothing more may be sent.
         notified: bool,
         /// rustls refused the peer: no `close_notify` after its alert.
@@ -145,6 +147,7 @@ mod enabled {
                 cipher_total: 0,
                 sealed: VecDeque::new(),
                 sealed_plain: 0,
+                settled: 0,
                 notified: false,
                 failed: false,
             })
@@ -177,10 +180,17 @@ mod enabled {
             pending + self.held.len()
         }
 
+        /// How many sealed sends it remembers (for the tests).
+        #[cfg(test)]
+        pub(crate) fn sealed_entries(&self) -> usize {
+            self.sealed.len()
+        }
+
         /// Forgets sealed sends the socket has taken in full (with
         /// `for_socket` bytes of ciphertext still queued or in a send).
         pub(crate) fn settle(&mut self, for_socket: usize) {
             let written = self.cipher_total.saturating_sub(for_socket as u64);
+            self.settled = written;
             while let Some(s) = self.sealed.front()
                 && s.end <= written
             {
@@ -247,12 +257,24 @@ mod enabled {
             let _ = self.session.writer().write_all(plain);
             let start = self.cipher_total;
             self.drain(out);
+            let len = (self.cipher_total - start) as usize;
+            self.sealed_plain += plain.len();
+            // A send after one the socket has not begun to take joins it:
+            // a peer that does not read leaves one entry, not one per
+            // write.
+            if let Some(last) = self.sealed.back_mut()
+                && last.end - last.len as u64 >= self.settled
+            {
+                last.end = self.cipher_total;
+                last.len += len;
+                last.plain += plain.len();
+                return;
+            }
             self.sealed.push_back(Sealed {
                 end: self.cipher_total,
-                len: (self.cipher_total - start) as usize,
+                len,
                 plain: plain.len(),
             });
-            self.sealed_plain += plain.len();
         }
 
         /// Decrypts `cipher` (what a read or a receive brought): plaintext
@@ -394,5 +416,127 @@ mod disabled {
         pub(crate) fn close_notify(&mut self, _: &mut Vec<u8>) -> bool {
             match *self {}
         }
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::Tls;
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+
+    /// A server session and a client session that finished their
+    /// handshake through byte buffers.
+    fn pair() -> (Box<Tls>, Box<Tls>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut s = Tls::server(&Arc::new(server)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = Tls::client(Arc::new(client), name).unwrap();
+        let (mut to_s, mut to_c, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        c.drain(&mut to_s);
+        for _ in 0..4 {
+            s.open(&std::mem::take(&mut to_s), &mut to_c, &mut plain)
+                .unwrap();
+            c.open(&std::mem::take(&mut to_c), &mut to_s, &mut plain)
+                .unwrap();
+        }
+        assert!(
+            !s.handshaking() && !c.handshaking(),
+            "the handshake finished"
+        );
+        (s, c)
+    }
+
+    /// What the server's sends of `plain` put on the wire, sealed at a
+    /// write that finds `for_socket` bytes of ciphertext still queued.
+    fn sealed(s: &mut Tls, for_socket: usize, sends: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.settle(for_socket);
+        for p in sends {
+            s.seal(p);
+        }
+        s.seal_held(&mut out);
+        out
+    }
+
+    #[test]
+    fn pending_output_is_the_apps_plaintext() {
+        let (mut s, mut c) = pair();
+        // Ten sends of 10 bytes in one turn: 100 bytes pending, one record.
+        let sends = [&b"0123456789"[..]; 10];
+        for p in sends {
+            s.seal(p);
+        }
+        assert_eq!(s.plain_pending(0), 100, "held until the write");
+        let mut wire = Vec::new();
+        s.seal_held(&mut wire);
+        assert_eq!(wire.len(), 100 + 22, "one TLS 1.3 record");
+        assert_eq!(s.plain_pending(wire.len()), 100, "nothing written yet");
+        assert_eq!(s.plain_pending(wire.len() / 2), 50, "half written");
+        assert_eq!(s.plain_pending(1), 1, "rounded up, never 0 early");
+        assert_eq!(s.plain_pending(0), 0, "all written");
+        s.settle(0);
+        let (mut back, mut plain) = (Vec::new(), Vec::new());
+        c.open(&wire, &mut back, &mut plain).unwrap();
+        assert_eq!(plain, b"0123456789".repeat(10));
+    }
+
+    #[test]
+    fn writes_the_socket_has_not_begun_to_take_count_as_one() {
+        let (mut s, _) = pair();
+        let mut queued = 0;
+        for _ in 0..1000 {
+            queued += sealed(&mut s, queued, &[b"x"]).len();
+        }
+        // The peer took nothing: one entry for a thousand writes.
+        s.settle(queued);
+        assert_eq!(s.sealed_entries(), 1);
+        assert_eq!(s.plain_pending(queued), 1000);
+        // Then it takes all of them.
+        s.settle(0);
+        assert_eq!(s.sealed_entries(), 0);
+        assert_eq!(s.plain_pending(0), 0);
+    }
+
+    #[test]
+    fn a_session_rustls_gave_up_on_owes_nothing_it_held() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = Tls::client(Arc::new(client), name).unwrap();
+        c.seal(b"hello");
+        assert!(c.owes_after_handshake());
+        assert_eq!(c.plain_pending(0), 5);
+        let (mut out, mut plain) = (Vec::new(), Vec::new());
+        let garbage = [0x16, 0x03, 0x03, 0x00, 0x04, 0xff, 0, 0, 0];
+        assert!(c.open(&garbage, &mut out, &mut plain).is_err());
+        assert!(!c.owes_after_handshake() && c.write_closed());
+        assert_eq!(c.plain_pending(0), 0);
+        assert!(!c.close_notify(&mut out), "its alert said it all");
     }
 }

@@ -315,6 +315,28 @@ impl Ctx<'_> {
     /// The protocol `conn`'s TLS handshake agreed by ALPN (`b"h2"`,
     /// `b"http/1.1"`), once it is done; `None` if none was, or for a plain
     /// connection.
+    ///
+    /// ```
+    /// use iomux::{App, ConnId, Ctx};
+    ///
+    /// /// Says which protocol and name each TLS client asked for.
+    /// struct Hello;
+    ///
+    /// impl App for Hello {
+    ///     type State = ();
+    ///     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), input: &[u8]) -> usize {
+    ///         // on_data comes after the handshake: both are known by now.
+    ///         let alpn = ctx.tls_alpn(conn).map(String::from_utf8_lossy);
+    ///         let reply = format!(
+    ///             "protocol {}, name {}\n",
+    ///             alpn.as_deref().unwrap_or("none"),
+    ///             ctx.tls_server_name(conn).unwrap_or("none"),
+    ///         );
+    ///         let _ = ctx.send(conn, reply.as_bytes());
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
     pub fn tls_alpn(&self, conn: ConnId) -> Option<&[u8]> {
         self.shared.live(conn)?.tls()?.alpn()
     }

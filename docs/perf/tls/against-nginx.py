@@ -14,8 +14,8 @@ and the server's CPU (utime + stime of its process, /proc/PID/stat)
 over each. Prints one line per measurement and the medians; stops what
 it started by PID.
 
-Usage (from the repository root, after `cargo build --release --example
-http -p iomux-cli --bins`... see docs/performance.md#tls):
+Usage, from the repository root (needs wrk, openssl, curl and nginx):
+  cargo build --release --example http && cargo build --release -p iomux-cli
   python3 docs/perf/tls/against-nginx.py
 Environment: DUR (seconds per measurement, 10), ROUNDS (3),
 BACKEND (the http example's IOMUX_BACKEND, epoll), NGINX (/usr/sbin/nginx).
