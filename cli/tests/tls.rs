@@ -19,6 +19,7 @@ use std::net::Shutdown;
 backend_suite! {
     tls_echo,
     tls_ack,
+    tls_hash,
     tls_plaintext_client_turned_away,
     tls_sigterm_flushes_then_close_notify,
     tls_unix_domain,
@@ -78,6 +79,39 @@ fn tls_ack(backend: &str) {
         "{}",
         server.stdout_text()
     );
+    drop(c);
+    server.stop();
+}
+
+/// hash over TLS, inline and offloaded to a worker: the digests come back
+/// in request order.
+fn tls_hash(backend: &str) {
+    let pki = Pki::new(&format!("serve-hash-{backend}"));
+    let mut server = start(
+        backend,
+        &pki,
+        &[
+            "--app",
+            "hash",
+            "--workers",
+            "1",
+            "--offload-above",
+            "2",
+            "-q",
+        ],
+    );
+    let mut c = pki.connect(server.addr);
+    c.write_all(b"hash 1 abc\nhash 3 abc\nhash 1 abc\n")
+        .expect("send");
+    let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+    let mut got = vec![0u8; abc.len() * 3];
+    c.read_exact(&mut got).expect("three digests");
+    let got = String::from_utf8_lossy(&got).into_owned();
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 3, "{got}");
+    assert_eq!(format!("{}\n", lines[0]), abc);
+    assert_eq!(format!("{}\n", lines[2]), abc);
+    assert_ne!(lines[1], lines[0], "3 iterations differ from 1");
     drop(c);
     server.stop();
 }
