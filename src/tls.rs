@@ -389,9 +389,6 @@ mod disabled {
     pub(crate) enum ServerTls {}
 
     impl Tls {
-        pub(crate) fn handshaking(&self) -> bool {
-            match *self {}
-        }
         pub(crate) fn plain_pending(&self, _: usize) -> usize {
             match *self {}
         }
