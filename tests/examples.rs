@@ -1,7 +1,8 @@
 //! The HTTP and RESP examples, served by the loop on every backend and
 //! driven by this suite's own clients: correctness, errors, and a deep
 //! pipelined burst of large replies read slowly (every reply arrives, the
-//! connection stays, output stays bounded).
+//! connection stays, output stays bounded); for RESP also `SET`'s
+//! options, keys that expire (looked up or not) and `CONFIG GET`.
 
 #[macro_use]
 mod common;
@@ -22,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{LIVENESS, LoopThread};
-use iomux::{App, Config, ConnId, Ctx, Limit};
+use iomux::{App, Config, ConnId, Ctx, Limit, TimerId};
 
 backend_suite! {
     http_requests_and_errors,
@@ -31,6 +32,10 @@ backend_suite! {
     resp_commands,
     resp_deep_pipeline_read_slowly,
     resp_over_limit_command_gets_an_error,
+    resp_set_options_and_ttls,
+    resp_keys_expire_when_looked_up,
+    resp_keys_expire_unasked,
+    resp_config_get_for_redis_benchmark,
 }
 
 /// Wraps an app to record the most output ever pending on a connection
@@ -59,6 +64,9 @@ impl<A: App> App for Watched<A> {
     }
     fn on_limit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, st: &mut A::State, limit: Limit) {
         self.inner.on_limit(ctx, conn, st, limit)
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId) {
+        self.inner.on_timer(ctx, timer)
     }
 }
 
@@ -404,5 +412,211 @@ fn resp_over_limit_command_gets_an_error(backend: &str) {
     let _ = c.shutdown(Shutdown::Both);
     other.write_all(b"PING\r\n").unwrap();
     assert_eq!(read_exactly(&mut other, 7), b"+PONG\r\n");
+    server.stop(LIVENESS);
+}
+
+/// Reads one RESP reply off `stream`, whole (a bulk string's body, an
+/// array's elements), as the bytes that came.
+fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("a reply line");
+        line.push(byte[0]);
+    }
+    let count = || -> i64 {
+        std::str::from_utf8(&line[1..line.len() - 2])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a length in {:?}", String::from_utf8_lossy(&line)))
+    };
+    match line[0] {
+        b'$' if count() >= 0 => {
+            let body = read_exactly(stream, count() as usize + 2);
+            [line, body].concat()
+        }
+        b'*' => {
+            let mut all = line.clone();
+            for _ in 0..count().max(0) {
+                all.extend(read_reply(stream));
+            }
+            all
+        }
+        _ => line,
+    }
+}
+
+/// Sends the command `words` (split at spaces) and reads its reply.
+fn ask(stream: &mut TcpStream, words: &str) -> String {
+    let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+    stream.write_all(&resp_command(&args)).unwrap();
+    String::from_utf8_lossy(&read_reply(stream)).into_owned()
+}
+
+/// Each `(command, reply)` in turn on `stream`.
+fn resp_script(stream: &mut TcpStream, steps: &[(&str, &str)]) {
+    for (words, want) in steps {
+        assert_eq!(ask(stream, words), *want, "{words}");
+    }
+}
+
+/// The integer of an integer reply.
+fn integer(reply: &str) -> i64 {
+    reply
+        .strip_prefix(':')
+        .and_then(|r| r.strip_suffix("\r\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an integer reply, not {reply:?}"))
+}
+
+/// Asks `words` until the reply is `want`, for at most five seconds.
+fn ask_until(stream: &mut TcpStream, words: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = ask(stream, words);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{words}: still {got:?}, not {want:?}, after 5 s"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `SET`'s conditions, `GET`, `KEEPTTL` and its errors over the wire, and
+/// what `TTL`/`PTTL`/`EXPIRE`/`PERSIST` say of the keys it made.
+fn resp_set_options_and_ttls(backend: &str) {
+    let server = LoopThread::start(backend, Config::default(), resp::Resp::default());
+    let mut c = server.connect();
+    resp_script(
+        &mut c,
+        &[
+            ("SET k v NX", "+OK\r\n"),
+            ("SET k w NX", "$-1\r\n"),
+            ("SET x v XX", "$-1\r\n"),
+            ("EXISTS x", ":0\r\n"),
+            ("SET k w XX GET", "$1\r\nv\r\n"),
+            ("SET k v NX XX", "-ERR syntax error\r\n"),
+            ("SET k v EX 10 PX 100", "-ERR syntax error\r\n"),
+            (
+                "SET k v EX ten",
+                "-ERR value is not an integer or out of range\r\n",
+            ),
+            (
+                "SET k v EX 0",
+                "-ERR invalid expire time in 'set' command\r\n",
+            ),
+            (
+                "SET k v PX -1",
+                "-ERR invalid expire time in 'set' command\r\n",
+            ),
+            ("GET k", "$1\r\nw\r\n"),
+            ("TTL k", ":-1\r\n"),
+            ("TTL nope", ":-2\r\n"),
+            ("PTTL nope", ":-2\r\n"),
+            ("SET k v EX 100", "+OK\r\n"),
+        ],
+    );
+    let ttl = integer(&ask(&mut c, "TTL k"));
+    assert!((99..=100).contains(&ttl), "TTL {ttl}");
+    assert_eq!(ask(&mut c, "SET k w KEEPTTL"), "+OK\r\n");
+    let pttl = integer(&ask(&mut c, "PTTL k"));
+    assert!((1..=100_000).contains(&pttl), "PTTL {pttl} after KEEPTTL");
+    resp_script(
+        &mut c,
+        &[
+            ("SET k v", "+OK\r\n"),
+            ("TTL k", ":-1\r\n"),
+            ("EXPIRE k 100", ":1\r\n"),
+            ("PERSIST k", ":1\r\n"),
+            ("TTL k", ":-1\r\n"),
+            ("PEXPIRE k 0", ":1\r\n"),
+            ("GET k", "$-1\r\n"),
+        ],
+    );
+    server.stop(LIVENESS);
+}
+
+/// A key set with `PX 50` is there at once and gone once its time has
+/// passed, to every command that asks; a plain `SET` of another key
+/// keeps it for good.
+fn resp_keys_expire_when_looked_up(backend: &str) {
+    let server = LoopThread::start(backend, Config::default(), resp::Resp::default());
+    let mut c = server.connect();
+    resp_script(
+        &mut c,
+        &[
+            ("SET k v PX 50", "+OK\r\n"),
+            ("SET kept v PX 50", "+OK\r\n"),
+            ("SET kept w", "+OK\r\n"),
+            ("INCR n", ":1\r\n"),
+            ("PEXPIRE n 50", ":1\r\n"),
+        ],
+    );
+    ask_until(&mut c, "GET k", "$-1\r\n");
+    ask_until(&mut c, "INCR n", ":1\r\n"); // a fresh counter
+    resp_script(
+        &mut c,
+        &[
+            ("EXISTS k", ":0\r\n"),
+            ("TTL k", ":-2\r\n"),
+            ("DEL k", ":0\r\n"),
+            ("GET kept", "$1\r\nw\r\n"),
+            ("TTL n", ":-1\r\n"),
+        ],
+    );
+    server.stop(LIVENESS);
+}
+
+/// 2,500 keys with `PX 30` (more than one firing of the expiry timer
+/// removes) nobody asks for again leave `DBSIZE` by themselves; a key
+/// without a deadline stays.
+fn resp_keys_expire_unasked(backend: &str) {
+    const KEYS: usize = 2500;
+    let server = LoopThread::start(backend, Config::default(), resp::Resp::default());
+    let mut c = server.connect();
+    let mut burst = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("key:{i}");
+        burst.extend(resp_command(&[b"SET", key.as_bytes(), b"v", b"PX", b"30"]));
+    }
+    burst.extend(resp_command(&[b"SET", b"stays", b"v"]));
+    let writer = write_all_in_background(&c, burst);
+    assert_eq!(
+        read_exactly(&mut c, 5 * (KEYS + 1)),
+        b"+OK\r\n".repeat(KEYS + 1)
+    );
+    writer.join().expect("the writer");
+    ask_until(&mut c, "DBSIZE", ":1\r\n");
+    assert_eq!(ask(&mut c, "GET stays"), "$1\r\nv\r\n");
+    server.stop(LIVENESS);
+}
+
+/// What `redis-benchmark` asks before it starts (both at once, as it
+/// does), answered as Redis answers; a glob; an unknown parameter.
+fn resp_config_get_for_redis_benchmark(backend: &str) {
+    let server = LoopThread::start(backend, Config::default(), resp::Resp::default());
+    let mut c = server.connect();
+    let mut both = resp_command(&[b"CONFIG", b"GET", b"save"]);
+    both.extend(resp_command(&[b"CONFIG", b"GET", b"appendonly"]));
+    c.write_all(&both).unwrap();
+    let want = "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n";
+    assert_eq!(read_exactly(&mut c, want.len()), want.as_bytes());
+    resp_script(
+        &mut c,
+        &[
+            (
+                "CONFIG GET append*",
+                "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+            ),
+            ("CONFIG GET nosuch", "*0\r\n"),
+            (
+                "CONFIG GET",
+                "-ERR wrong number of arguments for 'config|get' command\r\n",
+            ),
+        ],
+    );
     server.stop(LIVENESS);
 }

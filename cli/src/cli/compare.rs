@@ -190,12 +190,14 @@ impl Report<'_> {
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    /// The three plots; with no point yet, none (and no stale plots of an
-    /// earlier run beside these results).
+    /// The three plots, each an SVG and a PNG; with no point yet, none
+    /// (and no stale plots of an earlier run beside these results).
     fn write_plots(&self, points: &[report::Point]) -> Result<(), String> {
         if points.is_empty() {
-            for file in ["cpu_per_request.svg", "throughput.svg", "latency_p99.svg"] {
-                let _ = std::fs::remove_file(self.out.join(file));
+            for file in ["cpu_per_request", "throughput", "latency_p99"] {
+                for ext in ["svg", "png"] {
+                    let _ = std::fs::remove_file(self.out.join(file).with_extension(ext));
+                }
             }
             return Ok(());
         }
@@ -219,9 +221,23 @@ impl Report<'_> {
                 [p.p99_us, lo, hi]
             }),
         ];
+        let workload = plot::Workload {
+            conns: self.args.conns,
+            bench_threads: self.args.threads,
+            server_threads: self.args.server_threads.clone(),
+            duration: self.args.duration,
+            warmup: self.args.warmup,
+        };
         for (file, what, unit, metric) in plots {
             let caption = format!("{what} vs {x} — {}, {}", machine_short(), today());
-            plot::plot(points, &self.out.join(file), &caption, unit, metric)?;
+            plot::plot(
+                points,
+                &self.out.join(file),
+                &caption,
+                unit,
+                metric,
+                &workload,
+            )?;
         }
         Ok(())
     }
@@ -472,7 +488,7 @@ fn finish(report: &Report<'_>, samples: &[Sample]) -> i32 {
         report::markdown(&points, &report.title, &report.command, &[])
     );
     println!(
-        "\nwrote {}/{{results.json,results.md,cpu_per_request.svg,throughput.svg,latency_p99.svg}}",
+        "\nwrote {}/{{results.json,results.md}} and {{cpu_per_request,throughput,latency_p99}}.{{svg,png}}",
         report.out.display()
     );
     let errors: u64 = samples.iter().map(|s| s.errors).sum();
