@@ -78,10 +78,11 @@ pub fn kept_up(r: &BenchResult, asked: Option<f64>) -> Option<bool> {
 /// kept up (or is closed-loop). `conns` and `pipeline` are the run's.
 ///
 /// The bench is the limit when its threads used a whole core each; the
-/// machine, when they waited for a CPU much of the window (the cores were
-/// shared out: their work did not get done, whatever the server did);
-/// otherwise the server, which left every pipeline slot waiting for its
-/// answers (or answered late, after the window).
+/// machine, when they had work for a whole core but spent part of it
+/// waiting for a CPU (the cores were shared out with the server or other
+/// programs); otherwise the server, which left every pipeline slot
+/// waiting for its answers (or answered late, after the window) while the
+/// bench had time to spare.
 pub fn behind(
     r: &BenchResult,
     asked: Option<f64>,
@@ -107,7 +108,7 @@ pub fn behind(
                 cpu * 100.0
             ),
         )
-    } else if wait >= CPU_WAIT {
+    } else if cpu + wait >= BenchResult::SATURATED {
         (
             Side::Machine,
             format!(
@@ -239,10 +240,16 @@ mod tests {
         let b = behind(&saturated, Some(1000.0), 10, 1).unwrap();
         assert_eq!(b.side, Side::Bench);
         assert!(b.why.contains("99%"), "{b:?}");
-        let starved = open_loop_run(1000, 1000, 0.5, 0.4);
+        // Busy the whole window, a third of it waiting for a CPU.
+        let starved = open_loop_run(1000, 1000, 0.65, 0.33);
+        let b = behind(&starved, Some(1000.0), 10, 1).unwrap();
+        assert_eq!(b.side, Side::Machine);
+        assert!(b.why.contains("waited for a CPU 33%"), "{b:?}");
+        // Waiting for a CPU at times, but with time to spare: the server.
+        let waited = open_loop_run(1000, 1000, 0.1, 0.4);
         assert_eq!(
-            behind(&starved, Some(1000.0), 10, 1).unwrap().side,
-            Side::Machine
+            behind(&waited, Some(1000.0), 10, 1).unwrap().side,
+            Side::Server
         );
         // Nothing missed, but far short of the rate: late answers.
         let late = open_loop_run(1000, 0, 0.1, 0.0);
