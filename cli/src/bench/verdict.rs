@@ -57,7 +57,7 @@ impl LagCause {
     pub fn describe(self) -> &'static str {
         match self {
             LagCause::WakeUp => "the kernel's wake-up latency",
-            LagCause::Busy => "its loop busy with responses",
+            LagCause::Busy => "the bench's loop busy with responses",
             LagCause::BenchCpu => "the bench short of CPU (saturated)",
             LagCause::CpuWait => "the bench waiting for a CPU (the cores busy)",
         }
@@ -182,7 +182,9 @@ pub fn lag_warning(r: &BenchResult) -> Option<String> {
             r.cpu_per_thread() * 100.0
         ),
         LagCause::WakeUp => {
-            "the kernel was slow to wake the bench (a busy or virtual host)".to_string()
+            "the host is slow to wake a sleeping thread (busy, or virtual); more --threads \
+             would not help"
+                .to_string()
         }
     };
     Some(format!(

@@ -507,8 +507,9 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
             stats::format_us(u.max_us)
         );
         let lag = stats::latency(&r.send_lag);
+        let cause = verdict::lag_cause(r).map_or(String::new(), |c| format!(": {}", c.describe()));
         s += &format!(
-            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests)\n",
+            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests{cause})\n",
             stats::format_us(lag.p50_us),
             stats::format_us(lag.p99_us),
             stats::format_us(lag.max_us)

@@ -293,6 +293,9 @@ impl LoadGen {
             return;
         };
         self.schedule.remove(conn, client.measured());
+        // Its requests due and still waiting to be sent never will be.
+        let unsent = client.backlog.iter().filter(|&&(_, m)| m).count();
+        self.record.missed(unsent as u64);
         if matches!(self.phase, LoadPhase::Opening | LoadPhase::Stopped) {
             // Lost while connections are still being opened: the load
             // starts without it (or, with none left, ends at once).
@@ -459,7 +462,7 @@ impl LoadGen {
 
     pub(crate) fn finish(mut self) -> BenchResult {
         // Requests still waiting to be sent when the run stopped (a lost
-        // connection's are counted with it): missed too.
+        // connection's were counted when it was dropped): missed too.
         let left = self.drop_backlogs();
         self.record.missed(left);
         self.record.finish(self.addr)
