@@ -61,7 +61,8 @@ pub enum Phase {
     WindowStart,
     /// One `interval` of the window is over (see [`BenchConfig::interval`]).
     Interval(Interval),
-    /// The measured window ends.
+    /// The measured window ends: in the open loop, once the requests due
+    /// in it are answered (the time [`BenchResult::window`] counts).
     WindowEnd,
 }
 

@@ -126,6 +126,8 @@ pub(crate) struct LoadGen {
     /// that timer is due (if it had to wait).
     wake: WakeUp,
     rate_armed: Option<Instant>,
+    /// The window closed (no request falls due after it).
+    window_closed: bool,
 }
 
 impl LoadGen {
@@ -180,6 +182,7 @@ impl LoadGen {
             retry_timer: false,
             wake: WakeUp::new(),
             rate_armed: None,
+            window_closed: false,
         }
     }
 
@@ -440,14 +443,19 @@ impl LoadGen {
         } else {
             self.record.merge_interval(&self.shared.tally);
         }
-        if let Some(o) = &self.observer {
-            o(Phase::WindowEnd);
-        }
+        self.window_closed = true;
     }
 
     fn stop(&mut self, ctx: &mut Ctx<'_>) {
         self.phase = LoadPhase::Stopped;
         self.record.end_run();
+        // The window's time ends with the run (open loop: after the wait
+        // for its last answers), as the result counts it.
+        if self.window_closed
+            && let Some(o) = &self.observer
+        {
+            o(Phase::WindowEnd);
+        }
         if self.progress {
             self.clear_progress();
         }
