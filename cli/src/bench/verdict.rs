@@ -139,7 +139,23 @@ pub fn behind(
             ),
         )
     };
+    let why = match in_flight_ceiling(r, conns, pipeline) {
+        Some(ceiling) if ceiling < asked => format!(
+            "{why}; besides, {conns} conns x {pipeline} in flight at a mean {} from send allow \
+             at most {ceiling:.0}/s (Little's law): raise --conns or --pipeline to ask for more",
+            stats::format_us(r.from_send.mean() / 1000.0)
+        ),
+        _ => why,
+    };
     Some(Behind { side, why })
+}
+
+/// Open loop: the most requests per second `conns` x `pipeline` slots
+/// can carry at the mean latency measured from the real send (Little's
+/// law: throughput = requests in flight / time each is in flight).
+fn in_flight_ceiling(r: &BenchResult, conns: usize, pipeline: usize) -> Option<f64> {
+    let mean_secs = r.from_send.mean() / 1e9;
+    (!r.from_send.is_empty() && mean_secs > 0.0).then(|| (conns * pipeline) as f64 / mean_secs)
 }
 
 /// Open loop: where the bench's lag came from (`None` without any).
@@ -258,6 +274,23 @@ mod tests {
         let b = behind(&late, Some(1000.0), 10, 1).unwrap();
         assert_eq!(b.side, Side::Server);
         assert!(b.why.contains("after the window closed"), "{b:?}");
+    }
+
+    #[test]
+    fn too_few_slots_for_the_rate_are_named() {
+        // 10 slots at 100 µs each carry at most 100k/s: 600k/s cannot be had.
+        let mut r = open_loop_run(200_000, 1_000_000, 0.1, 0.0);
+        for _ in 0..100 {
+            let _ = r.from_send.record(100_000);
+        }
+        let b = behind(&r, Some(600_000.0), 10, 1).unwrap();
+        assert!(
+            b.why.contains("at most 100") && b.why.contains("raise --conns or --pipeline"),
+            "{b:?}"
+        );
+        // Enough slots for the rate: no such advice.
+        let b = behind(&r, Some(600_000.0), 100, 1).unwrap();
+        assert!(!b.why.contains("Little"), "{b:?}");
     }
 
     #[test]
