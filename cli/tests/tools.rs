@@ -1119,6 +1119,132 @@ fn bench_rate_holds_the_asked_rate_and_says_what_it_achieved() {
     );
 }
 
+/// An echo server in the test, one thread per connection, that waits
+/// `delay` before echoing what each read returned: with one request in
+/// flight, a connection carries at most one request per `delay`.
+struct SlowEcho {
+    addr: String,
+}
+
+impl SlowEcho {
+    fn start(delay: Duration) -> SlowEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        std::thread::sleep(delay);
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowEcho { addr }
+    }
+}
+
+/// Open loop against a server that cannot carry the rate (2 connections
+/// answering one request per 20 ms each: at most 100/s, asked 500/s): the
+/// run still takes about its window, the achieved rate is what completed
+/// over that time, the requests that never found a free pipeline slot are
+/// missed, and the report says the server could not keep up.
+#[test]
+fn open_loop_against_a_slow_server_reports_that_it_could_not_keep_up() {
+    let server = SlowEcho::start(Duration::from_millis(20));
+    let args = [
+        "--addr",
+        &server.addr,
+        "-c",
+        "2",
+        "--rate",
+        "500",
+        "-d",
+        "1",
+        "--warmup",
+        "0",
+    ];
+    let started = Instant::now();
+    let (code, j, stderr) = bench_json(&args);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{j} {stderr}");
+    let f = |k: &str| j[k].as_f64().unwrap_or_else(|| panic!("{k}: {j}"));
+    let (window, achieved, requests) = (f("window_secs"), f("rate_achieved"), f("requests"));
+    // Over the time the run really took: no waiting for a backlog that
+    // could never be sent, and the rate over that same time.
+    assert!((1.0..1.5).contains(&window), "{j}");
+    assert!(f("drain_secs") < 0.5, "{j}");
+    assert!(took < Duration::from_secs(10), "the run took {took:?}");
+    assert!((achieved - requests / window).abs() < 1.0, "{j}");
+    assert!(achieved > 0.0 && achieved < 250.0, "{j}");
+    assert_eq!(
+        j["requests"], j["sent"],
+        "every request sent is answered: {j}"
+    );
+    let missed = f("missed");
+    assert!(missed >= 200.0, "{j}");
+    // Every request due in the window is either answered or missed.
+    assert!((requests + missed - 500.0).abs() <= 25.0, "{j}");
+    assert_eq!(j["kept_up"], false, "{j}");
+    assert_eq!(j["behind"], "server", "{j}");
+    let why = j["behind_reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("the server could not keep up with 500/s") && why.contains("2 conns x 1"),
+        "{j}"
+    );
+    // The bytes over the same window: an echo receives what it sends.
+    assert_eq!(j["mb_per_sec_sent"], j["mb_per_sec_received"], "{j}");
+    let text: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+    let (code, stdout, _) = run(&[&["bench"], &text[..]].concat());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("missed\n"), "{stdout}");
+    assert!(
+        stdout.contains("  behind      the server could not keep up with 500/s"),
+        "{stdout}"
+    );
+}
+
+/// An easy rate is reported as kept up: nothing missed, no behind line.
+#[test]
+fn open_loop_at_an_easy_rate_is_reported_as_kept_up() {
+    let server = Server::start(&["--app", "echo"]);
+    let args = [
+        "--addr",
+        &server.addr,
+        "-c",
+        "4",
+        "--rate",
+        "200",
+        "-d",
+        "1",
+        "--warmup",
+        "0.1",
+    ];
+    let (code, j, stderr) = bench_json(&args);
+    assert_eq!(code, 0, "{j} {stderr}");
+    assert_eq!(j["kept_up"], true, "{j}");
+    assert_eq!(j["missed"], 0, "{j}");
+    assert!(j["behind"].is_null() && j["behind_reason"].is_null(), "{j}");
+    let achieved = j["rate_achieved"].as_f64().unwrap_or_default();
+    assert!((190.0..=210.0).contains(&achieved), "{j}");
+    let (code, stdout, _) = run(&[&["bench"], &args[..]].concat());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("asked 200/s, achieved") && stdout.contains(", 0 missed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("behind"), "{stdout}");
+}
+
 #[test]
 fn open_loop_latency_counts_the_wait_a_stall_causes() {
     // The server stalls once for 300 ms. Closed loop: the one connection

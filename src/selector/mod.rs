@@ -10,9 +10,11 @@
 //!   and poll in user space; epoll needs an `epoll_ctl`, so callers should
 //!   reregister only on real changes); `deregister` forgets the fd and
 //!   must be called *before* the fd is closed.
-//! - `select` waits (at least `timeout`, rounded up to whole milliseconds, or
-//!   forever with `None`) and writes ready fds into [`Events`]. `EINTR` is
-//!   retried with the time that is left.
+//! - `select` waits (at least `timeout`, to the nanosecond, or forever with
+//!   `None`) and writes ready fds into [`Events`]. `EINTR` is retried with
+//!   the time that is left. Only epoll on a kernel without `epoll_pwait2`
+//!   (before Linux 5.11) rounds a timeout up to whole milliseconds
+//!   ([`Selector::sub_millisecond_timeouts`]).
 //! - Readiness is a hint: spurious events are allowed, so I/O must be
 //!   non-blocking and `WouldBlock` is normal. Error and hang-up are reported
 //!   even when not asked for; treat them as "readable and writable", the next
@@ -333,6 +335,13 @@ pub trait Selector {
     fn edge_triggered(&self) -> bool {
         false
     }
+    /// True when a timeout is kept to the nanosecond; false when the
+    /// kernel rounds it up to whole milliseconds (epoll without
+    /// `epoll_pwait2`, before Linux 5.11, known after the first timed
+    /// wait).
+    fn sub_millisecond_timeouts(&self) -> bool {
+        true
+    }
 
     /// Waits for events, retrying `EINTR` with the remaining time.
     /// When the wait filled `events`, its capacity grows for the next one.
@@ -350,27 +359,20 @@ pub trait Selector {
     }
 }
 
-/// A timeout in milliseconds for the kernel, rounded *up* so that a wait of
-/// 0.3 ms is not turned into a busy poll of 0 ms. `None` is "forever".
-pub(crate) fn timeout_ms(timeout: Option<Duration>) -> i32 {
-    match timeout {
-        None => -1,
-        Some(t) => {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as i32
-        }
-    }
-}
+/// The longest wait handed to the kernel in one call, `i32::MAX`
+/// milliseconds (about 24.8 days, what `epoll_wait` takes): a longer
+/// timeout ends there, and the caller waits again.
+const MAX_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
 
-/// The same rounding, as the `Timespec` rustix takes.
-fn timespec(timeout: Option<Duration>) -> Option<rustix::event::Timespec> {
-    match timeout_ms(timeout) {
-        -1 => None,
-        ms => Some(rustix::event::Timespec {
-            tv_sec: (ms / 1000).into(),
-            tv_nsec: ((ms % 1000) * 1_000_000).into(),
-        }),
-    }
+/// A timeout to the nanosecond, as the `Timespec` rustix takes (at most
+/// [`MAX_WAIT`]): a timer due in 0.3 ms is waited for 0.3 ms, not a whole
+/// millisecond. `None` is "forever".
+pub(crate) fn timespec(timeout: Option<Duration>) -> Option<rustix::event::Timespec> {
+    let t = timeout?.min(MAX_WAIT);
+    Some(rustix::event::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: t.subsec_nanos().into(),
+    })
 }
 
 /// Errors for misuse of a registration, shared by the fd-table backends.

@@ -423,12 +423,49 @@ fn timeout_waits_at_least_the_timeout(backend: Backend) {
     assert!(events.is_empty());
     assert!(start.elapsed() >= Duration::from_millis(50), "idle pipe");
 
-    // Sub-millisecond timeouts are rounded up, not down to a busy poll.
+    // Sub-millisecond timeouts are kept (or rounded up), never rounded
+    // down to a busy poll.
     let start = Instant::now();
     sel.select(&mut events, Some(Duration::from_micros(300)))
         .unwrap();
     assert!(events.is_empty());
     assert!(start.elapsed() >= Duration::from_micros(300));
+}
+
+/// A wait of 200 µs is not stretched to a whole millisecond (where the
+/// kernel takes nanoseconds): of waits tried for up to 5 s, 20 must end
+/// within 800 µs of asking (each lasts at least 200 µs). On a loaded
+/// machine many wake up late; with millisecond rounding none could end
+/// before 1 ms.
+fn a_sub_millisecond_wait_is_not_rounded_up_to_a_millisecond(backend: Backend) {
+    let mut sel = open(backend);
+    let (r, _w) = pipe();
+    sel.register(r.as_fd(), Token(1), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(8);
+    let asked = Duration::from_micros(200);
+    let deadline = Instant::now() + DEADLINE;
+    let (mut tries, mut prompt) = (0, 0);
+    while Instant::now() < deadline && prompt < 20 {
+        let start = Instant::now();
+        sel.select(&mut events, Some(asked)).unwrap();
+        let took = start.elapsed();
+        assert!(events.is_empty());
+        assert!(took >= asked, "a wait of {asked:?} ended after {took:?}");
+        if !sel.sub_millisecond_timeouts() {
+            // epoll without epoll_pwait2: rounded up, as it says.
+            assert!(took >= Duration::from_millis(1), "{took:?}");
+            return;
+        }
+        tries += 1;
+        if took < Duration::from_micros(800) {
+            prompt += 1;
+        }
+    }
+    assert!(
+        prompt >= 20,
+        "of {tries} waits of {asked:?}, {prompt} ended within 800 µs"
+    );
 }
 
 fn ready_fd_ends_the_wait_early(backend: Backend) {
@@ -701,26 +738,19 @@ fn many_fds_only_ready_reported(backend: Backend) {
 // ---- pure tests -------------------------------------------------------------
 
 #[test]
-fn timeout_ms_rounds_up() {
-    assert_eq!(timeout_ms(None), -1);
-    assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
-    assert_eq!(timeout_ms(Some(Duration::from_nanos(1))), 1);
-    assert_eq!(timeout_ms(Some(Duration::from_micros(300))), 1);
-    assert_eq!(timeout_ms(Some(Duration::from_millis(1))), 1);
-    assert_eq!(timeout_ms(Some(Duration::from_nanos(1_000_001))), 2);
-    assert_eq!(timeout_ms(Some(Duration::from_millis(1500))), 1500);
-    assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), i32::MAX);
-}
-
-#[test]
-fn timespec_follows_timeout_ms() {
+fn timespec_keeps_the_nanoseconds() {
     assert!(timespec(None).is_none());
     let ts = timespec(Some(Duration::from_nanos(1))).unwrap();
-    assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 1_000_000));
-    let ts = timespec(Some(Duration::from_micros(2_500_001))).unwrap();
-    assert_eq!((ts.tv_sec, ts.tv_nsec), (2, 501_000_000));
+    assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 1));
+    let ts = timespec(Some(Duration::from_micros(300))).unwrap();
+    assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 300_000));
+    let ts = timespec(Some(Duration::from_nanos(2_500_000_001))).unwrap();
+    assert_eq!((ts.tv_sec, ts.tv_nsec), (2, 500_000_001));
     let ts = timespec(Some(Duration::ZERO)).unwrap();
     assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 0));
+    // At most i32::MAX milliseconds, what epoll_wait takes.
+    let ts = timespec(Some(Duration::from_secs(u64::MAX))).unwrap();
+    assert_eq!((ts.tv_sec, ts.tv_nsec), (2_147_483, 647_000_000));
 }
 
 #[test]
@@ -826,6 +856,7 @@ for_each_backend!(
     register_twice_is_already_exists,
     unregistered_fd_is_not_found,
     timeout_waits_at_least_the_timeout,
+    a_sub_millisecond_wait_is_not_rounded_up_to_a_millisecond,
     ready_fd_ends_the_wait_early,
     level_or_edge_triggered,
     writable_again_after_peer_reads,

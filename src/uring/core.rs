@@ -173,26 +173,28 @@ impl Core {
     }
 
     /// Submits what is queued and waits for a completion, at most
-    /// `timeout` (rounded up to whole milliseconds; `None`: forever), in
+    /// `timeout` (to the nanosecond; `None`: forever), in
     /// one `io_uring_enter`. `sleep` false: only collects, even if nothing
     /// completed (completions are left over, or a request could not be
     /// queued). Returns true when the time ran out.
     pub(crate) fn enter(&mut self, timeout: Option<Duration>, sleep: bool) -> io::Result<bool> {
         let leftover = !self.ring.completion().is_empty();
         let submitter = self.ring.submitter();
-        let result = match crate::selector::timeout_ms(timeout) {
-            -1 if sleep && !leftover => submitter.submit_and_wait(1),
+        let result = match timeout {
+            None if sleep && !leftover => submitter.submit_and_wait(1),
             // A zero wait, not a bare submit: deferred completions run only
             // in a wait.
             _ if !sleep || leftover => {
                 let ts = types::Timespec::new();
                 submitter.submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
             }
-            ms => {
-                let ms = ms as u64;
+            timeout => {
+                // To the nanosecond (a timer due in 0.3 ms is not waited
+                // for a whole millisecond).
+                let t = crate::selector::timespec(timeout).unwrap_or_default();
                 let ts = types::Timespec::new()
-                    .sec(ms / 1000)
-                    .nsec((ms % 1000) as u32 * 1_000_000);
+                    .sec(t.tv_sec as u64)
+                    .nsec(t.tv_nsec as u32);
                 submitter.submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
             }
         };

@@ -4,6 +4,7 @@ use crate::prelude::*;
 
 backend_suite! {
     connection_and_loop_timers,
+    a_timer_due_in_300_us_is_not_held_to_a_millisecond,
 }
 
 /// Per connection: a label and the timers it armed.
@@ -205,4 +206,74 @@ fn connection_and_loop_timers(backend: &str) {
     );
     drop((a, b, d));
     lp.stop(LIVENESS);
+}
+
+/// Arms a 300 µs timer again and again, for at most [`LIVENESS`], until
+/// [`PROMPT`] of them fired less than 600 µs late; then stops.
+struct Precise {
+    armed: Instant,
+    until: Instant,
+    fired: usize,
+    prompt: usize,
+    least_late: Duration,
+}
+
+const SHORT: Duration = Duration::from_micros(300);
+const PROMPT: usize = 20;
+
+impl App for Precise {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "precise"
+    }
+    fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+        input.len()
+    }
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        self.armed = ctx.now();
+        ctx.set_timer(SHORT, 0).expect("armed");
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _: TimerId) {
+        // Timers count from the turn's start (`ctx.now()` when armed).
+        let now = Instant::now();
+        assert!(now >= self.armed + SHORT, "fired early");
+        let late = now - (self.armed + SHORT);
+        self.fired += 1;
+        self.least_late = self.least_late.min(late);
+        if late < Duration::from_micros(600) {
+            self.prompt += 1;
+        }
+        if self.prompt >= PROMPT || now >= self.until {
+            ctx.stop();
+            return;
+        }
+        self.armed = ctx.now();
+        ctx.set_timer(SHORT, 0).expect("armed");
+    }
+}
+
+/// The loop waits for its next timer to the nanosecond, not in whole
+/// milliseconds: a timer due in 300 µs fires less than 600 µs late again
+/// and again (a loop that rounds its waits up to 1 ms fires it at least
+/// 700 µs late but for a rare coincidence), and never early.
+fn a_timer_due_in_300_us_is_not_held_to_a_millisecond(backend: &str) {
+    let mut lp: EventLoop<()> =
+        EventLoop::new(backend.parse().expect("a backend name"), Config::default())
+            .expect("create the loop");
+    let now = Instant::now();
+    let mut app = Precise {
+        armed: now,
+        until: now + LIVENESS,
+        fired: 0,
+        prompt: 0,
+        least_late: Duration::MAX,
+    };
+    lp.run(&mut app).expect("the loop runs");
+    assert!(
+        app.prompt >= PROMPT,
+        "of {} timers of 300 µs, {} fired less than 600 µs late (the least late by {:?})",
+        app.fired,
+        app.prompt,
+        app.least_late
+    );
 }

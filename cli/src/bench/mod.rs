@@ -38,6 +38,7 @@ mod record;
 pub mod report;
 mod schedule;
 pub mod stats;
+pub mod verdict;
 mod wire;
 
 pub use config::BenchConfig;
@@ -61,7 +62,8 @@ pub enum Phase {
     WindowStart,
     /// One `interval` of the window is over (see [`BenchConfig::interval`]).
     Interval(Interval),
-    /// The measured window ends.
+    /// The measured window ends: in the open loop, once the requests due
+    /// in it are answered (the time [`BenchResult::window`] counts).
     WindowEnd,
 }
 
@@ -136,7 +138,14 @@ pub struct BenchResult {
     pub sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The time the window really took: from its start until the last
+    /// response it measured came in (open loop: the responses to the
+    /// requests due in it are waited for after it closes). Rates, MB/s
+    /// and CPU shares are over this.
     pub window: Duration,
+    /// Open loop: the part of [`BenchResult::window`] after its scheduled
+    /// end, spent waiting for responses (the overrun).
+    pub drain: Duration,
     pub latency: Histogram<u64>,
     /// Latency of the heavy connections (hash mode), kept apart.
     pub heavy_latency: Histogram<u64>,
@@ -154,14 +163,18 @@ pub struct BenchResult {
     pub first_error: Option<String>,
     /// CPU time the bench's threads used in the window.
     pub cpu: Duration,
+    /// Time the bench's threads were ready to run but waited for a CPU
+    /// (another thread or program had it), in the window.
+    pub cpu_wait: Duration,
     pub threads: usize,
     /// Time spent opening the connections.
     pub connect_time: Duration,
     /// The run was cut short by [`BenchConfig::cancel`].
     pub interrupted: bool,
-    /// Open loop: requests due but never sent (their connection was busy
-    /// until the end).
-    pub backlog: u64,
+    /// Open loop: requests that fell due in the window but were never
+    /// sent: when it closed they still waited for a free pipeline slot (or
+    /// for the bench to get to them). They are not in the latency.
+    pub missed: u64,
     /// The [`Phase::Interval`] reports, in order.
     pub intervals: Vec<Interval>,
 }
@@ -179,6 +192,7 @@ impl BenchResult {
             bytes_sent: 0,
             bytes_received: 0,
             window: Duration::ZERO,
+            drain: Duration::ZERO,
             latency: record::new_histogram(),
             heavy_latency: record::new_histogram(),
             heavy_requests: 0,
@@ -188,10 +202,11 @@ impl BenchResult {
             reconnects: 0,
             first_error: None,
             cpu: Duration::ZERO,
+            cpu_wait: Duration::ZERO,
             threads: 0,
             connect_time: Duration::ZERO,
             interrupted: false,
-            backlog: 0,
+            missed: 0,
             intervals: Vec::new(),
         }
     }
@@ -203,6 +218,12 @@ impl BenchResult {
     pub fn cpu_per_thread(&self) -> f64 {
         self.cpu.as_secs_f64() / self.window.as_secs_f64().max(1e-9) / self.threads.max(1) as f64
     }
+    /// Share of the window each bench thread spent waiting for a CPU.
+    pub fn cpu_wait_per_thread(&self) -> f64 {
+        self.cpu_wait.as_secs_f64()
+            / self.window.as_secs_f64().max(1e-9)
+            / self.threads.max(1) as f64
+    }
     /// Adds another thread's part of the run.
     fn absorb(&mut self, part: BenchResult) {
         self.requests += part.requests;
@@ -210,6 +231,7 @@ impl BenchResult {
         self.bytes_sent += part.bytes_sent;
         self.bytes_received += part.bytes_received;
         self.window = self.window.max(part.window);
+        self.drain = self.drain.max(part.drain);
         let _ = self.latency.add(&part.latency);
         let _ = self.heavy_latency.add(&part.heavy_latency);
         self.heavy_requests += part.heavy_requests;
@@ -218,9 +240,10 @@ impl BenchResult {
         self.errors.add(&part.errors);
         self.reconnects += part.reconnects;
         self.cpu += part.cpu;
+        self.cpu_wait += part.cpu_wait;
         self.threads += part.threads;
         self.interrupted |= part.interrupted;
-        self.backlog += part.backlog;
+        self.missed += part.missed;
         self.intervals.extend(part.intervals);
     }
 
@@ -354,6 +377,11 @@ fn run_thread(
     observer: Option<Observer>,
     shared: Arc<Shared>,
 ) -> io::Result<BenchResult> {
+    // The kernel may defer a thread's wake-up by its timer slack (50 µs
+    // by default) to batch it with others: an open-loop request due in
+    // 300 µs would go out 50 µs late. This thread asks for none (a
+    // failure leaves the default: the bench lag then shows it).
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
     let mut loop_config = Config::default();
     // The bench's own handlers are short; its stall lines would only
     // confuse a reader of the server's.

@@ -177,11 +177,13 @@ fn series_label(p: &Point, x: XAxis, points: &[Point]) -> String {
 /// Whether a point's numbers are not clean, as the report warns of them:
 /// something besides the server and the bench used more than
 /// [`OTHER_LOAD_WARNING`] cores in a run, its requests/s or server CPU
-/// repeats range over more than [`SPREAD_WARNING`] of their median, or
-/// it had errors. Its marker is drawn hollow.
+/// repeats range over more than [`SPREAD_WARNING`] of their median, it
+/// had errors, or an open-loop run fell behind its asked rate. Its marker
+/// is drawn hollow.
 pub fn not_clean(p: &Point) -> bool {
     p.other_load > OTHER_LOAD_WARNING
         || p.errors > 0
+        || p.behind_runs > 0
         || [p.requests_per_sec_spread, p.server_cpu_spread]
             .into_iter()
             .flatten()
@@ -294,7 +296,7 @@ fn marks_text(points: &[Point]) -> String {
 /// The text explaining hollow markers (drawn only when a point is not clean).
 pub fn not_clean_text() -> String {
     format!(
-        "not clean: other load over {} cores, repeats over {:.0} % apart, or errors",
+        "not clean: other load over {} cores, repeats over {:.0} % apart, errors, or behind the rate",
         number(OTHER_LOAD_WARNING),
         SPREAD_WARNING * 100.0
     )

@@ -21,6 +21,20 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Time the calling thread spent runnable but waiting for a CPU (the
+/// scheduler's run delay, field 2 of `/proc/thread-self/schedstat`);
+/// `None` where the kernel does not keep it.
+pub fn thread_cpu_wait() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    parse_schedstat_wait(&text)
+}
+
+/// The run delay (second field, nanoseconds) of a `schedstat` line.
+pub fn parse_schedstat_wait(schedstat: &str) -> Option<Duration> {
+    let ns: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The
 /// command name (field 2) is in parentheses and may hold spaces, so fields
 /// are counted from the last `)`.
@@ -82,6 +96,14 @@ mod tests {
         let stat = "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 100 1000 200";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn schedstat_run_delay() {
+        let d = parse_schedstat_wait("123456 7890000 42\n");
+        assert_eq!(d, Some(Duration::from_nanos(7_890_000)));
+        assert_eq!(parse_schedstat_wait("1\n"), None);
+        assert_eq!(parse_schedstat_wait("a b c"), None);
     }
 
     #[test]

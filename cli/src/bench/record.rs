@@ -91,10 +91,19 @@ pub(crate) struct Recording {
     /// Open loop: latency from the send time is kept too.
     open_loop: bool,
     window_start: Option<Instant>,
+    /// When the window closed: no request falls due after it.
     window_end: Option<Instant>,
+    /// When the run ended: open loop, after the responses to the requests
+    /// due in the window came in (or stopped being waited for).
+    run_end: Option<Instant>,
     cpu_start: Duration,
     cpu_end: Duration,
+    /// Time this thread waited for a CPU (the scheduler's run delay).
+    cpu_wait_start: Duration,
+    cpu_wait_end: Duration,
     requests: u64,
+    /// Open loop: requests due in the window but never sent.
+    missed: u64,
     sent: u64,
     bytes_sent: u64,
     bytes_received: u64,
@@ -123,9 +132,13 @@ impl Recording {
             open_loop,
             window_start: None,
             window_end: None,
+            run_end: None,
             cpu_start: Duration::ZERO,
             cpu_end: Duration::ZERO,
+            cpu_wait_start: Duration::ZERO,
+            cpu_wait_end: Duration::ZERO,
             requests: 0,
+            missed: 0,
             sent: 0,
             bytes_sent: 0,
             bytes_received: 0,
@@ -152,16 +165,35 @@ impl Recording {
         self.window_start = Some(now);
         self.intervals.last = (now, tally.errors());
         self.cpu_start = proc::thread_cpu_time();
+        self.cpu_wait_start = proc::thread_cpu_wait().unwrap_or_default();
     }
 
-    /// Ends the window (one that never started is empty).
+    /// Ends the window (one that never started is empty): no request falls
+    /// due after it. The run itself ends with [`Recording::end_run`].
     pub(crate) fn close_window(&mut self) {
         if self.window_start.is_none() {
-            self.window_start = Some(Instant::now());
-            self.cpu_start = proc::thread_cpu_time();
+            self.start_window_quietly();
         }
         self.window_end = Some(Instant::now());
+    }
+
+    fn start_window_quietly(&mut self) {
+        self.window_start = Some(Instant::now());
+        self.cpu_start = proc::thread_cpu_time();
+        self.cpu_wait_start = proc::thread_cpu_wait().unwrap_or_default();
+    }
+
+    /// The run is over (the last response measured is in, or no longer
+    /// waited for): the real end of the window, for its rates and its CPU.
+    pub(crate) fn end_run(&mut self) {
+        if self.window_start.is_none() || self.run_end.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.window_end.get_or_insert(now);
+        self.run_end = Some(now);
         self.cpu_end = proc::thread_cpu_time();
+        self.cpu_wait_end = proc::thread_cpu_wait().unwrap_or(self.cpu_wait_start);
     }
 
     /// No connection survived until the start: an empty window.
@@ -169,9 +201,15 @@ impl Recording {
         let now = Instant::now();
         self.window_start = Some(now);
         self.window_end = Some(now);
+        self.run_end = Some(now);
     }
 
-    /// A measured request went out (or fell due).
+    /// Open loop: `n` requests due in the window were never sent.
+    pub(crate) fn missed(&mut self, n: u64) {
+        self.missed += n;
+    }
+
+    /// A measured request went out.
     pub(crate) fn sent(&mut self) {
         self.sent += 1;
     }
@@ -278,13 +316,15 @@ impl Recording {
         line
     }
 
-    /// This thread's part of the result; `backlog`: open-loop requests due
-    /// and never sent.
-    pub(crate) fn finish(self, addr: Addr, backlog: u64) -> BenchResult {
-        let window = match (self.window_start, self.window_end) {
-            (Some(a), Some(b)) => b - a,
-            (Some(a), None) => a.elapsed(),
-            _ => Duration::ZERO,
+    /// This thread's part of the result.
+    pub(crate) fn finish(self, addr: Addr) -> BenchResult {
+        let (window, drain) = match self.window_start {
+            Some(start) => {
+                let end = self.run_end.unwrap_or_else(Instant::now);
+                let closed = self.window_end.unwrap_or(end).min(end);
+                (end - start, end - closed)
+            }
+            None => (Duration::ZERO, Duration::ZERO),
         };
         BenchResult {
             addr,
@@ -293,6 +333,7 @@ impl Recording {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             window,
+            drain,
             latency: self.latency,
             heavy_latency: self.heavy_latency,
             heavy_requests: self.heavy_requests,
@@ -302,10 +343,11 @@ impl Recording {
             reconnects: self.reconnects,
             first_error: None,
             cpu: self.cpu_end.saturating_sub(self.cpu_start),
+            cpu_wait: self.cpu_wait_end.saturating_sub(self.cpu_wait_start),
             threads: 1,
             connect_time: Duration::ZERO,
             interrupted: self.interrupted,
-            backlog,
+            missed: self.missed,
             intervals: self.intervals.lines,
         }
     }

@@ -30,6 +30,10 @@ pub struct Sample {
     /// during the window (from /proc/stat), e.g. another program.
     pub other_load: f64,
     pub errors: u64,
+    /// Open loop: requests due in the window and never sent, and whether
+    /// the run kept up with the asked rate (`None` in the closed loop).
+    pub missed: u64,
+    pub kept_up: Option<bool>,
 }
 
 impl Sample {
@@ -71,6 +75,10 @@ pub struct Point {
     /// The most other load seen in any run (cores).
     pub other_load: f64,
     pub errors: u64,
+    /// Open loop: requests missed over all runs, and the runs that did
+    /// not keep up with the asked rate.
+    pub missed: u64,
+    pub behind_runs: usize,
 }
 
 /// A spread (range of the runs over their median) above this is flagged;
@@ -139,6 +147,8 @@ pub fn aggregate(samples: &[Sample]) -> Vec<Point> {
                 bench_cpu: median(&col(|s| s.bench_cpu)),
                 other_load: col(|s| s.other_load).into_iter().fold(0.0, f64::max),
                 errors: group.iter().map(|s| s.errors).sum(),
+                missed: group.iter().map(|s| s.missed).sum(),
+                behind_runs: group.iter().filter(|s| s.kept_up == Some(false)).count(),
             }
         })
         .collect();
@@ -196,6 +206,16 @@ pub fn warnings(points: &[Point]) -> Vec<String> {
                     s * 50.0
                 ));
             }
+        }
+        if p.behind_runs > 0 {
+            out.push(format!(
+                "behind the asked rate: {} did not keep up in {} of {} runs ({} requests \
+                 missed); its requests/s is what was achieved, not the rate asked",
+                label(p),
+                p.behind_runs,
+                p.runs,
+                p.missed
+            ));
         }
     }
     out
@@ -342,6 +362,8 @@ pub(crate) mod tests {
             bench_cpu: 0.5,
             other_load: 0.0,
             errors: 0,
+            missed: 0,
+            kept_up: None,
         }
     }
 
@@ -368,6 +390,27 @@ pub(crate) mod tests {
         assert!((e1.rss_per_idle - 200.0).abs() < 1e-9);
         assert_eq!(e1.requests_per_sec_spread, None, "one run: no spread");
         assert_eq!(points[2].target, "poll");
+    }
+
+    #[test]
+    fn open_loop_runs_behind_the_rate_warn_and_are_not_clean() {
+        let at = |repeat, missed, kept_up| Sample {
+            rate: Some(5000.0),
+            missed,
+            kept_up: Some(kept_up),
+            ..sample("epoll", 0, repeat, 4000.0, 4.0)
+        };
+        let kept = aggregate(&[at(0, 0, true), at(1, 0, true)]);
+        assert!(warnings(&kept).is_empty());
+        assert!(!crate::bench::plot::not_clean(&kept[0]));
+        let behind = aggregate(&[at(0, 0, true), at(1, 120, false)]);
+        assert_eq!((behind[0].behind_runs, behind[0].missed), (1, 120));
+        let w = warnings(&behind);
+        assert!(
+            w.len() == 1 && w[0].contains("did not keep up in 1 of 2 runs (120 requests missed)"),
+            "{w:?}"
+        );
+        assert!(crate::bench::plot::not_clean(&behind[0]));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - **Open loop** (`--rate`): requests fall due at fixed times, round
 //!   robin over the light connections, whatever the server does. A due
 //!   request waits in its connection's backlog until the pipeline has a
-//!   free slot; its latency counts from when it was due.
+//!   free slot; its latency counts from when it was due. One still
+//!   waiting when the window closes is missed: never sent, and counted.
 //!
 //! Heavy connections (hash mode) are always closed-loop. `--requests`
 //! gives the thread a budget of measured requests; once it is spent and
@@ -185,6 +186,11 @@ impl Schedule {
         true
     }
 
+    /// `n` measured requests due and never sent are given up.
+    pub(crate) fn forget(&mut self, n: u64) {
+        self.outstanding -= n.min(self.outstanding);
+    }
+
     /// A measured request was answered.
     pub(crate) fn answered(&mut self) {
         self.outstanding = self.outstanding.saturating_sub(1);
@@ -203,6 +209,14 @@ impl Schedule {
     /// Measured requests sent or due and not yet answered.
     pub(crate) fn outstanding(&self) -> u64 {
         self.outstanding
+    }
+
+    /// Open loop: the time between two due requests of this thread.
+    pub(crate) fn step(&self) -> Option<Duration> {
+        match &self.pacing {
+            Pacing::Open(rate) => Some(Duration::from_secs_f64(rate.step.min(31_536_000.0))),
+            Pacing::Closed => None,
+        }
     }
 
     /// Open loop: when the next request is due (`None` in the closed loop).
@@ -229,9 +243,81 @@ impl Schedule {
     }
 }
 
+/// How late the loop wakes for the rate timer, so that it can be armed
+/// that much before a request is due and the rest waited out on the CPU:
+/// the wake-up latency of a timer (tens of microseconds on a VM) would
+/// otherwise be added to every request at a low rate.
+pub(crate) struct WakeUp {
+    /// The last [`WakeUp::SAMPLES`] wake-ups' lateness, in nanoseconds.
+    late: [u32; WakeUp::SAMPLES],
+    seen: usize,
+    /// The median of `late`: how early the timer is armed.
+    margin: Duration,
+}
+
+impl WakeUp {
+    const SAMPLES: usize = 32;
+    /// The most the bench waits out on the CPU for one request.
+    pub(crate) const MAX_MARGIN: Duration = Duration::from_micros(200);
+
+    pub(crate) fn new() -> WakeUp {
+        WakeUp {
+            late: [0; WakeUp::SAMPLES],
+            seen: 0,
+            margin: Duration::ZERO,
+        }
+    }
+
+    /// A timer armed for `at` woke the loop `late` after it.
+    pub(crate) fn note(&mut self, late: Duration) {
+        let ns = late.min(WakeUp::MAX_MARGIN).as_nanos() as u32;
+        self.late[self.seen % WakeUp::SAMPLES] = ns;
+        self.seen += 1;
+        let n = self.seen.min(WakeUp::SAMPLES);
+        let mut sorted = self.late;
+        let sorted = &mut sorted[..n];
+        sorted.sort_unstable();
+        self.margin = Duration::from_nanos(u64::from(sorted[n / 2]));
+    }
+
+    /// How long before a due time to arm the timer, at `step` between two
+    /// requests: the typical wake-up latency, or nothing when requests are
+    /// so close together (under four margins apart) that waiting out the
+    /// margins would keep a core busy; they then go out as they fall due,
+    /// after each batch of responses.
+    pub(crate) fn margin(&self, step: Duration) -> Duration {
+        if step > 4 * self.margin {
+            self.margin
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wake_up_margin_is_the_median_lateness_within_bounds() {
+        let mut w = WakeUp::new();
+        let step = Duration::from_millis(1);
+        assert_eq!(w.margin(step), Duration::ZERO, "nothing seen yet");
+        for us in [40, 50, 45, 5000, 42] {
+            w.note(Duration::from_micros(us));
+        }
+        // One late wake-up (a busy machine) does not move it much.
+        assert_eq!(w.margin(step), Duration::from_micros(45));
+        for _ in 0..WakeUp::SAMPLES {
+            w.note(Duration::from_secs(1));
+        }
+        assert_eq!(w.margin(step), WakeUp::MAX_MARGIN, "capped");
+        assert_eq!(
+            w.margin(Duration::from_micros(500)),
+            Duration::ZERO,
+            "requests closer than four margins: no waiting on the CPU"
+        );
+    }
 
     #[test]
     fn rate_schedule_is_evenly_spaced_from_its_origin() {

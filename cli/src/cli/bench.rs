@@ -1,7 +1,9 @@
 //! `iomux bench`: the load generator.
 
 use crate::bench::protocol::{self, ReplyRule};
-use crate::bench::{self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats};
+use crate::bench::{
+    self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats, verdict,
+};
 use clap::{Args, ValueEnum};
 use iomux::{Addr, Backend};
 use std::io::{IsTerminal, Write};
@@ -388,6 +390,8 @@ pub fn interval_line(i: &Interval, csv: bool) -> String {
 pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde_json::Value {
     let l = stats::latency(&r.latency);
     let secs = r.window.as_secs_f64().max(1e-9);
+    let kept_up = verdict::kept_up(r, c.rate);
+    let behind = verdict::behind(r, c.rate, c.conns, c.pipeline);
     serde_json::json!({
         "ok": failure.is_none() && !r.interrupted,
         "error": failure,
@@ -404,7 +408,14 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "rate_asked": c.rate,
         "rate_achieved": c.rate.map(|_| r.requests_per_sec()),
         "sent": r.sent,
-        "backlog": r.backlog,
+        // Open loop: requests due in the window and never sent; whether
+        // the run kept up with the asked rate and, if not, which side was
+        // the limit and why; null in the closed loop.
+        "missed": c.rate.map(|_| r.missed),
+        "kept_up": kept_up,
+        "behind": behind.as_ref().map(|b| b.side),
+        "behind_reason": behind.as_ref().map(|b| b.why.clone()),
+        "drain_secs": r.drain.as_secs_f64(),
         "connect_secs": r.connect_time.as_secs_f64(),
         "connect_timeout_secs": c.connect_timeout.as_secs_f64(),
         "response_timeout_secs": c.response_timeout.as_secs_f64(),
@@ -420,11 +431,13 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         // Open loop only; in the closed loop every percentile is null.
         "bench_lag_us": stats::latency(&r.send_lag),
         "latency_from_send_us": stats::latency(&r.from_send),
+        "bench_lag_cause": verdict::lag_cause(r),
         "errors": r.errors,
         "reconnects": r.reconnects,
         "intervals": r.intervals,
         "bench_cpu_per_thread": r.cpu_per_thread(),
         "bench_saturated": r.cpu_per_thread() >= BenchResult::SATURATED,
+        "bench_cpu_wait_per_thread": r.cpu_wait_per_thread(),
     })
 }
 
@@ -462,16 +475,19 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     if let Some(rate) = c.rate {
         let achieved = r.requests_per_sec();
         s += &format!(
-            "  rate        asked {rate:.0}/s, achieved {achieved:.0}/s ({:.1}%)",
-            100.0 * achieved / rate
+            "  rate        asked {rate:.0}/s, achieved {achieved:.0}/s ({:.1}%), {} missed\n",
+            100.0 * achieved / rate,
+            r.missed
         );
-        if achieved < 0.95 * rate {
+        if !r.drain.is_zero() {
             s += &format!(
-                "; below the asked rate: the server (or the bench) could not keep up, {} requests were still waiting to be sent",
-                r.backlog
+                "  drain       {} after the window for the last answers (in the rates above)\n",
+                stats::format_secs(r.drain)
             );
         }
-        s += "\n";
+        if let Some(b) = verdict::behind(r, c.rate, c.conns, c.pipeline) {
+            s += &format!("  behind      {}\n", b.why);
+        }
     }
     let from = if c.rate.is_some() {
         " (from each request's due time)"
@@ -497,18 +513,15 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
             stats::format_us(u.max_us)
         );
         let lag = stats::latency(&r.send_lag);
+        let cause = verdict::lag_cause(r).map_or(String::new(), |c| format!(": {}", c.describe()));
         s += &format!(
-            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests)\n",
+            "  bench lag   p50 {}  p99 {}  max {} (how late the bench itself got to due requests{cause})\n",
             stats::format_us(lag.p50_us),
             stats::format_us(lag.p99_us),
             stats::format_us(lag.max_us)
         );
-        // Up to about 1 ms is the loop's millisecond timer, not a starved bench.
-        if let (Some(lag99), Some(p99)) = (lag.p99_us, l.p99_us)
-            && lag99 > 2000.0
-            && lag99 > 0.5 * p99
-        {
-            s += "  warning     much of the tail is the bench's own lateness (bench lag): it could not send on time (short of CPU, or saturated); try --threads or a lower --rate\n";
+        if let Some(w) = verdict::lag_warning(r) {
+            s += &format!("  warning     {w}\n");
         }
     }
     if let Mode::Hash { heavy, heavy_iters } = c.mode
@@ -546,7 +559,11 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         s += &format!("  first error {first}\n");
     }
     let cpu = r.cpu_per_thread();
-    s += &format!("  bench cpu   {:.0}% of a core per thread", cpu * 100.0);
+    s += &format!(
+        "  bench cpu   {:.0}% of a core per thread, {:.0}% of the time waiting for one",
+        cpu * 100.0,
+        r.cpu_wait_per_thread() * 100.0
+    );
     if cpu >= BenchResult::SATURATED {
         s += " (saturated: the load generator, not the server, may be the limit; try --threads)";
     }

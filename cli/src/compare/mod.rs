@@ -9,7 +9,7 @@ mod server;
 pub use server::{Server, Target};
 
 use crate::bench::report::Sample;
-use crate::bench::{self, BenchConfig, BenchResult, Observer, Phase, proc, stats};
+use crate::bench::{self, BenchConfig, BenchResult, Observer, Phase, proc, stats, verdict};
 use machine::Reading;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -162,5 +162,7 @@ fn sample(target: String, cell: &Cell, repeat: usize, result: &BenchResult, p: &
         bench_cpu: result.cpu_per_thread(),
         other_load: a.other_load_until(b, window),
         errors: result.errors.total(),
+        missed: result.missed,
+        kept_up: verdict::kept_up(result, cell.rate),
     }
 }

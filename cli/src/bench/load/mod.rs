@@ -18,7 +18,7 @@ mod traffic;
 
 use super::open::{Attempt, Gates, Kind, Opener, Plan, Planned, Stage};
 use super::record::{Recording, Tally};
-use super::schedule::{Client, Schedule};
+use super::schedule::{Client, Schedule, WakeUp};
 use super::wire::Wire;
 use super::{BenchConfig, BenchResult, Observer, Phase};
 use iomux::app::App;
@@ -85,8 +85,8 @@ enum LoadPhase {
     /// The measured window.
     Measuring,
     /// Open loop, window over: waiting for the responses to the requests
-    /// due in the window (their latency is the tail a cut-off would hide),
-    /// up to the response timeout.
+    /// due in the window and sent (their latency is the tail a cut-off
+    /// would hide), up to the response timeout. Nothing more is sent.
     Draining,
     /// The loop was asked to stop; what still arrives is ignored.
     Stopped,
@@ -122,6 +122,12 @@ pub(crate) struct LoadGen {
     /// The connect timer and the retry timer are armed.
     connect_timer: bool,
     retry_timer: bool,
+    /// Open loop: the loop's wake-up latency for the rate timer, and when
+    /// that timer is due (if it had to wait).
+    wake: WakeUp,
+    rate_armed: Option<Instant>,
+    /// The window closed (no request falls due after it).
+    window_closed: bool,
     /// Connect over TLS with this (`--tls`).
     tls: Option<crate::tls::ClientTls>,
 }
@@ -176,6 +182,9 @@ impl LoadGen {
             connect_timeout: config.connect_timeout,
             connect_timer: false,
             retry_timer: false,
+            wake: WakeUp::new(),
+            rate_armed: None,
+            window_closed: false,
             tls: config.tls.clone(),
         }
     }
@@ -262,6 +271,10 @@ impl LoadGen {
     }
 
     fn start_window(&mut self, ctx: &mut Ctx<'_>) {
+        // Open loop: requests of the warm-up still waiting for a pipeline
+        // slot are dropped (they are not measured, and would otherwise go
+        // out ahead of every measured one).
+        self.drop_backlogs();
         self.phase = LoadPhase::Measuring;
         self.record.start_window(&self.shared.tally);
         if let Some(o) = &self.observer {
@@ -286,6 +299,9 @@ impl LoadGen {
             return;
         };
         self.schedule.remove(conn, client.measured());
+        // Its requests due and still waiting to be sent never will be.
+        let unsent = client.backlog.iter().filter(|&&(_, m)| m).count();
+        self.record.missed(unsent as u64);
         if matches!(self.phase, LoadPhase::Opening | LoadPhase::Stopped) {
             // Lost while connections are still being opened: the load
             // starts without it (or, with none left, ends at once).
@@ -378,13 +394,20 @@ impl LoadGen {
     }
 
     /// Ends the measured window (or the warm-up, if the run ends in it).
-    /// Open loop: the requests due in the window and still unanswered are
-    /// waited for first (see [`LoadPhase::Draining`]).
+    /// Open loop: what fell due by now is taken off the schedule (and sent
+    /// where a pipeline slot is free); what still waits for a slot is
+    /// missed, never sent; the requests in flight are waited for (see
+    /// [`LoadPhase::Draining`]).
     fn end_window(&mut self, ctx: &mut Ctx<'_>) {
         if matches!(self.phase, LoadPhase::Stopped | LoadPhase::Draining) {
             return;
         }
+        if self.schedule.is_open_loop() && self.measuring() {
+            self.send_due(ctx);
+        }
         self.close_window();
+        let missed = self.drop_backlogs();
+        self.record.missed(missed);
         if self.schedule.is_open_loop()
             && !self.record.interrupted
             && self.schedule.outstanding() > 0
@@ -393,6 +416,17 @@ impl LoadGen {
         } else {
             self.stop(ctx);
         }
+    }
+
+    /// Empties every connection's backlog of due requests not sent;
+    /// returns how many of them were measured.
+    fn drop_backlogs(&mut self) -> u64 {
+        let mut measured = 0;
+        for c in self.clients.values_mut() {
+            measured += c.backlog.drain(..).filter(|&(_, m)| m).count() as u64;
+        }
+        self.schedule.forget(measured);
+        measured
     }
 
     /// Draining: the last measured response is in (or its connection gone).
@@ -412,13 +446,19 @@ impl LoadGen {
         } else {
             self.record.merge_interval(&self.shared.tally);
         }
-        if let Some(o) = &self.observer {
-            o(Phase::WindowEnd);
-        }
+        self.window_closed = true;
     }
 
     fn stop(&mut self, ctx: &mut Ctx<'_>) {
         self.phase = LoadPhase::Stopped;
+        self.record.end_run();
+        // The window's time ends with the run (open loop: after the wait
+        // for its last answers), as the result counts it.
+        if self.window_closed
+            && let Some(o) = &self.observer
+        {
+            o(Phase::WindowEnd);
+        }
         if self.progress {
             self.clear_progress();
         }
@@ -431,9 +471,12 @@ impl LoadGen {
         let _ = err.flush();
     }
 
-    pub(crate) fn finish(self) -> BenchResult {
-        let backlog = self.clients.values().map(|c| c.backlog.len() as u64).sum();
-        self.record.finish(self.addr, backlog)
+    pub(crate) fn finish(mut self) -> BenchResult {
+        // Requests still waiting to be sent when the run stopped (a lost
+        // connection's were counted when it was dropped): missed too.
+        let left = self.drop_backlogs();
+        self.record.missed(left);
+        self.record.finish(self.addr)
     }
 
     fn print_progress(&mut self) {

@@ -17,7 +17,6 @@ impl LoadGen {
                 if !self.schedule.take_measured() {
                     return None;
                 }
-                self.record.sent();
                 Some(true)
             }
         }
@@ -42,6 +41,9 @@ impl LoadGen {
         };
         let seq = client.push(due, now, m);
         let request = self.wire.request(client.heavy, seq);
+        if m {
+            self.record.sent();
+        }
         if self.phase == LoadPhase::Measuring {
             self.record.bytes_sent(request.len());
         }
@@ -67,22 +69,43 @@ impl LoadGen {
         }
     }
 
-    /// Open loop: makes every request due by now, round robin.
+    /// Open loop: makes every request due by now, round robin. The timer
+    /// is armed a little before the next due time (the loop's typical
+    /// wake-up latency, [`crate::bench::schedule::WakeUp`]); what is left of it is waited out
+    /// here, on the CPU, so that a request leaves when it is due rather
+    /// than when the kernel got round to waking the loop.
     pub(super) fn on_rate(&mut self, ctx: &mut Ctx<'_>) {
-        let now = self.send_due(ctx);
-        if let Some(due) = self.schedule.next_due()
+        let woke = Instant::now();
+        if let Some(at) = self.rate_armed.take() {
+            self.wake.note(woke.saturating_duration_since(at));
+        }
+        if let (Some(due), Some(step)) = (self.schedule.next_due(), self.schedule.step())
+            && due > woke
+            && due - woke <= self.wake.margin(step)
+        {
+            while Instant::now() < due {
+                std::hint::spin_loop();
+            }
+        }
+        self.send_due(ctx);
+        if let (Some(due), Some(step)) = (self.schedule.next_due(), self.schedule.step())
             && matches!(self.phase, LoadPhase::WarmingUp | LoadPhase::Measuring)
             && !self.schedule.budget_spent()
         {
-            ctx.set_timer(due.saturating_duration_since(now), TIMER_RATE);
+            // Timers count from the turn's start: from `Instant::now()`,
+            // it would fire early by the time this turn has taken.
+            let at = due.checked_sub(self.wake.margin(step)).unwrap_or(due);
+            let after = at.saturating_duration_since(ctx.now());
+            ctx.set_timer(after, TIMER_RATE);
+            // Only a timer that had to wait tells of the wake-up latency.
+            self.rate_armed = (!after.is_zero()).then_some(ctx.now() + after);
         }
     }
 
     /// Open loop: sends (or queues) every request due by now. Called from
-    /// the rate timer and after each batch of responses, so that under load
-    /// requests go out closer to their due time than the loop's
-    /// millisecond timer allows. Returns the `now` it used.
-    fn send_due(&mut self, ctx: &mut Ctx<'_>) -> Instant {
+    /// the rate timer (which the loop keeps to the microsecond) and after
+    /// each batch of responses. Returns the `now` it used.
+    pub(super) fn send_due(&mut self, ctx: &mut Ctx<'_>) -> Instant {
         let now = Instant::now();
         loop {
             let Some(due) = self.schedule.next_due() else {
