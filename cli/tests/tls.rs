@@ -2,10 +2,11 @@
 //! ack over TLS, a plaintext client turned away with a reason line, a
 //! SIGTERM that flushes what a TLS client is owed and ends with
 //! `close_notify`, Unix-domain TLS, several loops; `iomux bench --tls`
-//! against it, keep-alive and a new connection per request; and bad
-//! certificate or key files, or a bench without a CA to trust, refused
-//! with one line and the usage (run once). The certificates are made at
-//! test time.
+//! against it, keep-alive and a new connection per request (its text
+//! report, `--hist`, `--interval`, and `--json` in the regular bench's
+//! one schema whatever the outcome); and bad certificate or key files, or
+//! a bench without a CA to trust, or `--new-conn --rate`, refused with one
+//! line and the usage (run once). The certificates are made at test time.
 
 #[macro_use]
 mod common;
@@ -26,6 +27,7 @@ backend_suite! {
     tls_threads,
     bench_tls_keep_alive,
     bench_tls_new_connection_per_request,
+    bench_new_conn_json_has_the_one_schema,
     bench_tls_refuses_an_untrusted_server,
 }
 
@@ -298,12 +300,28 @@ fn bench_tls_keep_alive(backend: &str) {
 }
 
 /// `--new-conn`: every request on a connection of its own, each a full
-/// handshake; the server saw as many clients as the bench completed, or
-/// more.
+/// handshake; the report has the regular bench's lines and a handshakes
+/// line; the server saw as many clients as the bench completed, or more;
+/// `--hist` holds every one, `--interval` prints its lines first.
 fn bench_tls_new_connection_per_request(backend: &str) {
     let pki = Pki::new(&format!("bench-nc-{backend}"));
     let mut server = start(backend, &pki, &["--app", "echo", "-q"]);
-    let done = bench(backend, &server, &pki.ca, &["-c", "4", "--new-conn"]);
+    let hist = pki.dir.join("new-conn.hist");
+    let hist_arg = hist.display().to_string();
+    let done = bench(
+        backend,
+        &server,
+        &pki.ca,
+        &[
+            "-c",
+            "4",
+            "--new-conn",
+            "--hist",
+            &hist_arg,
+            "--interval",
+            "0.2",
+        ],
+    );
     assert_eq!(
         done.status.code(),
         Some(0),
@@ -312,21 +330,208 @@ fn bench_tls_new_connection_per_request(backend: &str) {
         done.stdout,
         done.stderr
     );
-    let line = done
-        .stdout
-        .lines()
-        .find(|l| l.contains("TLS connections (full handshakes): "))
-        .unwrap_or_else(|| panic!("no handshake count:\n{}", done.stdout));
-    let count: u64 = line
-        .split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    assert!(count > 0, "{line}");
-    assert!(done.stdout.contains("errors: 0"), "{}", done.stdout);
+    let out = &done.stdout;
+    // "  LABEL N (R/s)...": N.
+    let count_of = |label: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line:\n{out}"));
+        line[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+    };
+    let count = count_of("  requests    ");
+    assert!(count > 0, "{out}");
+    assert_eq!(count_of("  handshakes  "), count, "{out}");
+    assert!(out.contains("full TLS handshakes, none resumed"), "{out}");
+    for line in ["  throughput  ", "  latency     p50 ", "  bench cpu   "] {
+        assert!(out.contains(line), "no {line:?}:\n{out}");
+    }
+    assert!(
+        out.contains(
+            "  errors      0 connect failures, 0 resets, 0 closed by server, 0 mismatched, \
+             0 short, 0 timeouts, 0 idle closed"
+        ),
+        "{out}"
+    );
+    // The interval lines come first, then the report.
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("  [") && first.contains("req/s"), "{out}");
+    let text = std::fs::read_to_string(&hist).expect("the --hist file");
+    assert!(
+        text.contains(&format!("Total count    = {count:12}]")),
+        "{count} in {text}"
+    );
     let summary = server.stop();
     assert!(summary.clients >= count, "{summary:?} vs {count}");
+}
+
+/// Every key path of a JSON document's objects (`errors.timeouts`),
+/// arrays left out.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let path = format!("{prefix}{k}");
+            key_paths(v, &format!("{path}."), out);
+            out.insert(path);
+        }
+    }
+}
+
+/// `iomux bench --json` on `backend` with `args` and a short window; its
+/// exit code, document and stderr.
+fn bench_json(backend: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = vec![
+        "bench",
+        "--json",
+        "--backend",
+        backend,
+        "-d",
+        "0.5",
+        "--warmup",
+        "0.1",
+    ];
+    all.extend_from_slice(args);
+    let done = common::run_to_exit(&all, &[], LIVENESS);
+    assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
+    let json = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}): {}\n{}", done.stdout, done.stderr));
+    (done.status.code().unwrap_or(-1), json, done.stderr)
+}
+
+/// `--new-conn --json` prints the regular bench's one schema, whatever
+/// happened: over TLS and not, failed handshakes, a refused connect; the
+/// regular keep-alive run's keys and its are the same. Its figures: a
+/// request per completed connection, handshakes per second, the whole
+/// cycle's latency, failed handshakes as connect failures, the bench's
+/// CPU, the intervals.
+fn bench_new_conn_json_has_the_one_schema(backend: &str) {
+    let (pki, other) = (
+        Pki::new(&format!("bench-nc-json-{backend}")),
+        Pki::new(&format!("bench-nc-json-other-{backend}")),
+    );
+    let mut tls = start(backend, &pki, &["--app", "echo", "-q"]);
+    let mut plain = Server::start(backend, &["--app", "echo", "-q"]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (tls_addr, plain_addr) = (tls.addr.to_string(), plain.addr.to_string());
+    let (ca, other_ca) = (pki.ca.display().to_string(), other.ca.display().to_string());
+    let run = |args: &[&str], ca: Option<&str>| -> (i32, serde_json::Value, String) {
+        let mut all = args.to_vec();
+        if let Some(ca) = ca {
+            all.extend(["--tls", "--tls-ca", ca, "--tls-name", "localhost"]);
+        }
+        bench_json(backend, &all)
+    };
+    let runs: [(&[&str], Option<&str>, i32); 5] = [
+        // The reference: the regular, keep-alive bench.
+        (&["--addr", &tls_addr, "-c", "2"], Some(&ca), 0),
+        (
+            &[
+                "--addr",
+                &tls_addr,
+                "-c",
+                "2",
+                "--new-conn",
+                "--interval",
+                "0.2",
+            ],
+            Some(&ca),
+            0,
+        ),
+        (&["--addr", &plain_addr, "-c", "2", "--new-conn"], None, 0),
+        (
+            &["--addr", &tls_addr, "-c", "2", "--new-conn"],
+            Some(&other_ca),
+            1,
+        ),
+        (&["--addr", &dead, "-c", "2", "--new-conn"], None, 1),
+    ];
+    let mut docs = Vec::new();
+    for (args, ca, want) in runs {
+        let (code, j, stderr) = run(args, ca);
+        assert_eq!(code, want, "{args:?}: {j} {stderr}");
+        let mut keys = std::collections::BTreeSet::new();
+        key_paths(&j, "", &mut keys);
+        docs.push((args, keys, j));
+    }
+    let (first_args, first, _) = &docs[0];
+    assert!(first.contains("latency_us.p50_us") && first.contains("errors.connect_failures"));
+    for (args, keys, j) in &docs[1..] {
+        let missing: Vec<_> = first.difference(keys).collect();
+        let extra: Vec<_> = keys.difference(first).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
+        );
+    }
+    let regular = &docs[0].2;
+    assert_eq!(regular["new_conn"], false, "{regular}");
+    assert!(regular["handshakes_per_sec"].is_null(), "{regular}");
+    assert!(regular["connections_per_sec"].is_null(), "{regular}");
+    // Over TLS: every request a full handshake.
+    let j = &docs[1].2;
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(
+        (&j["new_conn"], &j["tls"]),
+        (&true.into(), &true.into()),
+        "{j}"
+    );
+    assert!(j["requests"].as_u64().is_some_and(|n| n > 0), "{j}");
+    let rate = j["requests_per_sec"].as_f64().unwrap_or(0.0);
+    assert!(rate > 0.0, "{j}");
+    assert_eq!(j["handshakes_per_sec"].as_f64(), Some(rate), "{j}");
+    assert_eq!(j["connections_per_sec"].as_f64(), Some(rate), "{j}");
+    let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x > 0.0);
+    assert!(positive(&j["latency_us"]["p50_us"]), "{j}");
+    assert!(positive(&j["bench_cpu_per_thread"]), "{j}");
+    assert!(positive(&j["mb_per_sec_received"]), "{j}");
+    assert!(
+        j["intervals"].as_array().is_some_and(|i| !i.is_empty()),
+        "{j}"
+    );
+    assert_eq!((&j["pipeline"], &j["idle"]), (&1.into(), &0.into()), "{j}");
+    assert!(j["rate_asked"].is_null() && j["missed"].is_null(), "{j}");
+    let errors = j["errors"].as_object().expect("errors");
+    assert!(errors.values().all(|n| *n == 0), "{j}");
+    // In the clear: connections per second, no handshake.
+    let j = &docs[2].2;
+    assert_eq!((&j["ok"], &j["tls"]), (&true.into(), &false.into()), "{j}");
+    assert!(j["handshakes_per_sec"].is_null(), "{j}");
+    assert!(positive(&j["connections_per_sec"]), "{j}");
+    // An untrusted certificate: every handshake fails, each counted.
+    let j = &docs[3].2;
+    assert_eq!(
+        (&j["ok"], &j["requests"]),
+        (&false.into(), &0.into()),
+        "{j}"
+    );
+    assert!(positive(&j["errors"]["connect_failures"]), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{j}"
+    );
+    // A refused connect: nothing measured, said as null.
+    let j = &docs[4].2;
+    assert_eq!(
+        (&j["ok"], &j["requests"]),
+        (&false.into(), &0.into()),
+        "{j}"
+    );
+    assert!(
+        j["error"].as_str().is_some_and(|e| e.contains(&dead)),
+        "{j}"
+    );
+    assert!(j["latency_us"]["p50_us"].is_null(), "{j}");
+    tls.stop();
+    plain.stop();
 }
 
 /// A server whose certificate the bench does not trust: every connection
@@ -440,6 +645,23 @@ mod cli {
         );
         assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
         assert!(done.stderr.contains("/nonexistent.pem"), "{}", done.stderr);
+    }
+
+    /// `--new-conn` has no open loop: `--rate` is refused, naming both.
+    #[test]
+    fn bench_new_conn_refuses_rate() {
+        let done = run_to_exit(
+            &["bench", "--new-conn", "--rate", "100", "-d", "0.1"],
+            &[],
+            QUICK,
+        );
+        assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+        let first = done.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--new-conn") && first.contains("--rate"),
+            "{}",
+            done.stderr
+        );
     }
 
     #[test]

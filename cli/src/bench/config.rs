@@ -51,6 +51,10 @@ pub struct BenchConfig {
     pub cancel: Arc<AtomicBool>,
     /// Connect over TLS with this (`--tls`).
     pub tls: Option<crate::tls::ClientTls>,
+    /// A new connection for every request (`--new-conn`, run by
+    /// [`super::churn::run`]): each is a connect, a TLS handshake with
+    /// `tls`, one request and its whole reply.
+    pub new_conn: bool,
 }
 
 impl BenchConfig {
@@ -77,6 +81,7 @@ impl BenchConfig {
             interval: None,
             cancel: Arc::new(AtomicBool::new(false)),
             tls: None,
+            new_conn: false,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::bench::protocol::{self, ReplyRule};
 use crate::bench::{
-    self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, stats, verdict,
+    self, BenchConfig, BenchResult, Interval, Mode, Observer, Phase, churn, stats, verdict,
 };
 use clap::{Args, ValueEnum};
 use iomux::{Addr, Backend};
@@ -252,6 +252,7 @@ impl BenchArgs {
             interval: self.interval,
             cancel: Arc::new(AtomicBool::new(false)),
             tls: self.tls.client(&self.addr.text, &mode)?,
+            new_conn: self.tls.new_conn,
             mode,
         })
     }
@@ -283,11 +284,13 @@ pub fn run(args: BenchArgs) -> i32 {
         );
         let _ = signal_hook::flag::register(signal, config.cancel.clone());
     }
-    if args.tls.new_conn {
-        return super::bench_tls::run_new_conn(&config);
-    }
     let observer = args.interval.map(|_| interval_printer(args.csv, args.json));
-    let result = match bench::run(&config, observer) {
+    let result = if config.new_conn {
+        churn::run(&config, observer)
+    } else {
+        bench::run(&config, observer)
+    };
+    let result = match result {
         Ok(r) => r,
         Err(e) => {
             let interrupted = e.kind() == std::io::ErrorKind::Interrupted;
@@ -392,7 +395,7 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
     let secs = r.window.as_secs_f64().max(1e-9);
     let kept_up = verdict::kept_up(r, c.rate);
     let behind = verdict::behind(r, c.rate, c.conns, c.pipeline);
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "ok": failure.is_none() && !r.interrupted,
         "error": failure,
         "interrupted": r.interrupted,
@@ -438,7 +441,20 @@ pub fn to_json(c: &BenchConfig, r: &BenchResult, failure: Option<&str>) -> serde
         "bench_cpu_per_thread": r.cpu_per_thread(),
         "bench_saturated": r.cpu_per_thread() >= BenchResult::SATURATED,
         "bench_cpu_wait_per_thread": r.cpu_wait_per_thread(),
-    })
+    });
+    // `--new-conn`: every request on a connection of its own (with
+    // `--tls`, a full handshake each); its rates, null otherwise. (Apart:
+    // one `json!` of every key is past its macro's recursion limit.)
+    let new_conn = serde_json::json!({
+        "new_conn": c.new_conn,
+        "tls": c.tls.is_some(),
+        "connections_per_sec": c.new_conn.then(|| r.requests_per_sec()),
+        "handshakes_per_sec": (c.new_conn && c.tls.is_some()).then(|| r.requests_per_sec()),
+    });
+    if let (Some(doc), serde_json::Value::Object(more)) = (doc.as_object_mut(), new_conn) {
+        doc.extend(more);
+    }
+    doc
 }
 
 /// The human-readable report of a run.
@@ -450,12 +466,22 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         Some(rate) => format!("open loop at {rate} req/s"),
         None => "closed loop".to_string(),
     };
+    let conns = if c.new_conn {
+        let each = if c.tls.is_some() {
+            "TLS connection (a full handshake)"
+        } else {
+            "connection"
+        };
+        format!("a new {each} per request, {} at once", c.conns)
+    } else {
+        format!(
+            "{} conns x pipeline {}, {} idle",
+            c.conns, c.pipeline, c.idle
+        )
+    };
     let mut s = format!(
-        "iomux bench: {} {mode}, {model}, {} conns x pipeline {}, {} idle, {} B, {} thread(s), {} measured{}\n",
+        "iomux bench: {} {mode}, {model}, {conns}, {} B, {} thread(s), {} measured{}\n",
         r.addr,
-        c.conns,
-        c.pipeline,
-        c.idle,
         c.size,
         r.threads,
         stats::format_secs(r.window),
@@ -466,9 +492,25 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         }
     );
     s += &format!(
-        "  requests    {} ({:.0}/s)\n  throughput  {:.2} MB/s sent, {:.2} MB/s received\n",
+        "  requests    {} ({:.0}/s)\n",
         r.requests,
-        r.requests_per_sec(),
+        r.requests_per_sec()
+    );
+    if c.new_conn {
+        // One request per connection: the same count, said as what it is.
+        let (label, what) = if c.tls.is_some() {
+            ("handshakes ", "full TLS handshakes, none resumed")
+        } else {
+            ("connections", "connect to close")
+        };
+        s += &format!(
+            "  {label} {} ({:.0}/s), {what}\n",
+            r.requests,
+            r.requests_per_sec()
+        );
+    }
+    s += &format!(
+        "  throughput  {:.2} MB/s sent, {:.2} MB/s received\n",
         r.bytes_sent as f64 / 1e6 / secs,
         r.bytes_received as f64 / 1e6 / secs
     );
@@ -491,6 +533,8 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
     }
     let from = if c.rate.is_some() {
         " (from each request's due time)"
+    } else if c.new_conn {
+        " (the whole cycle: connect, handshake, request, reply)"
     } else {
         ""
     };
@@ -564,6 +608,12 @@ pub fn render(c: &BenchConfig, r: &BenchResult) -> String {
         cpu * 100.0,
         r.cpu_wait_per_thread() * 100.0
     );
+    if c.new_conn && r.requests > 0 {
+        s += &format!(
+            ", {:.0} µs per connection",
+            r.cpu.as_secs_f64() * 1e6 / r.requests as f64
+        );
+    }
     if cpu >= BenchResult::SATURATED {
         s += " (saturated: the load generator, not the server, may be the limit; try --threads)";
     }

@@ -1,8 +1,7 @@
 //! `iomux bench`'s TLS flags (`--tls`, `--tls-ca`, `--tls-insecure`,
 //! `--tls-name`) and `--new-conn`, a new connection per request.
 
-use crate::bench::churn;
-use crate::bench::{BenchConfig, Mode};
+use crate::bench::Mode;
 use crate::tls::{ClientTls, Trust};
 use clap::Args;
 use std::path::PathBuf;
@@ -33,7 +32,7 @@ pub struct TlsArgs {
     /// A new connection for every request (with --tls a full handshake
     /// each): measures connections (handshakes) per second. --conns of
     /// them at a time, each closed once its response is whole.
-    #[arg(long, conflicts_with_all = ["pipeline", "rate", "idle", "requests", "hist", "interval", "heavy", "json", "connect_rate"])]
+    #[arg(long, conflicts_with_all = ["pipeline", "rate", "idle", "requests", "heavy", "connect_rate"])]
     pub new_conn: bool,
 }
 
@@ -76,30 +75,6 @@ fn default_name(target: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .to_string()
-}
-
-/// Runs `--new-conn` and prints its report; the exit code.
-pub fn run_new_conn(config: &BenchConfig) -> i32 {
-    match churn::run(config) {
-        Ok(result) => {
-            print!("{}", result.render(config));
-            if result.interrupted {
-                eprintln!("iomux bench: interrupted; the result is partial");
-                return 130;
-            }
-            match (&result.first_error, result.errors) {
-                (Some(e), n) if n > 0 => {
-                    eprintln!("iomux bench: {n} connections failed; the first: {e}");
-                    1
-                }
-                _ => 0,
-            }
-        }
-        Err(e) => {
-            eprintln!("iomux bench: {e}");
-            1
-        }
-    }
 }
 
 #[cfg(test)]
