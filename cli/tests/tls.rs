@@ -419,6 +419,10 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .to_string();
+    // Never accepts: the kernel completes a few connects for its backlog,
+    // and none is ever answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let silent_addr = silent.local_addr().expect("its address").to_string();
     let (tls_addr, plain_addr) = (tls.addr.to_string(), plain.addr.to_string());
     let (ca, other_ca) = (pki.ca.display().to_string(), other.ca.display().to_string());
     let run = |args: &[&str], ca: Option<&str>| -> (i32, serde_json::Value, String) {
@@ -428,7 +432,7 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
         }
         bench_json(backend, &all)
     };
-    let runs: [(&[&str], Option<&str>, i32); 5] = [
+    let runs: [(&[&str], Option<&str>, i32); 6] = [
         // The reference: the regular, keep-alive bench.
         (&["--addr", &tls_addr, "-c", "2"], Some(&ca), 0),
         (
@@ -451,6 +455,19 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
             1,
         ),
         (&["--addr", &dead, "-c", "2", "--new-conn"], None, 1),
+        (
+            &[
+                "--addr",
+                &silent_addr,
+                "-c",
+                "1",
+                "--new-conn",
+                "--timeout",
+                "0.2",
+            ],
+            None,
+            1,
+        ),
     ];
     let mut docs = Vec::new();
     for (args, ca, want) in runs {
@@ -530,6 +547,16 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
         "{j}"
     );
     assert!(j["latency_us"]["p50_us"].is_null(), "{j}");
+    // No reply within --timeout: counted, the connection replaced.
+    let j = &docs[5].2;
+    assert_eq!(
+        (&j["ok"], &j["requests"]),
+        (&false.into(), &0.into()),
+        "{j}"
+    );
+    assert!(positive(&j["errors"]["timeouts"]), "{j}");
+    assert!(positive(&j["reconnects"]), "{j}");
+    drop(silent);
     tls.stop();
     plain.stop();
 }

@@ -271,7 +271,8 @@ impl Churn {
     }
 
     /// Requests unanswered within the response timeout: counted, their
-    /// connections closed and replaced.
+    /// connections closed and replaced (a reconnect, as in the keep-alive
+    /// bench).
     fn check_timeouts(&mut self, ctx: &mut Ctx<'_>) {
         let late: Vec<ConnId> = self
             .open
@@ -288,6 +289,7 @@ impl Churn {
                 super::stats::format_secs(self.response_timeout)
             ));
             ctx.close(id);
+            self.record.reconnects += 1;
             self.connect(ctx);
             if self.stopping {
                 return;

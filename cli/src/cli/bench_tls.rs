@@ -31,7 +31,9 @@ pub struct TlsArgs {
     pub tls_name: Option<String>,
     /// A new connection for every request (with --tls a full handshake
     /// each): measures connections (handshakes) per second. --conns of
-    /// them at a time, each closed once its response is whole.
+    /// them at a time, each closed once its response is whole; latency is
+    /// the whole cycle (connect, handshake, request, reply). A closed loop
+    /// only: no --rate.
     #[arg(long, conflicts_with_all = ["pipeline", "rate", "idle", "requests", "heavy", "connect_rate"])]
     pub new_conn: bool,
 }
