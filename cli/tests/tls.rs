@@ -28,6 +28,7 @@ backend_suite! {
     bench_tls_keep_alive,
     bench_tls_new_connection_per_request,
     bench_new_conn_json_has_the_one_schema,
+    bench_new_conn_sigint_prints_the_partial_result,
     bench_tls_refuses_an_untrusted_server,
 }
 
@@ -559,6 +560,107 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
     drop(silent);
     tls.stop();
     plain.stop();
+}
+
+/// Ctrl-C during `--new-conn`: the partial result, as text or JSON, and
+/// exit code 130, as any run's; in the clear, a `connections` line.
+fn bench_new_conn_sigint_prints_the_partial_result(backend: &str) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let mut server = Server::start(backend, &["--app", "echo", "-q"]);
+    let addr = server.addr.to_string();
+    for json in [true, false] {
+        let mut args = vec![
+            "bench",
+            "--addr",
+            &addr,
+            "--backend",
+            backend,
+            "-c",
+            "2",
+            "--warmup",
+            "0",
+            "-d",
+            "60",
+            "--new-conn",
+            "--interval",
+            "0.05",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iomux"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn iomux bench");
+        let collect = |pipe: Box<dyn Read + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let into = text.clone();
+            let reader = std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut t = into.lock().unwrap_or_else(|e| e.into_inner());
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+            });
+            (text, reader)
+        };
+        let (stdout, out_reader) = collect(Box::new(child.stdout.take().expect("stdout")));
+        let (stderr, err_reader) = collect(Box::new(child.stderr.take().expect("stderr")));
+        let read = |t: &Arc<Mutex<String>>| t.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The interval lines (on stderr with --json): it is measuring.
+        let lines = if json { &stderr } else { &stdout };
+        let deadline = Instant::now() + LIVENESS;
+        while !read(lines).contains("req/s") {
+            assert!(
+                Instant::now() < deadline,
+                "no interval line: {} {}",
+                read(&stdout),
+                read(&stderr)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        )
+        .expect("send SIGINT");
+        let deadline = Instant::now() + LIVENESS;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the bench did not exit after SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = (out_reader.join(), err_reader.join());
+        let (out, err) = (read(&stdout), read(&stderr));
+        assert_eq!(status.code(), Some(130), "{out} {err}");
+        assert!(err.contains("interrupted"), "{err}");
+        if json {
+            let j: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+            assert_eq!(
+                (&j["interrupted"], &j["ok"]),
+                (&true.into(), &false.into()),
+                "{j}"
+            );
+            assert!(j["requests"].as_u64().is_some_and(|n| n > 0), "{j}");
+            assert!(j["window_secs"].as_f64().is_some_and(|w| w < 60.0), "{j}");
+        } else {
+            assert!(out.contains("(interrupted: partial)"), "{out}");
+            assert!(out.contains("  connections "), "{out}");
+            assert!(out.contains("connect to close"), "{out}");
+        }
+    }
+    server.stop();
 }
 
 /// A server whose certificate the bench does not trust: every connection

@@ -284,7 +284,8 @@ impl Churn {
             self.open.remove(&id);
             self.record.errors.timeouts += 1;
             self.failed(format!(
-                "{}: no response within {}",
+                "{}: no response within {} (response timeout); the connection was closed and \
+                 another opened in its place",
                 self.addr,
                 super::stats::format_secs(self.response_timeout)
             ));
