@@ -20,6 +20,7 @@ Usage, from the repository root (needs wrk, openssl, curl and nginx):
 Environment: DUR (seconds per measurement, 10), ROUNDS (3),
 BACKEND (the http example's IOMUX_BACKEND, epoll), NGINX (/usr/sbin/nginx).
 """
+import json
 import os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -63,10 +64,10 @@ def wrk(out):
     return int(m.group(1)), float(m.group(2))
 
 def bench(out):
-    m = re.search(r'full handshakes\): (\d+) in ([\d.]+) s', out)
-    if 'errors: 0' not in out:
+    r = json.loads(out)
+    if not r['ok'] or any(r['errors'].values()):
         sys.exit(f'bench saw errors:\n{out}')
-    return int(m.group(1)), float(m.group(2))
+    return r['requests'], r['window_secs']
 
 def s_time(out):
     m = re.search(r'(\d+) connections in ([\d.]+) real seconds', out)
@@ -131,7 +132,7 @@ http {{
                     elif kind == 'handshakes':
                         cmd = [IOMUX, 'bench', '--addr', f'127.0.0.1:{port}', '--mode', 'http', '--tls',
                                '--tls-ca', cert, '--tls-name', 'localhost', '-c', '8', '-d', DUR,
-                               '--warmup', '1', '--new-conn']
+                               '--warmup', '1', '--new-conn', '--json']
                         parse = bench
                     else:
                         cmd, parse = ['openssl', 's_time', '-connect', f'127.0.0.1:{port}', '-new',
