@@ -1005,12 +1005,14 @@ fn run_one(
         let Some(accepted) = accepted else {
             // Cut short inside the greeting: only when a side failed (an
             // injected reset ends the loop's side, and the kernel then
-            // sends a plain end of stream) may it have so little.
-            let failed = rec.closed.get(&out) == Some(&Ending::Failed);
-            let cut_by_failure = rec.sent.iter().any(|(c, sent)| {
-                sent.starts_with(got) && (failed || rec.closed.get(c) == Some(&Ending::Failed))
+            // sends a plain end of stream), or the shutdown stopped its
+            // reading (a short read, then no more), may it have so little.
+            let cut = rec.closed.get(&out) == Some(&Ending::Failed)
+                || rec.reasons.get(&out).is_some_and(|r| r == "Shutdown");
+            let cut_short = rec.sent.iter().any(|(c, sent)| {
+                sent.starts_with(got) && (cut || rec.closed.get(c) == Some(&Ending::Failed))
             });
-            if cut_by_failure {
+            if cut_short {
                 continue;
             }
             problems.push(format!(
