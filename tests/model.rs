@@ -32,6 +32,7 @@
 //! ```sh
 //! IOMUX_MODEL_SEEDS=100000 cargo test --release --test model -- --nocapture
 //! IOMUX_MODEL_SEEDS=1000 IOMUX_MODEL_TLS=100 cargo test --release --test model
+//! IOMUX_MODEL_SEEDS=1000 IOMUX_MODEL_FAULT_RATE=0.3 cargo test --release --test model under_faults
 //! IOMUX_MODEL_SEED=1234 cargo test --release --test model uring::
 //! ```
 
@@ -70,7 +71,13 @@ fn random_schedules_keep_the_contract(backend: &str) {
 }
 
 fn random_schedules_keep_the_contract_under_faults(backend: &str) {
-    run_seeds(backend, Some(0.1));
+    // `IOMUX_MODEL_FAULT_RATE` for a harsher (or milder) campaign.
+    let rate = std::env::var("IOMUX_MODEL_FAULT_RATE")
+        .ok()
+        .map_or(0.1, |r| {
+            r.parse().expect("IOMUX_MODEL_FAULT_RATE is a number")
+        });
+    run_seeds(backend, Some(rate));
 }
 
 /// Seeds run one after another (the descriptor count is the process's).
@@ -111,11 +118,14 @@ fn run_seeds(backend: &str, fault_rate: Option<f64>) {
             }
             Err(failure) => {
                 let faults = plan.map_or(String::new(), |p| format!(" with IOMUX_FAULTS={p}"));
-                let share = if tls_share == 33 {
+                let mut share = if tls_share == 33 {
                     String::new()
                 } else {
                     format!(" IOMUX_MODEL_TLS={tls_share}")
                 };
+                if let Some(rate) = fault_rate.filter(|&r| r != 0.1) {
+                    share.push_str(&format!(" IOMUX_MODEL_FAULT_RATE={rate}"));
+                }
                 panic!(
                     "{backend}: seed {seed}{faults} failed (replay: IOMUX_MODEL_SEED={seed}{share}): {failure}"
                 );
@@ -733,6 +743,24 @@ impl Peer {
     }
 }
 
+/// The id in the greeting at the front of `got`, if it is all there.
+fn greeting(got: &[u8]) -> Option<u64> {
+    let end = got.iter().position(|&b| b == b'\n')?;
+    let line = String::from_utf8_lossy(&got[..end]).into_owned();
+    line.strip_prefix("ID ")?.parse().ok()
+}
+
+/// Whether every outbound connection is closed, and every side the loop
+/// accepted for one that greeted it.
+fn outbound_done(rec: &Record) -> bool {
+    rec.connects.iter().all(|c| rec.closed.contains_key(c))
+        && rec
+            .received
+            .values()
+            .filter_map(|got| greeting(got))
+            .all(|id| rec.closed.keys().any(|c| c.as_u64() == id))
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -896,6 +924,19 @@ fn run_one(
         peer.read_to_end(deadline)?;
     }
     if !stop_first && seed.is_multiple_of(4) {
+        // The peers are done; outbound connections made late may still be
+        // at their exchange (a TLS handshake, a reply in short writes):
+        // wait until they and the sides accepted for them are closed.
+        let deadline = Instant::now() + LIVENESS;
+        while !outbound_done(&lock(&rec)) {
+            if Instant::now() > deadline {
+                lock(&rec)
+                    .violations
+                    .push("outbound connections still open".into());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // Everyone is done: the loop sleeps. Two wake-ups a moment apart
         // are a few turns apart, not thousands (a loop that spins).
         let wake_and_wait = |count: usize| -> Result<u64, String> {
@@ -994,14 +1035,8 @@ fn run_one(
     }
     for (&out, got) in rec.received.iter() {
         // The side the loop accepted for it greeted it with its id.
-        let accepted = got
-            .iter()
-            .position(|&b| b == b'\n')
-            .and_then(|end| {
-                let line = String::from_utf8_lossy(&got[..end]).into_owned();
-                line.strip_prefix("ID ")?.parse::<u64>().ok()
-            })
-            .and_then(|id| rec.opened.keys().find(|c| c.as_u64() == id).copied());
+        let accepted =
+            greeting(got).and_then(|id| rec.opened.keys().find(|c| c.as_u64() == id).copied());
         let Some(accepted) = accepted else {
             // Cut short inside the greeting: only when a side failed (an
             // injected reset ends the loop's side, and the kernel then
