@@ -952,13 +952,23 @@ fn run_one(
                 std::thread::sleep(Duration::from_millis(1));
             }
         };
-        let before = wake_and_wait(0)?;
-        std::thread::sleep(Duration::from_millis(20));
-        let after = wake_and_wait(1)?;
-        if after - before > 20 {
+        // Closed connections may still linger a moment (each end of an
+        // outbound pair waits for the other's, with faults in between):
+        // a loop that spins turns too often in every window, one that
+        // finished a lingering close does not in the next.
+        let mut turned = Vec::new();
+        for window in 0..3 {
+            let before = wake_and_wait(2 * window)?;
+            std::thread::sleep(Duration::from_millis(20));
+            let after = wake_and_wait(2 * window + 1)?;
+            turned.push(after - before);
+            if after - before <= 20 {
+                break;
+            }
+        }
+        if turned.iter().all(|&t| t > 20) {
             lock(&rec).violations.push(format!(
-                "an idle loop turned {} times in 20 ms",
-                after - before
+                "an idle loop turned {turned:?} times in windows of 20 ms"
             ));
         }
     }
