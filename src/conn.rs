@@ -391,7 +391,14 @@ impl Conn {
     pub(crate) fn may_read(&self, max_jobs: u32) -> bool {
         match self.phase {
             Phase::Lingering => true,
-            Phase::Open => self.may_deliver(max_jobs),
+            // A TLS handshake carries no input for the app: it is read
+            // whatever the app's flow control says, or plaintext sent
+            // before it is done (over the high-water mark) would wait for
+            // a handshake that waits for it. Plaintext that comes with its
+            // end is kept, as any input the app may not take yet.
+            Phase::Open => {
+                self.may_deliver(max_jobs) || self.tls().is_some_and(Tls::handshake_pending)
+            }
             // A TLS connection closing after its output, or with the loop,
             // may owe output that waits for its handshake: read on until
             // the handshake is done (its timeout bounds that), unless

@@ -407,6 +407,9 @@ mod disabled {
         pub(crate) fn owes_after_handshake(&self) -> bool {
             match *self {}
         }
+        pub(crate) fn handshake_pending(&self) -> bool {
+            match *self {}
+        }
         pub(crate) fn seal_held(&mut self, _: &mut Vec<u8>) {
             match *self {}
         }

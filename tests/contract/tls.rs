@@ -24,6 +24,7 @@ backend_suite! {
     tls_outbound_connect_refuses_untrusted_server,
     tls_unix_domain,
     tls_shutdown_flushes_then_close_notify,
+    tls_output_over_high_water_before_handshake_is_delivered,
 }
 
 /// The certificates and configs every test shares (made once).
@@ -677,5 +678,61 @@ fn tls_shutdown_flushes_then_close_notify(backend: &str) {
     // last bytes may still be unacknowledged).
     drop(c);
     assert_eq!(journal.wait_closed(peer).1, Reason::Shutdown);
+    lp.stop(LIVENESS);
+}
+
+/// Greets each connection, in `on_open` (before the handshake), with
+/// `size` bytes; answers the peer's end with its own.
+struct Greeter {
+    rec: Rec,
+    size: usize,
+}
+
+impl App for Greeter {
+    type State = ();
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: Origin) {
+        self.rec.open(ctx, conn);
+        let greeting: Vec<u8> = (0..self.size).map(|k| (k % 251) as u8).collect();
+        let _ = ctx.send(conn, &greeting);
+        assert!(ctx.output_full(conn), "the greeting fills the output");
+    }
+    fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+        input.len()
+    }
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
+        ctx.shutdown_after_flush(conn);
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: (), reason: &CloseReason) {
+        self.rec.close(ctx, conn, reason);
+    }
+}
+
+/// An app that sends more than the high-water mark before the handshake
+/// is done (a greeting, output pushed from elsewhere) fills the output
+/// with plaintext that waits for the handshake: the connection still
+/// reads the rest of the handshake, rather than stalling until the
+/// handshake timeout, and the peer gets all of it.
+fn tls_output_over_high_water_before_handshake_is_delivered(backend: &str) {
+    let journal = Journal::default();
+    let mut config = Config::default();
+    config.tls_handshake_timeout = Duration::from_secs(3);
+    let size = 2 * config.high_water;
+    let app = Greeter {
+        rec: Rec::new(&journal),
+        size,
+    };
+    let lp = start(backend, config, app);
+    let mut c = tls_client(lp.addr, &pki().client);
+    let peer = c.sock.local_addr().unwrap();
+    let mut got = vec![0u8; size];
+    c.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("the greeting: {e}: {:?}", journal.of(peer)));
+    assert!(
+        got.iter().enumerate().all(|(k, &b)| b == (k % 251) as u8),
+        "the greeting differs"
+    );
+    close_notify_and_shut(&mut c);
+    assert_eq!(read_to_close_notify(&mut c), b"");
+    assert_eq!(journal.wait_closed(peer).1, Reason::PeerClosed);
     lp.stop(LIVENESS);
 }
