@@ -25,6 +25,7 @@ backend_suite! {
     tls_unix_domain,
     tls_shutdown_flushes_then_close_notify,
     tls_output_over_high_water_before_handshake_is_delivered,
+    tls_handshake_finishes_while_the_app_pauses_reading,
 }
 
 /// The certificates and configs every test shares (made once).
@@ -682,19 +683,27 @@ fn tls_shutdown_flushes_then_close_notify(backend: &str) {
 }
 
 /// Greets each connection, in `on_open` (before the handshake), with
-/// `size` bytes; answers the peer's end with its own.
+/// `size` bytes (filling the output, unless `pause`: then it pauses
+/// reading first); answers the peer's end with its own.
 struct Greeter {
     rec: Rec,
     size: usize,
+    pause: bool,
 }
 
 impl App for Greeter {
     type State = ();
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), _: Origin) {
         self.rec.open(ctx, conn);
+        if self.pause {
+            ctx.pause_reading(conn);
+        }
         let greeting: Vec<u8> = (0..self.size).map(|k| (k % 251) as u8).collect();
         let _ = ctx.send(conn, &greeting);
-        assert!(ctx.output_full(conn), "the greeting fills the output");
+        assert!(
+            self.pause || ctx.output_full(conn),
+            "the greeting fills the output"
+        );
     }
     fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
         input.len()
@@ -720,6 +729,7 @@ fn tls_output_over_high_water_before_handshake_is_delivered(backend: &str) {
     let app = Greeter {
         rec: Rec::new(&journal),
         size,
+        pause: false,
     };
     let lp = start(backend, config, app);
     let mut c = tls_client(lp.addr, &pki().client);
@@ -734,5 +744,32 @@ fn tls_output_over_high_water_before_handshake_is_delivered(backend: &str) {
     close_notify_and_shut(&mut c);
     assert_eq!(read_to_close_notify(&mut c), b"");
     assert_eq!(journal.wait_closed(peer).1, Reason::PeerClosed);
+    lp.stop(LIVENESS);
+}
+
+/// An app that pauses reading in `on_open` takes no input, but the
+/// handshake is not input: it still finishes (the greeting reaches the
+/// peer) rather than waiting out the handshake timeout, and the shutdown
+/// closes the paused connection with close_notify.
+fn tls_handshake_finishes_while_the_app_pauses_reading(backend: &str) {
+    let journal = Journal::default();
+    let mut config = Config::default();
+    config.tls_handshake_timeout = Duration::from_secs(3);
+    let app = Greeter {
+        rec: Rec::new(&journal),
+        size: 5,
+        pause: true,
+    };
+    let lp = start(backend, config, app);
+    let mut c = tls_client(lp.addr, &pki().client);
+    let peer = c.sock.local_addr().unwrap();
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("the greeting: {e}: {:?}", journal.of(peer)));
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    lp.stop.stop();
+    assert_eq!(read_to_close_notify(&mut c), b"");
+    drop(c);
+    assert_eq!(journal.wait_closed(peer).1, Reason::Shutdown);
     lp.stop(LIVENESS);
 }
