@@ -12,7 +12,7 @@
 mod common;
 
 use common::pki::{Pki, read_to_close_notify};
-use common::{LIVENESS, Rng, Server, read_to_end, seed};
+use common::{LIVENESS, Rng, Server, assert_one_schema, json_key_paths, read_to_end, seed};
 use iomux::rustls;
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -370,18 +370,6 @@ fn bench_tls_new_connection_per_request(backend: &str) {
     assert!(summary.clients >= count, "{summary:?} vs {count}");
 }
 
-/// Every key path of a JSON document's objects (`errors.timeouts`),
-/// arrays left out.
-fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            let path = format!("{prefix}{k}");
-            key_paths(v, &format!("{path}."), out);
-            out.insert(path);
-        }
-    }
-}
-
 /// `iomux bench --json` on `backend` with `args` and a short window; its
 /// exit code, document and stderr.
 fn bench_json(backend: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -474,26 +462,17 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
     for (args, ca, want) in runs {
         let (code, j, stderr) = run(args, ca);
         assert_eq!(code, want, "{args:?}: {j} {stderr}");
-        let mut keys = std::collections::BTreeSet::new();
-        key_paths(&j, "", &mut keys);
-        docs.push((args, keys, j));
+        docs.push((args, j));
     }
-    let (first_args, first, _) = &docs[0];
+    let first = json_key_paths(&docs[0].1);
     assert!(first.contains("latency_us.p50_us") && first.contains("errors.connect_failures"));
-    for (args, keys, j) in &docs[1..] {
-        let missing: Vec<_> = first.difference(keys).collect();
-        let extra: Vec<_> = keys.difference(first).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
-        );
-    }
-    let regular = &docs[0].2;
+    assert_one_schema(&docs);
+    let regular = &docs[0].1;
     assert_eq!(regular["new_conn"], false, "{regular}");
     assert!(regular["handshakes_per_sec"].is_null(), "{regular}");
     assert!(regular["connections_per_sec"].is_null(), "{regular}");
     // Over TLS: every request a full handshake.
-    let j = &docs[1].2;
+    let j = &docs[1].1;
     assert_eq!(j["ok"], true, "{j}");
     assert_eq!(
         (&j["new_conn"], &j["tls"]),
@@ -518,12 +497,12 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
     let errors = j["errors"].as_object().expect("errors");
     assert!(errors.values().all(|n| *n == 0), "{j}");
     // In the clear: connections per second, no handshake.
-    let j = &docs[2].2;
+    let j = &docs[2].1;
     assert_eq!((&j["ok"], &j["tls"]), (&true.into(), &false.into()), "{j}");
     assert!(j["handshakes_per_sec"].is_null(), "{j}");
     assert!(positive(&j["connections_per_sec"]), "{j}");
     // An untrusted certificate: every handshake fails, each counted.
-    let j = &docs[3].2;
+    let j = &docs[3].1;
     assert_eq!(
         (&j["ok"], &j["requests"]),
         (&false.into(), &0.into()),
@@ -537,7 +516,7 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
         "{j}"
     );
     // A refused connect: nothing measured, said as null.
-    let j = &docs[4].2;
+    let j = &docs[4].1;
     assert_eq!(
         (&j["ok"], &j["requests"]),
         (&false.into(), &0.into()),
@@ -549,7 +528,7 @@ fn bench_new_conn_json_has_the_one_schema(backend: &str) {
     );
     assert!(j["latency_us"]["p50_us"].is_null(), "{j}");
     // No reply within --timeout: counted, the connection replaced.
-    let j = &docs[5].2;
+    let j = &docs[5].1;
     assert_eq!(
         (&j["ok"], &j["requests"]),
         (&false.into(), &0.into()),

@@ -898,18 +898,6 @@ fn bench_json_failure_is_a_json_object_with_the_error() {
     assert!(j["error"].as_str().unwrap().contains(&addr), "{j}");
 }
 
-/// Every key path of a JSON document's objects (`errors.timeouts`),
-/// arrays left out.
-fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            let path = format!("{prefix}{k}");
-            key_paths(v, &format!("{path}."), out);
-            out.insert(path);
-        }
-    }
-}
-
 /// `--json` prints one schema whatever happened: a clean run, an open-loop
 /// run, a run that failed after its load, a refused connect, a usage of
 /// --request; only the values differ (null where nothing was measured).
@@ -939,22 +927,13 @@ fn bench_json_has_one_schema_whatever_the_outcome() {
     for (args, want) in runs {
         let (code, j, stderr) = bench_json(args);
         assert_eq!(code, want, "{args:?}: {j} {stderr}");
-        let mut keys = std::collections::BTreeSet::new();
-        key_paths(&j, "", &mut keys);
-        schemas.push((args, keys, j));
+        schemas.push((args, j));
     }
-    let (first_args, first, _) = &schemas[0];
+    let first = common::json_key_paths(&schemas[0].1);
     assert!(first.contains("latency_us.p50_us") && first.contains("errors.timeouts"));
-    for (args, keys, j) in &schemas[1..] {
-        let missing: Vec<_> = first.difference(keys).collect();
-        let extra: Vec<_> = keys.difference(first).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
-        );
-    }
+    common::assert_one_schema(&schemas);
     // The refused connect: nothing measured, said as null, not 0.
-    let refused = &schemas[4].2;
+    let refused = &schemas[4].1;
     assert_eq!(refused["ok"], false);
     assert!(
         refused["error"].as_str().unwrap().contains(&dead),

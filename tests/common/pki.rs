@@ -27,34 +27,13 @@ impl Pki {
         let dir = std::env::temp_dir().join(format!("iomux-pki-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory for the certificates");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "iomux test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let (ca, roots) = test_ca();
+        let (leaf, key) = signed_by(&ca, &["localhost", "127.0.0.1"]);
         let pki = Pki {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
             ca: dir.join("ca.pem"),
-            client: {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.der().clone()).unwrap();
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let mut config = ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            },
+            client: client_config(roots, &[b"http/1.1"]),
             dir,
         };
         std::fs::write(&pki.cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
@@ -119,35 +98,78 @@ pub fn in_memory() -> &'static (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
     static CONFIGS: std::sync::OnceLock<(Arc<rustls::ServerConfig>, Arc<ClientConfig>)> =
         std::sync::OnceLock::new();
     CONFIGS.get_or_init(|| {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "iomux test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone(), ca.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
+        let (ca, roots) = test_ca();
+        let (leaf, key) = signed_by(&ca, &["localhost"]);
+        (
+            server_config(&ca, &leaf, &key, &[]),
+            client_config(roots, &[]),
+        )
     })
+}
+
+/// A CA made here, and the roots that trust it.
+pub fn test_ca() -> (
+    rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    rustls::RootCertStore,
+) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "iomux test CA");
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    (ca, roots)
+}
+
+/// An ECDSA P-256 certificate for `names`, signed by `ca`, and its key.
+pub fn signed_by(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    names: &[&str],
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let leaf = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (leaf, key)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config presenting `leaf` (then the CA's certificate) with
+/// `key`, offering the `alpn` protocols.
+pub fn server_config(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    leaf: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A client config trusting `roots`, offering the `alpn` protocols.
+pub fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }

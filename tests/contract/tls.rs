@@ -2,11 +2,12 @@
 //! against a plain blocking rustls client. Certificates are made here, at
 //! test time: a CA, and a certificate for `localhost` it signed.
 
+use crate::common::pki::{client_config, server_config, signed_by, test_ca};
 use crate::prelude::*;
 use iomux::Origin;
 use iomux::net::Listener;
 use iomux::rustls;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, StreamOwned};
 use std::os::unix::net::UnixStream;
 
@@ -38,59 +39,16 @@ struct Pki {
 
 const ALPN: &[u8] = b"iomux-test";
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A CA and the roots that trust it.
-fn ca() -> (
-    rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    rustls::RootCertStore,
-) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "iomux test CA");
-    let ca =
-        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    (ca, roots)
-}
-
-fn client_config(roots: rustls::RootCertStore) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    Arc::new(config)
-}
-
 fn pki() -> &'static Pki {
     static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
     PKI.get_or_init(|| {
-        let (ca, roots) = ca();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let chain = vec![leaf.der().clone(), ca.der().clone()];
-        let mut server = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-            .unwrap();
-        server.alpn_protocols = vec![ALPN.to_vec(), b"http/1.1".to_vec()];
-        let (_, other_roots) = self::ca();
+        let (ca, roots) = test_ca();
+        let (leaf, key) = signed_by(&ca, &["localhost"]);
+        let (_, other_roots) = test_ca();
         Pki {
-            server: Arc::new(server),
-            client: client_config(roots),
-            untrusting: client_config(other_roots),
+            server: server_config(&ca, &leaf, &key, &[ALPN, b"http/1.1"]),
+            client: client_config(roots, &[ALPN]),
+            untrusting: client_config(other_roots, &[ALPN]),
         }
     })
 }

@@ -474,3 +474,36 @@ impl Drop for Server {
         }
     }
 }
+
+/// Every key path of a JSON document's objects (`errors.timeouts`),
+/// arrays' contents left out.
+pub fn json_key_paths(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        if let Some(map) = v.as_object() {
+            for (k, v) in map {
+                let path = format!("{prefix}{k}");
+                walk(v, &format!("{path}."), out);
+                out.insert(path);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(v, "", &mut out);
+    out
+}
+
+/// Asserts every document of `docs` (each with the arguments that made it)
+/// has the first one's key paths, no more and no fewer.
+pub fn assert_one_schema<A: std::fmt::Debug>(docs: &[(A, serde_json::Value)]) {
+    let (first_args, first) = &docs[0];
+    let reference = json_key_paths(first);
+    for (args, j) in &docs[1..] {
+        let keys = json_key_paths(j);
+        let missing: Vec<_> = reference.difference(&keys).collect();
+        let extra: Vec<_> = keys.difference(&reference).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{args:?} against {first_args:?}: missing {missing:?}, extra {extra:?}\n{j}"
+        );
+    }
+}
