@@ -73,9 +73,11 @@ impl Epoll {
     /// One `epoll_pwait2` with `timeout` to the nanosecond.
     fn wait_precise(&mut self, events: &mut Events, timeout: Duration) -> io::Result<()> {
         let capacity = events.capacity();
-        self.raw.clear();
-        self.raw
-            .resize(capacity, libc::epoll_event { events: 0, u64: 0 });
+        // Zeroed once, not per wait: the kernel writes what it returns.
+        if self.raw.len() != capacity {
+            self.raw
+                .resize(capacity, libc::epoll_event { events: 0, u64: 0 });
+        }
         let ts = timespec(Some(timeout)).map(|t| libc::timespec {
             tv_sec: t.tv_sec as libc::time_t,
             tv_nsec: t.tv_nsec as libc::c_long,
